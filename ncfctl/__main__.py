@@ -1,0 +1,3 @@
+from ncfctl.cli.app import main
+
+main()

@@ -1,0 +1,75 @@
+"""S3 transfers with Rich progress, and ``s3://`` URI handling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from ncfctl.aws.clients import client, error_message
+from ncfctl.config import AwsConfig
+from ncfctl.errors import NcfError
+
+TRANSFER = TransferConfig(multipart_threshold=64 * 1024 * 1024, max_concurrency=4)
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``."""
+    bucket, _, key = uri[5:].partition("/")
+    if not uri.startswith("s3://") or not bucket:
+        raise NcfError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
+    return bucket, key
+
+
+def uri(bucket: str, *parts: str) -> str:
+    return "s3://" + "/".join([bucket, *(p.strip("/") for p in parts if p)])
+
+
+def check_bucket(aws: AwsConfig, bucket: str) -> None:
+    """One clear line if the bucket does not exist or is not ours."""
+    try:
+        client(aws, "s3").head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in {"404", "NoSuchBucket", "NotFound"}:
+            raise NcfError(f"S3 bucket '{bucket}' does not exist (config key aws.bucket)") from None
+        raise NcfError(f"S3 bucket '{bucket}': {error_message(exc)}") from None
+
+
+def upload_file(aws: AwsConfig, path: str | os.PathLike, target_uri: str, progress=None) -> str:
+    """Upload ``path`` to ``target_uri``; ``progress`` is an optional Rich ``Progress``."""
+    path = Path(path)
+    bucket, key = parse_uri(target_uri)
+    callback = None
+    if progress is not None:
+        task = progress.add_task(f"upload {path.name}", total=path.stat().st_size, status="")
+        callback = lambda n: progress.advance(task, n)  # noqa: E731
+    try:
+        client(aws, "s3").upload_file(str(path), bucket, key, Config=TRANSFER, Callback=callback)
+    except botocore.exceptions.ClientError as exc:
+        raise NcfError(f"upload {path} -> {target_uri}: {error_message(exc)}") from None
+    except Exception as exc:  # S3UploadFailedError wraps ClientError text
+        raise NcfError(f"upload {path} -> {target_uri}: {exc}") from None
+    return target_uri
+
+
+def download_file(aws: AwsConfig, source_uri: str, path: str | os.PathLike, progress=None) -> Path:
+    """Download ``source_uri`` to ``path`` (written to a temp name, then renamed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bucket, key = parse_uri(source_uri)
+    s3 = client(aws, "s3")
+    callback = None
+    try:
+        if progress is not None:
+            size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+            task = progress.add_task(f"download {Path(key).name}", total=size, status="")
+            callback = lambda n: progress.advance(task, n)  # noqa: E731
+        tmp = path.with_name(f".{path.name}.part")
+        s3.download_file(bucket, key, str(tmp), Config=TRANSFER, Callback=callback)
+        os.replace(tmp, path)
+    except botocore.exceptions.ClientError as exc:
+        raise NcfError(f"download {source_uri}: {error_message(exc)}") from None
+    return path

@@ -1,0 +1,98 @@
+"""One output object per command: Rich for people, JSON for scripts.
+
+In JSON mode stdout carries exactly one JSON document (the command's result) and everything
+else (progress bars, notes) goes to stderr, so ``ncfctl train --json | jq`` works.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+class Output:
+    def __init__(self, json_mode: bool = False):
+        self.json_mode = json_mode
+        self.stdout = Console(soft_wrap=True)
+        self.stderr = Console(stderr=True)
+
+    @property
+    def _human(self) -> Console:
+        """Where human-readable notes go: stdout normally, stderr when stdout is JSON."""
+        return self.stderr if self.json_mode else self.stdout
+
+    def info(self, message: str) -> None:
+        self._human.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+    def success(self, message: str) -> None:
+        self._human.print(f"[green]✓[/green] {message}", highlight=False)
+
+    def progress(self, transient: bool = False) -> Progress:
+        """A Rich progress bar on stderr, for every long step."""
+        return Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.stderr,
+            transient=transient,
+        )
+
+    def status(self, message: str) -> AbstractContextManager:
+        """A one-line spinner on stderr (e.g. while polling a cloud job)."""
+        return self.stderr.status(message)
+
+    def table(
+        self, rows: Sequence[Mapping[str, Any]], title: str | None = None, columns: Iterable[str] | None = None
+    ) -> None:
+        """Render dict rows as a Rich table (human mode only: JSON mode prints via ``result``)."""
+        if self.json_mode:
+            return
+        columns = list(columns) if columns is not None else list(rows[0].keys()) if rows else []
+        table = Table(title=title, title_justify="left")
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*(_fmt(row.get(col)) for col in columns))
+        self.stdout.print(table)
+
+    def kv(self, mapping: Mapping[str, Any], title: str | None = None) -> None:
+        """A two-column key/value table."""
+        self.table([{"key": k, "value": v} for k, v in mapping.items()], title=title, columns=["key", "value"])
+
+    def result(self, payload: Mapping[str, Any], render: Callable[[], None] | None = None) -> None:
+        """The command's result: JSON on stdout, or ``render()`` (default: a key/value table)."""
+        if self.json_mode:
+            print(json.dumps(payload, indent=2, default=str))
+        elif render is not None:
+            render()
+        else:
+            self.kv({k: v for k, v in payload.items() if not isinstance(v, (dict, list))})

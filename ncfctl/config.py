@@ -1,0 +1,232 @@
+"""Configuration: ``configs/default.yaml`` validated by pydantic, with layered overrides.
+
+Precedence, highest first: explicit overrides (CLI flags) > environment (``NCFCTL_SECTION__KEY``,
+plus ``NCFCTL_WORKDIR``) > ``--config FILE`` > the packaged ``configs/default.yaml``. The YAML file
+is the single source of every default value; the models below only give shape and validation, so
+a bad value fails with the dotted key that holds it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ncfctl.errors import NcfError
+
+ENV_PREFIX = "NCFCTL_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticConfig(_Section):
+    users: int = Field(gt=1)
+    items: int = Field(gt=1)
+    interactions: int = Field(gt=0)
+    clusters: int = Field(gt=0)
+    min_per_user: int = Field(ge=3)
+
+
+class DataConfig(_Section):
+    dataset: Literal["synthetic", "ml-1m", "ml-100k", "ml-20m", "ml-25m", "ml-latest-small", "csv", "parquet"]
+    source: str | None
+    min_rating: float | None
+    explicit: bool
+    split: Literal["leave-one-out", "ratio"]
+    test_ratio: float = Field(gt=0, lt=1)
+    ratio_order: Literal["random", "temporal"]
+    eval_negatives: int = Field(gt=0)
+    user_col: str
+    item_col: str
+    rating_col: str | None
+    time_col: str | None
+    synthetic: SyntheticConfig
+
+
+class ModelConfig(_Section):
+    type: Literal["gmf", "mlp", "neumf"]
+    factors: int = Field(gt=0)
+    layers: list[int] = Field(min_length=1)
+    dropout: float = Field(ge=0, lt=1)
+
+
+class TrainConfig(_Section):
+    task: Literal["implicit", "explicit"]
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    negatives: int = Field(ge=1)
+    patience: int = Field(ge=0)
+    top_k: int = Field(gt=0)
+    threads: int = Field(gt=0)
+    nproc: int = Field(gt=0)
+    device: Literal["auto", "cpu", "cuda"]
+    backend: Literal["local", "sagemaker"]
+
+
+class PruneConfig(_Section):
+    method: Literal["magnitude", "structured"]
+    rate: float = Field(gt=0, lt=1)
+    scope: Literal["global", "layer"]
+    include_embeddings: bool
+    norm: Literal["l1", "l2"]
+    schedule: Literal["oneshot", "gradual"]
+    steps: int = Field(gt=0)
+
+
+class FinetuneConfig(_Section):
+    epochs: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    fraction: float = Field(gt=0, le=1)
+    backend: Literal["local", "sagemaker"]
+
+
+class CompileConfig(_Section):
+    target: str
+    backend: Literal["auto", "local", "sagemaker"]
+    framework: Literal["onnx", "pytorch"]
+    batch_size: int | None = Field(default=None, gt=0)
+    opset: int = Field(ge=7, le=12)
+    parity_tolerance: float = Field(gt=0)
+
+
+class ServingConfig(_Section):
+    host: str
+    port: int = Field(ge=0, le=65535)
+    max_batch: int = Field(gt=0)
+    max_top_k: int = Field(gt=0)
+    max_body_bytes: int = Field(gt=0)
+
+
+class AwsConfig(_Section):
+    region: str
+    profile: str | None
+    endpoint_url: str | None
+    bucket: str | None
+    prefix: str
+    role_arn: str | None
+    training_instance_type: str
+    training_instance_count: int = Field(gt=0)
+    framework_version: str
+    py_version: str
+    ecr_repository: str
+    image_uri: str | None
+    codebuild_project: str
+    endpoint_name: str
+    instance_type: str
+    instance_count: int = Field(gt=0)
+    poll_seconds: float = Field(gt=0)
+
+
+class BenchConfig(_Section):
+    compare: str
+    repeats: int = Field(gt=0)
+    warmup: int = Field(ge=0)
+    threads: int = Field(gt=0)
+
+
+class Config(_Section):
+    workdir: Path
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    prune: PruneConfig
+    finetune: FinetuneConfig
+    compile: CompileConfig
+    serving: ServingConfig
+    aws: AwsConfig
+    bench: BenchConfig
+
+
+def default_config_path() -> Path:
+    """The packaged defaults: inside the wheel, or ``configs/`` of a source checkout."""
+    packaged = resources.files("ncfctl").joinpath("configs/default.yaml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NcfError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise NcfError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise NcfError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated by ``override``; nested mappings merge key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``NCFCTL_TRAIN__EPOCHS=5`` -> ``{"train": {"epochs": 5}}``; values parse as YAML scalars."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in {"NCFCTL_DEBUG", "NCFCTL_CONFIG"}:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def dotted_overrides(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"train.epochs": 5, "seed": None}`` -> nested dict, dropping ``None`` (flag not given)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def load_config(
+    config_file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the effective configuration; ``overrides`` uses dotted keys (``"train.epochs"``)."""
+    raw = _read_yaml(default_config_path())
+    if config_file is not None:
+        raw = deep_merge(raw, _read_yaml(Path(config_file)))
+    raw = deep_merge(raw, env_overrides(environ))
+    raw = deep_merge(raw, dotted_overrides(overrides or {}))
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        given = first.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        raise NcfError(f"config key '{key}': {first['msg']}{shown}") from None

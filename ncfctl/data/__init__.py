@@ -1,0 +1,1 @@
+"""Interaction data: sources, the synthetic generator, splits, and the dataset artifact."""

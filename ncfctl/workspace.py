@@ -1,0 +1,218 @@
+"""The workspace: every artifact a command produces, as browsable folders with manifests.
+
+Layout under the work directory (default ``./output``)::
+
+    data/<id>/         datasets            (kind "dataset")
+    models/<id>/       trained, pruned and fine-tuned models (kind "model")
+    neo/<id>/          compiled models, local or SageMaker Neo (kind "compiled")
+    images/<id>/       container build contexts (kind "image")
+    deployments/<id>/  running or stopped deployments (kind "deployment")
+    comparison/<id>/   benchmark results (kind "benchmark")
+
+Each artifact folder holds ``manifest.json``: kind, id, created, parent artifact id, the config
+that made it, metrics, free-form info and the sha256 of each file. An artifact is built in a
+staging folder under ``.staging/`` and renamed into place only when complete, so an interrupted
+command never leaves a half-written artifact that a later command would pick up.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from ncfctl import fileio
+from ncfctl.errors import NcfError
+
+KIND_DIRS: dict[str, str] = {
+    "dataset": "data",
+    "model": "models",
+    "compiled": "neo",
+    "image": "images",
+    "deployment": "deployments",
+    "benchmark": "comparison",
+}
+MANIFEST = "manifest.json"
+STAGING = ".staging"
+
+
+class Manifest(BaseModel):
+    kind: str
+    id: str
+    created: datetime
+    parent: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256
+
+
+class Artifact:
+    """A committed artifact folder and its manifest."""
+
+    def __init__(self, path: Path, manifest: Manifest):
+        self.path = path
+        self.manifest = manifest
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    def file(self, name: str) -> Path:
+        """Path of a file the artifact records; a clear error if it is missing."""
+        path = self.path / name
+        if not path.exists():
+            raise NcfError(f"artifact {self.id} has no file '{name}' ({self.path})")
+        return path
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.kind}:{self.id})"
+
+
+class ArtifactWriter:
+    """A staging folder for an artifact being built; fill ``path`` and the manifest fields."""
+
+    def __init__(self, path: Path, manifest: Manifest):
+        self.path = path
+        self.manifest = manifest
+        self.artifact: Artifact | None = None  # set once the artifact is committed
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+
+def new_id(kind: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{kind}-{stamp}-{secrets.token_hex(2)}"
+
+
+def _hash_files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): fileio.sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p.name != MANIFEST
+    }
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NcfError(f"{folder} is not an artifact: no {MANIFEST}") from None
+    except ValidationError as exc:
+        raise NcfError(f"{path} is not a valid manifest: {exc.errors()[0]['msg']}") from None
+
+
+class Workspace:
+    """Artifacts under one work directory; services find their inputs here by kind or id."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+
+    def kind_dir(self, kind: str) -> Path:
+        if kind not in KIND_DIRS:
+            raise NcfError(f"unknown artifact kind '{kind}' (known: {', '.join(KIND_DIRS)})")
+        return self.root / KIND_DIRS[kind]
+
+    @contextmanager
+    def create(
+        self,
+        kind: str,
+        *,
+        parent: str | None = None,
+        config: dict[str, Any] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Iterator[ArtifactWriter]:
+        """Build an artifact atomically.
+
+        Inside the ``with`` block write files into ``writer.path`` and set ``writer.manifest``
+        metrics/info. On success the manifest (with file hashes) is written and the folder is
+        renamed into ``<kind dir>/<id>``; on any exception the staging folder is removed.
+        """
+        final_dir = self.kind_dir(kind)
+        artifact_id = new_id(kind)
+        staging = self.root / STAGING / artifact_id
+        staging.mkdir(parents=True, exist_ok=False)
+        manifest = Manifest(
+            kind=kind,
+            id=artifact_id,
+            created=datetime.now(UTC),
+            parent=parent,
+            config=config or {},
+            info=info or {},
+        )
+        writer = ArtifactWriter(staging, manifest)
+        try:
+            yield writer
+            writer.manifest.files = _hash_files(staging)
+            fileio.write_text(staging / MANIFEST, writer.manifest.model_dump_json(indent=2) + "\n")
+            final_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, final_dir / artifact_id)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        writer.artifact = Artifact(final_dir / artifact_id, writer.manifest)
+
+    def update(self, artifact: Artifact, **fields: Any) -> Artifact:
+        """Rewrite a committed artifact's manifest (e.g. a deployment's status) atomically."""
+        manifest = artifact.manifest.model_copy(update=fields)
+        manifest.files = _hash_files(artifact.path)
+        fileio.write_text(artifact.path / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
+        return Artifact(artifact.path, manifest)
+
+    def list(self, kind: str | None = None) -> list[Artifact]:
+        """Committed artifacts, oldest first."""
+        kinds = [kind] if kind else list(KIND_DIRS)
+        found: list[Artifact] = []
+        for k in kinds:
+            folder = self.kind_dir(k)
+            if not folder.is_dir():
+                continue
+            for child in folder.iterdir():
+                if (child / MANIFEST).is_file():
+                    found.append(Artifact(child, read_manifest(child)))
+        return sorted(found, key=lambda a: a.manifest.created)
+
+    def latest(self, kind: str, where: dict[str, Any] | None = None) -> Artifact | None:
+        """The newest artifact of ``kind`` whose ``info`` matches every ``where`` item."""
+        for artifact in reversed(self.list(kind)):
+            if all(artifact.manifest.info.get(k) == v for k, v in (where or {}).items()):
+                return artifact
+        return None
+
+    def require_latest(self, kind: str, hint: str, where: dict[str, Any] | None = None) -> Artifact:
+        artifact = self.latest(kind, where)
+        if artifact is None:
+            raise NcfError(f"no {kind} artifact in {self.root}", hint=hint)
+        return artifact
+
+    def get(self, ref: str, kind: str | None = None) -> Artifact:
+        """An artifact by id (searched in the workspace) or by folder path."""
+        as_path = Path(ref).expanduser()
+        if (as_path / MANIFEST).is_file():
+            artifact = Artifact(as_path.resolve(), read_manifest(as_path))
+        else:
+            matches = [a for a in self.list(kind) if a.id == ref]
+            if not matches:
+                what = f"{kind} artifact" if kind else "artifact"
+                raise NcfError(f"no {what} '{ref}' in {self.root}")
+            artifact = matches[0]
+        if kind is not None and artifact.kind != kind:
+            raise NcfError(f"artifact '{ref}' is a {artifact.kind}, expected a {kind}")
+        return artifact
+
+    def resolve(self, ref: str | None, kind: str, hint: str, where: dict[str, Any] | None = None) -> Artifact:
+        """``ref`` if given, else the latest artifact of ``kind``: how commands find their input."""
+        return self.get(ref, kind) if ref else self.require_latest(kind, hint, where)
