@@ -27,7 +27,9 @@ class CommandContext:
     out: Output
 
 
-def command_context(ctx: typer.Context, overrides: dict[str, Any] | None = None, json_output: bool = False) -> CommandContext:
+def command_context(
+    ctx: typer.Context, overrides: dict[str, Any] | None = None, json_output: bool = False
+) -> CommandContext:
     """Build config (flags > env > --config > defaults), workspace and output for one command.
 
     ``overrides`` maps dotted config keys to flag values; ``None`` means "flag not given".
