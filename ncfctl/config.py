@@ -33,6 +33,7 @@ class SyntheticConfig(_Section):
     interactions: int = Field(gt=0)
     clusters: int = Field(gt=0)
     min_per_user: int = Field(ge=3)
+    taste_strength: float = Field(ge=0)
 
 
 class DataConfig(_Section):
@@ -97,6 +98,11 @@ class CompileConfig(_Section):
     batch_size: int | None = Field(default=None, gt=0)
     opset: int = Field(ge=7, le=12)
     parity_tolerance: float = Field(gt=0)
+    target_platform: str | None
+    framework_version: Literal["1.4", "1.5", "1.6", "1.7", "1.8", "1.12", "1.13", "2.0"]
+    threads: int | None = Field(default=None, gt=0)
+    max_runtime_seconds: int = Field(ge=60, le=86400)
+    job_prefix: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,19}$")
 
 
 class ServingConfig(_Section):
@@ -105,6 +111,25 @@ class ServingConfig(_Section):
     max_batch: int = Field(gt=0)
     max_top_k: int = Field(gt=0)
     max_body_bytes: int = Field(gt=0)
+
+
+class ImageConfig(_Section):
+    backend: Literal["auto", "docker", "codebuild", "none"]
+    tag: str
+    push: bool
+    docker_timeout: float = Field(gt=0)
+    build_timeout_minutes: int = Field(ge=5, le=2160)
+
+
+class DeployConfig(_Section):
+    backend: Literal["auto", "local", "sagemaker"]
+    port: int = Field(ge=0, le=65535)
+    start_timeout: float = Field(gt=0)
+    stop_grace: float = Field(gt=0)
+    invoke_timeout: float = Field(gt=0)
+    min_instances: int | None = Field(default=None, ge=1)
+    max_instances: int | None = Field(default=None, ge=1)
+    target_invocations: float = Field(gt=0)
 
 
 class AwsConfig(_Section):
@@ -116,11 +141,17 @@ class AwsConfig(_Section):
     role_arn: str | None
     training_instance_type: str
     training_instance_count: int = Field(gt=0)
+    training_image_uri: str | None
+    training_max_runtime_seconds: int = Field(gt=0)
+    training_volume_gb: int = Field(gt=0)
     framework_version: str
     py_version: str
     ecr_repository: str
     image_uri: str | None
     codebuild_project: str
+    codebuild_role_arn: str | None
+    codebuild_image: str
+    codebuild_compute_type: str
     endpoint_name: str
     instance_type: str
     instance_count: int = Field(gt=0)
@@ -134,6 +165,18 @@ class BenchConfig(_Section):
     threads: int = Field(gt=0)
 
 
+class PipelineConfig(_Section):
+    """``ncfctl pipeline``: its own epochs and rate so the whole flow stays a few minutes long."""
+
+    backend: Literal["local", "sagemaker"]
+    train_epochs: int | None = Field(default=None, gt=0)
+    finetune_epochs: int | None = Field(default=None, gt=0)
+    finetune_fraction: float | None = Field(default=None, gt=0, le=1)
+    prune_rate: float = Field(gt=0, lt=1)
+    keep_serving: bool
+    smoke_top_k: int = Field(gt=0)
+
+
 class Config(_Section):
     workdir: Path
     seed: int
@@ -144,8 +187,11 @@ class Config(_Section):
     finetune: FinetuneConfig
     compile: CompileConfig
     serving: ServingConfig
+    image: ImageConfig
+    deploy: DeployConfig
     aws: AwsConfig
     bench: BenchConfig
+    pipeline: PipelineConfig
 
 
 def default_config_path() -> Path:

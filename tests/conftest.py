@@ -86,3 +86,247 @@ def aws_env(moto_server, monkeypatch):
 
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket="ncfctl-test")
     return values
+
+
+def tiny_interaction_data(
+    users: int = 60,
+    items: int = 40,
+    per_user: int = 12,
+    clusters: int = 4,
+    eval_negatives: int = 20,
+    seed: int = 0,
+    explicit: bool = False,
+):
+    """A small clustered leave-one-out ``InteractionData`` built in memory (no data layer needed).
+
+    Users prefer their cluster's items (80%) over the rest, so a model can beat popularity.
+    The last interaction of each user is ``test``, the one before ``val``; eval negatives are
+    items the user never touched.
+    """
+    import numpy as np
+
+    from ncfctl.data.dataset import EvalSplit, InteractionData, Interactions
+
+    rng = np.random.default_rng(seed)
+    item_cluster = np.arange(items) % clusters
+    rows = []
+    for u in range(users):
+        own = np.flatnonzero(item_cluster == u % clusters)
+        pool = np.where(
+            rng.random(per_user * 3) < 0.8, rng.choice(own, per_user * 3), rng.integers(0, items, per_user * 3)
+        )
+        chosen = list(dict.fromkeys(pool.tolist()))[:per_user]
+        rows += [(u, i, t) for t, i in enumerate(chosen)]
+    arr = np.array(rows, dtype=np.int64)
+    ratings = (1 + 4 * (item_cluster[arr[:, 1]] == arr[:, 0] % clusters) * rng.random(len(arr))).astype(np.float32)
+    if not explicit:
+        ratings[:] = 1.0
+    last = np.r_[arr[1:, 0] != arr[:-1, 0], True]
+    before_last = np.r_[last[1:], False]
+
+    def take(mask):
+        return Interactions(arr[mask, 0].copy(), arr[mask, 1].copy(), ratings[mask].copy(), arr[mask, 2].copy())
+
+    def negatives(split):
+        out = np.empty((len(split), eval_negatives), dtype=np.int64)
+        for r, u in enumerate(split.users):
+            known = set(arr[arr[:, 0] == u, 1].tolist())
+            out[r] = rng.choice([i for i in range(items) if i not in known], eval_negatives, replace=False)
+        return out
+
+    test, val = take(last), take(before_last)
+    return InteractionData(
+        num_users=users,
+        num_items=items,
+        train=take(~last & ~before_last),
+        val=EvalSplit(val, negatives(val)),
+        test=EvalSplit(test, negatives(test)),
+        user_ids=np.array([f"u{u}" for u in range(users)]),
+        item_ids=np.array([f"i{i}" for i in range(items)]),
+        explicit=explicit,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A real ONNX serving bundle (tiny NeuMF on ``tiny_interaction_data``), built once per session."""
+    import torch
+
+    from ncfctl.models import NCF, NCFSpec
+    from ncfctl.serving.bundle import write_serving_bundle
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = tiny_interaction_data()
+    spec = NCFSpec(
+        num_users=data.num_users, num_items=data.num_items, factors=8, mlp_user_dim=8, mlp_item_dim=8, hidden=[8, 4]
+    )
+    model = NCF(spec).eval()
+    folder = tmp_path_factory.mktemp("bundle")
+    pair = (torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
+    torch.onnx.export(
+        model,
+        pair,
+        str(folder / "model.onnx"),
+        dynamo=False,
+        opset_version=12,
+        input_names=["user", "item"],
+        output_names=["score"],
+        dynamic_axes={"user": {0: "n"}, "item": {0: "n"}, "score": {0: "n"}},
+    )
+    write_serving_bundle(
+        folder,
+        model,
+        data,
+        runtime="onnxruntime",
+        models=[{"batch_size": None, "path": "model.onnx"}],
+        source_model="model-tiny",
+        target="local",
+    )
+    return folder
+
+
+@pytest.fixture
+def compiled_artifact(workdir, tiny_bundle):
+    """``tiny_bundle`` committed as a ``compiled`` artifact in the test workspace."""
+    import shutil
+
+    from ncfctl.workspace import Workspace
+
+    with Workspace(workdir).create("compiled", parent="model-tiny", info={"runtime": "onnxruntime"}) as writer:
+        shutil.copytree(tiny_bundle, writer.path, dirs_exist_ok=True)
+    return writer.artifact
+
+
+def commit_model_artifact(workdir: Path, model, data, stage: str = "trained"):
+    """Commit ``data`` as a dataset artifact and ``model`` as a model artifact on it; returns the model artifact."""
+    from ncfctl.models import MODEL_FILE, save_model
+    from ncfctl.workspace import Workspace
+
+    workspace = Workspace(workdir)
+    info = {"dataset": "tiny", "num_users": data.num_users, "num_items": data.num_items, "explicit": data.explicit}
+    with workspace.create("dataset", info={**info, "split": "leave-one-out"}) as writer:
+        data.save(writer.path)
+    dataset = writer.artifact
+    spec = model.spec
+    model_info = {"stage": stage, "model_type": spec.model_type, "task": spec.task, "dataset": dataset.id}
+    with workspace.create("model", parent=dataset.id, info=model_info) as writer:
+        save_model(writer.path / MODEL_FILE, model)
+    return writer.artifact
+
+
+@pytest.fixture
+def model_artifact(workdir):
+    """A tiny NeuMF (60 users x 40 items) and its dataset committed in the test workspace."""
+    import torch
+
+    from ncfctl.models import NCF, NCFSpec
+
+    torch.manual_seed(0)
+    data = tiny_interaction_data()
+    model = NCF(NCFSpec.from_layers(model_type="neumf", num_users=60, num_items=40, factors=8, layers=[16, 8]))
+    return commit_model_artifact(workdir, model, data)
+
+
+def separated_ncf(spec, seed: int = 0):
+    """An ``NCF`` with N(0, 0.5) weights: scores far apart (like a trained model's), so rankings are stable.
+
+    The paper's N(0, 0.01) initialisation makes all scores nearly equal, where any float rounding
+    reorders items and ranking comparisons would test noise.
+    """
+    import torch
+
+    from ncfctl.models import NCF
+
+    torch.manual_seed(seed)
+    model = NCF(spec).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)
+    return model
+
+
+class ServingProcess:
+    """``python -m ncf_serving serve`` on a free loopback port, its log in a file; stopped by SIGTERM."""
+
+    def __init__(self, model_dir: Path, log_path: Path, env: dict[str, str] | None = None, flags: bool = True):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model_dir = model_dir
+        self.log_path = log_path
+        args = ["--host", "127.0.0.1", "--port", str(self.port), "--model-dir", str(model_dir)] if flags else []
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "NCF_THREADS": "1", **(env or {})}
+        if not flags:  # the container's way: everything from the environment
+            full_env.update(
+                {"NCF_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(self.port), "NCF_MODEL_DIR": str(model_dir)}
+            )
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        command = [sys.executable, "-m", "ncf_serving", "serve", *args]
+        self.proc = subprocess.Popen(command, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode} before /ping was 200:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"/ping not 200 within {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serving_process(tmp_path):
+    """Factory: ``serving_process(model_dir, env=None, wait=True)``; every server is stopped afterwards."""
+    started: list[ServingProcess] = []
+
+    def start(model_dir: Path, env: dict[str, str] | None = None, wait: bool = True, flags: bool = True):
+        server = ServingProcess(model_dir, tmp_path / f"server-{len(started)}.log", env, flags)
+        started.append(server)
+        if wait:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def export_onnx(model, path: Path, batch_size: int | None = None) -> Path:
+    """ONNX (opset 12, inputs ``user``/``item``, output ``score``): dynamic batch, or exactly ``batch_size``."""
+    import torch
+
+    example = (torch.zeros(batch_size or 2, dtype=torch.long), torch.zeros(batch_size or 2, dtype=torch.long))
+    dynamic = None if batch_size else {"user": {0: "n"}, "item": {0: "n"}, "score": {0: "n"}}
+    torch.onnx.export(
+        model,
+        example,
+        str(path),
+        dynamo=False,
+        opset_version=12,
+        input_names=["user", "item"],
+        output_names=["score"],
+        dynamic_axes=dynamic,
+    )
+    return path

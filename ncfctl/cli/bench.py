@@ -1,7 +1,99 @@
-"""`ncfctl bench` (being written)."""
+"""``ncfctl bench``: compare the original, pruned, fine-tuned, compiled and deployed models side by side."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Annotated, Any
 
 import typer
 
+from ncfctl.cli.context import command_context
+from ncfctl.cli.options import JsonOpt, ThreadsOpt
+from ncfctl.cli.output import Output
+
+CompareOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--compare",
+        help="all (the newest trained model and everything derived from it), or a comma list of artifact ids "
+        "and roles: original, pruned, finetuned, compiled, deployment.",
+    ),
+]
+
+
+def _tables(out: Output, results: dict[str, Any]) -> None:
+    """Two tables (quality & size, speed) so the comparison stays readable in an 80-column terminal."""
+    from ncfctl.bench import report
+
+    rows, _ = report.display_rows(results)
+    explicit, k = results["explicit"], results["k"]
+    first = ["variant", "runtime"]
+    quality = [c.header for c in (*report.quality_columns(explicit, k), *report.delta_columns(explicit, k))]
+    size = [c.header for c in report.SIZE_COLUMNS]
+    speed = [c.header for c in (*report.SPEED_COLUMNS, *report.RATIO_COLUMNS)]
+    title = f"Quality and size (test split, baseline: {results['baseline']})"
+    out.table(rows, title=title, columns=first + quality + size)
+    threads = f"{results['threads']} thread(s), {results['repeats']} interleaved repetitions, p50/p99 per call"
+    out.table(rows, title=f"Speed ({threads})", columns=["variant", *speed])
+
+
+def benchmark_payload(artifact) -> dict[str, Any]:
+    """A benchmark artifact as the ``--json`` document: its files and the full ``results.json``."""
+    from ncfctl.bench.report import RESULTS_CSV, RESULTS_JSON, SUMMARY_MD
+
+    results = jsonlib.loads((artifact.path / RESULTS_JSON).read_text(encoding="utf-8"))
+    return {
+        "benchmark": artifact.id,
+        "path": str(artifact.path),
+        "results_json": str(artifact.path / RESULTS_JSON),
+        "results_csv": str(artifact.path / RESULTS_CSV),
+        "summary": str(artifact.path / SUMMARY_MD),
+        "figures": [str(artifact.path / f) for f in results["figures"]],
+        "results": results,
+    }
+
+
+def render_benchmark(out: Output, payload: dict[str, Any]) -> None:
+    """Tables, notes and file locations of a :func:`benchmark_payload` for people."""
+    results = payload["results"]
+    _tables(out, results)
+    for note in results["notes"]:
+        out.warn(note)
+    out.success(f"benchmark {payload['benchmark']}: {payload['path']}")
+    out.info(f"  summary {payload['summary']}\n  figures " + ", ".join(results["figures"]))
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add ``ncfctl bench`` to the app."""
+
+    @app.command("bench")
+    def bench_command(
+        ctx: typer.Context,
+        compare: CompareOpt = None,
+        repeats: Annotated[
+            int | None, typer.Option("--repeats", min=1, help="Timed repetitions per query and variant.")
+        ] = None,
+        warmup: Annotated[int | None, typer.Option("--warmup", min=0, help="Untimed calls before timing.")] = None,
+        threads: ThreadsOpt = None,
+        json: JsonOpt = False,
+    ) -> None:
+        """Measure quality, latency (batch 1, 64, top-K), throughput, size and peak memory of each variant.
+
+        Writes comparison/<id>/ with results.json, results.csv, summary.md and PNG charts.
+        """
+        from ncfctl.bench.service import run_benchmark
+
+        c = command_context(
+            ctx,
+            overrides={
+                "bench.compare": compare,
+                "bench.repeats": repeats,
+                "bench.warmup": warmup,
+                "bench.threads": threads,
+            },
+            json_output=json,
+        )
+        with c.out.progress() as progress:
+            artifact = run_benchmark(c.config, c.workspace, progress=progress)
+        payload = benchmark_payload(artifact)
+        c.out.result(payload, lambda: render_benchmark(c.out, payload))

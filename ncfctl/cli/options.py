@@ -19,3 +19,10 @@ BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="B
 TrainBackendOpt = Annotated[
     str | None, typer.Option("--backend", help="local (this machine) or sagemaker (a SageMaker training job).")
 ]
+CompiledRefOpt = Annotated[
+    str | None, typer.Option("--compiled", help="Compiled artifact id or folder (default: the latest).")
+]
+ImageRefOpt = Annotated[str | None, typer.Option("--image", help="Image artifact id or folder (default: the latest).")]
+DeploymentRefOpt = Annotated[
+    str | None, typer.Option("--deployment", help="Deployment artifact id or folder (default: the newest running).")
+]

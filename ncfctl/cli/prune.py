@@ -1,7 +1,165 @@
-"""`ncfctl prune` (being written)."""
+"""`ncfctl prune` and `ncfctl finetune`: smaller models, with what they cost and buy measured.
+
+Choices are plain strings validated by the config model (``prune.method`` etc.), so a bad value
+is one line naming the key and the value, whether it came from a flag, the environment or a
+``--config`` file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
 
 import typer
 
+from ncfctl.cli.context import CommandContext, command_context
+from ncfctl.cli.options import EpochsOpt, JsonOpt, LrOpt, ModelRefOpt, SeedOpt, ThreadsOpt
+from ncfctl.pruning.service import RATE_CONVENTION, finetune_model, prune_model
+from ncfctl.workspace import Artifact
+
+STAGE_COLUMNS = ("stage", "model", "hr", "ndcg", "full_hr", "full_ndcg", "rmse", "mae")
+SIZE_COLUMNS = ("stage", "parameters", "nonzeros", "dense_bytes", "compact_bytes")
+LAYER_COLUMNS = ("layer", "source_shape", "shape", "parameters", "nonzeros", "sparsity", "removed")
+
+FractionOpt = Annotated[
+    float | None, typer.Option("--fraction", help="Share of the training rows to fine-tune on, in (0, 1].")
+]
+BackendOpt = Annotated[
+    str | None, typer.Option("--backend", help="Fine-tune here (local) or as a SageMaker training job (sagemaker).")
+]
+
+
+def _summary(artifact: Artifact) -> dict[str, Any]:
+    info = artifact.manifest.info
+    keep = ("stage", "source_model", "pruning", "stages", "size", "layers", "finetune")
+    return {
+        "id": artifact.id,
+        "path": str(artifact.path),
+        "parent": artifact.manifest.parent,
+        "metrics": artifact.manifest.metrics,
+        **{key: info[key] for key in keep if info.get(key) is not None},
+    }
+
+
+def _render(cc: CommandContext, artifact: Artifact) -> None:
+    """The per-layer table, the before/after table and the size note of one artifact."""
+    info = artifact.manifest.info
+    out = cc.out
+    out.table(
+        info["layers"], title=f"{artifact.id}: per layer (vs the model it was pruned from)", columns=LAYER_COLUMNS
+    )
+    stages = info["stages"]
+    k = artifact.manifest.metrics.get("k")
+    quality = [col for col in STAGE_COLUMNS if any(col in row for row in stages)]
+    out.table(stages, title=f"quality (test split{f', @{k}' if k else ''}; full_* = full ranking)", columns=quality)
+    out.table(stages, title="size (bytes of torch.save)", columns=SIZE_COLUMNS)
+    out.info(f"[bold]note:[/bold] {info['size']['note']}")
+    figures = ", ".join(name for name in ("weights.png", "recovery.png") if (artifact.path / name).exists())
+    out.success(f"{info['stage']} model {artifact.id} -> {artifact.path} ({figures})")
+
+
+def prune(
+    ctx: typer.Context,
+    model: ModelRefOpt = None,
+    method: Annotated[
+        str | None,
+        typer.Option("--method", help="magnitude (unstructured, masks) or structured (smaller dense model)."),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", help=f"Fraction to remove, in (0, 1). {RATE_CONVENTION}."),
+    ] = None,
+    scope: Annotated[
+        str | None, typer.Option("--scope", help="magnitude: global (one threshold) or layer (same rate per layer).")
+    ] = None,
+    include_embeddings: Annotated[
+        bool | None,
+        typer.Option(
+            "--include-embeddings/--no-include-embeddings",
+            help="Prune the embedding tables too (most of NCF's parameters).",
+        ),
+    ] = None,
+    norm: Annotated[str | None, typer.Option("--norm", help="structured: rank units by l1 or l2 norm.")] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option("--schedule", help="oneshot, or gradual (cubic schedule, fine-tuning between steps)."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="gradual: number of pruning steps.")] = None,
+    finetune: Annotated[bool, typer.Option("--finetune", help="Fine-tune the pruned model (masks locked).")] = False,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    fraction: FractionOpt = None,
+    backend: BackendOpt = None,
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Prune a model (default: the latest trained one); saves a model artifact of stage 'pruned'.
+
+    Reports parameters, non-zeros and sparsity per layer, test HR/NDCG (or RMSE) before and
+    after, and sizes as a dense state_dict and in compact form (an unstructured-pruned dense file
+    is not smaller). With --finetune also saves the fine-tuned model (stage 'finetuned').
+    """
+    cc = command_context(
+        ctx,
+        overrides={
+            "prune.method": method,
+            "prune.rate": rate,
+            "prune.scope": scope,
+            "prune.include_embeddings": include_embeddings,
+            "prune.norm": norm,
+            "prune.schedule": schedule,
+            "prune.steps": steps,
+            "finetune.epochs": epochs,
+            "finetune.lr": lr,
+            "finetune.fraction": fraction,
+            "finetune.backend": backend,
+            "train.threads": threads,
+            "seed": seed,
+        },
+        json_output=json,
+    )
+    with cc.out.progress() as progress:
+        outcome = prune_model(cc.config, cc.workspace, model, finetune=finetune, progress=progress)
+    final = outcome.finetuned or outcome.pruned
+    payload = {
+        "pruned": _summary(outcome.pruned),
+        "finetuned": _summary(outcome.finetuned) if outcome.finetuned else None,
+    }
+    cc.out.result(payload, render=lambda: _render(cc, final))
+
+
+def finetune(
+    ctx: typer.Context,
+    model_id: Annotated[
+        str | None, typer.Argument(help="Model artifact id or folder (default: the latest pruned model).")
+    ] = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    fraction: FractionOpt = None,
+    backend: BackendOpt = None,
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Fine-tune a pruned model with its pruned weights held at exactly zero; saves stage 'finetuned'."""
+    cc = command_context(
+        ctx,
+        overrides={
+            "finetune.epochs": epochs,
+            "finetune.lr": lr,
+            "finetune.fraction": fraction,
+            "finetune.backend": backend,
+            "train.threads": threads,
+            "seed": seed,
+        },
+        json_output=json,
+    )
+    with cc.out.progress() as progress:
+        artifact = finetune_model(cc.config, cc.workspace, model_id, progress=progress)
+    cc.out.result(_summary(artifact), render=lambda: _render(cc, artifact))
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add ``prune`` and ``finetune`` to the app."""
+    app.command("prune")(prune)
+    app.command("finetune")(finetune)

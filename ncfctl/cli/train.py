@@ -1,7 +1,172 @@
-"""`ncfctl train` (being written)."""
+"""`ncfctl train`: train GMF / MLP / NeuMF on the latest dataset, or evaluate a saved model."""
+
+from __future__ import annotations
+
+from enum import Enum, StrEnum
+from typing import Annotated, Any
 
 import typer
 
+from ncfctl.cli.context import command_context
+from ncfctl.cli.options import BatchSizeOpt, DatasetRefOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, ThreadsOpt
+from ncfctl.errors import NcfError
+
+
+class ModelType(StrEnum):
+    gmf = "gmf"
+    mlp = "mlp"
+    neumf = "neumf"
+
+
+class Task(StrEnum):
+    implicit = "implicit"
+    explicit = "explicit"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Backend(StrEnum):
+    local = "local"
+    sagemaker = "sagemaker"
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """``"128,64,32"`` -> ``[128, 64, 32]``; one line naming the flag when it is not that."""
+    if text is None:
+        return None
+    try:
+        layers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise NcfError(f"--layers {text!r}: expected comma-separated integers such as 128,64,32") from None
+    if any(width <= 0 for width in layers):
+        raise NcfError(f"--layers {text!r}: widths must be positive")
+    return layers
+
+
+def _metric_rows(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
+    k = metrics.get("k", "")
+    names = {"hr": f"HR@{k} (sampled)", "ndcg": f"NDCG@{k} (sampled)", "full_hr": f"HR@{k} (full ranking)"}
+    names |= {"full_ndcg": f"NDCG@{k} (full ranking)", "rmse": "RMSE", "mae": "MAE"}
+    return [
+        {"metric": label, "model": metrics[key], "popularity": baseline.get(key)}
+        for key, label in names.items()
+        if key in metrics
+    ]
+
+
+def train(
+    ctx: typer.Context,
+    model_type: Annotated[ModelType | None, typer.Option("--model", help="Model family.")] = None,
+    factors: Annotated[int | None, typer.Option("--factors", min=1, help="GMF embedding size.")] = None,
+    layers: Annotated[
+        str | None, typer.Option("--layers", help="MLP widths, e.g. 128,64,32 (embeddings are half the first).")
+    ] = None,
+    dropout: Annotated[float | None, typer.Option("--dropout", min=0.0, max=0.99, help="MLP dropout.")] = None,
+    pretrain_gmf: Annotated[
+        str | None, typer.Option("--pretrain-gmf", help="NeuMF init: a trained GMF model artifact id.")
+    ] = None,
+    pretrain_mlp: Annotated[
+        str | None, typer.Option("--pretrain-mlp", help="NeuMF init: a trained MLP model artifact id.")
+    ] = None,
+    task: Annotated[Task | None, typer.Option("--task", help="implicit (BCE) or explicit (MSE on ratings).")] = None,
+    epochs: EpochsOpt = None,
+    negatives: Annotated[int | None, typer.Option("--negatives", min=1, help="Negatives per positive.")] = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", min=0.0, help="Adam weight decay.")] = None,
+    patience: Annotated[
+        int | None, typer.Option("--patience", min=0, help="Epochs without validation gain before stopping (0: off).")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="K of HR@K / NDCG@K.")] = None,
+    threads: ThreadsOpt = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="DDP processes (torch.distributed).")] = None,
+    device: Annotated[Device | None, typer.Option("--device", help="auto picks CUDA when present (AMP on).")] = None,
+    backend: Annotated[Backend | None, typer.Option("--backend", help="Train here or as a SageMaker job.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run of this command.")] = False,
+    eval_only: Annotated[
+        str | None, typer.Option("--eval-only", help="Only evaluate this model artifact (id or folder).")
+    ] = None,
+    dataset_id: DatasetRefOpt = None,
+    seed: SeedOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Train NCF (GMF / MLP / NeuMF); report HR@K and NDCG@K (sampled and full ranking) vs popularity."""
+    from ncfctl.training.service import evaluate_model, train_model
+
+    overrides = {
+        "model.type": _value(model_type),
+        "model.factors": factors,
+        "model.layers": parse_layers(layers),
+        "model.dropout": dropout,
+        "train.task": _value(task),
+        "train.epochs": epochs,
+        "train.negatives": negatives,
+        "train.batch_size": batch_size,
+        "train.lr": lr,
+        "train.weight_decay": weight_decay,
+        "train.patience": patience,
+        "train.top_k": top_k,
+        "train.threads": threads,
+        "train.nproc": nproc,
+        "train.device": _value(device),
+        "train.backend": _value(backend),
+        "seed": seed,
+    }
+    c = command_context(ctx, overrides=overrides, json_output=json_output)
+    if eval_only:
+        with c.out.progress(transient=True) as progress:
+            report = evaluate_model(c.config, c.workspace, eval_only, dataset_id, progress=progress)
+        c.out.result(
+            report,
+            render=lambda: c.out.table(
+                _metric_rows(report["metrics"], report["baseline"]), title=f"{report['model']} on {report['dataset']}"
+            ),
+        )
+        return
+    with c.out.progress() as progress:
+        artifact = train_model(
+            c.config,
+            c.workspace,
+            dataset_ref=dataset_id,
+            pretrain_gmf=pretrain_gmf,
+            pretrain_mlp=pretrain_mlp,
+            resume=resume,
+            progress=progress,
+        )
+    manifest = artifact.manifest
+    info = manifest.info
+    payload = {
+        "model": artifact.id,
+        "path": str(artifact.path),
+        "dataset": info["dataset"],
+        "model_type": info["model_type"],
+        "best_epoch": info["best_epoch"],
+        "stopped_early": info["stopped_early"],
+        "metrics": manifest.metrics,
+        "val_metrics": info["val_metrics"],
+        "baseline": info["baseline"],
+        "history": info["history"],
+    }
+
+    def render() -> None:
+        c.out.table(
+            [{key: record[key] for key in record if key != "kept"} for record in info["history"]],
+            title="epochs (validation metrics)",
+        )
+        c.out.table(_metric_rows(manifest.metrics, info["baseline"]), title=f"test, kept epoch {info['best_epoch']}")
+        c.out.success(f"model {artifact.id} ({manifest.metrics['parameters']:,} parameters) -> {artifact.path}")
+
+    c.out.result(payload, render=render)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add ``ncfctl train`` to the app."""
+    app.command("train")(train)

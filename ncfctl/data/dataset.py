@@ -92,7 +92,8 @@ class InteractionData:
         if include_val:
             users = np.concatenate([users, self.val.rows.users])
             items = np.concatenate([items, self.val.rows.items])
-        keys = np.unique(users * np.int64(self.num_items) + items)
+        keys = np.sort(users * np.int64(self.num_items) + items)
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # dedupe; np.unique (numpy 2.4) is ~20x slower
         key_users = keys // self.num_items
         indptr = np.zeros(self.num_users + 1, dtype=np.int64)
         np.cumsum(np.bincount(key_users, minlength=self.num_users), out=indptr[1:])

@@ -1,0 +1,78 @@
+"""Latency and throughput of several runners measured side by side in one process.
+
+A shared 2-core machine drifts: another engineer's job can slow everything by 2-10x for a few
+seconds. Timing variant A for 50 repetitions and then variant B would hand that drift to
+whichever ran second, so repetitions are interleaved round-robin (rep 1 of every variant, then
+rep 2, ...) with the starting variant rotated each round; each variant then sees the same mix
+of quiet and busy moments and the ratios between them stay honest. Medians (p50) and p99 come
+from per-call ``perf_counter`` samples after a warm-up that is not timed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-call latency summary in milliseconds; ``n`` timed calls."""
+
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    n: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summarize(seconds: list[float] | np.ndarray) -> LatencyStats:
+    """p50/p99/mean of per-call durations given in seconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    if ms.size == 0:
+        raise ValueError("no latency samples")
+    return LatencyStats(
+        p50_ms=float(np.percentile(ms, 50)),
+        p99_ms=float(np.percentile(ms, 99)),
+        mean_ms=float(ms.mean()),
+        n=int(ms.size),
+    )
+
+
+def interleaved_timings(
+    calls: Mapping[str, Callable[[int], object]],
+    *,
+    warmup: int,
+    repeats: int,
+    on_round: Callable[[int], None] | None = None,
+) -> dict[str, list[float]]:
+    """Call every ``calls[name](rep)`` ``warmup`` times untimed, then ``repeats`` timed rounds.
+
+    ``rep`` lets a call pick a different input each time (e.g. a different user), so a cache
+    never sees the same request twice in a row. Returns per-call durations in seconds.
+    """
+    names = list(calls)
+    for rep in range(warmup):
+        for name in names:
+            calls[name](rep)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(repeats):
+        shift = rep % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            call = calls[name]
+            start = time.perf_counter()
+            call(warmup + rep)
+            samples[name].append(time.perf_counter() - start)
+        if on_round is not None:
+            on_round(rep + 1)
+    return samples
+
+
+def throughput(batch_size: int, seconds: list[float]) -> float:
+    """Sustained samples per second over all timed calls of one batch size (total work / total time)."""
+    total = float(np.sum(seconds))
+    return batch_size * len(seconds) / total if total > 0 else float("nan")

@@ -1,0 +1,72 @@
+"""Recommendation quality of each variant on the test split, through the path that variant serves with.
+
+All metrics come from :mod:`ncfctl.evaluation` (same protocols, same tie rule as training):
+
+* torch models and bundles: :func:`~ncfctl.evaluation.evaluate` on the runner's pair scores (a
+  bundle also hands over its fast path as ``all_items``, the code that answers top-K requests);
+* a live deployment: the sampled protocol (or RMSE/MAE) through ``instances`` requests, and full
+  ranking from the endpoint's own top-K answers (:func:`served_full_ranking`), because scoring
+  every (user, item) pair over HTTP would take minutes. HR@K and NDCG@K depend only on the top K,
+  so this is the same metric, computed from what clients actually receive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ncfctl.bench.runners import Runner
+from ncfctl.data.dataset import EvalSplit, InteractionData
+from ncfctl.evaluation import evaluate, ranking_metrics
+
+
+class RunnerScoreFn:
+    """A runner as an evaluation ``score_fn`` (``all_items`` too when the runner has one)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        if hasattr(runner, "all_items"):
+            self.all_items = runner.all_items
+
+    def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.runner.score(users, items)
+
+
+def served_full_ranking(
+    top_k: Callable[[int, int], np.ndarray], split: EvalSplit, k: int, on_user: Callable[[], None] | None = None
+) -> tuple[float, float]:
+    """Full-ranking HR@k / NDCG@k from top-K answers that already exclude each user's seen items.
+
+    As in :func:`ncfctl.evaluation.full_ranks`, a user's other held-out items do not compete: the
+    request asks for ``k`` plus that many extra items and drops them before ranking.
+    """
+    rows = split.rows
+    ranks = np.full(len(rows), k + 1, dtype=np.int64)  # anything above k is a miss for HR@k/NDCG@k
+    order = np.argsort(rows.users, kind="stable")
+    users, starts = np.unique(rows.users[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    for user, lo, hi in zip(users.tolist(), bounds[:-1], bounds[1:], strict=True):
+        row_ids = order[lo:hi]
+        held = rows.items[row_ids]
+        answer = top_k(user, k + len(row_ids) - 1)
+        for row, item in zip(row_ids, held, strict=True):
+            competitors = answer[(answer == item) | ~np.isin(answer, held)]
+            position = np.flatnonzero(competitors == item)
+            if len(position) and position[0] < k:
+                ranks[row] = position[0] + 1
+        if on_user is not None:
+            on_user()
+    return ranking_metrics(ranks, k)
+
+
+def measure_quality(
+    runner: Runner, data: InteractionData, k: int, on_user: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """Test-split metrics of one variant: hr/ndcg/full_hr/full_ndcg/k, or rmse/mae (explicit)."""
+    score_fn = RunnerScoreFn(runner)
+    if runner.runtime != "http" or data.explicit:
+        return evaluate(score_fn, data, "test", k=k, full_ranking=True)
+    metrics = evaluate(score_fn, data, "test", k=k, full_ranking=False)
+    metrics["full_hr"], metrics["full_ndcg"] = served_full_ranking(runner.top_k, data.test, k, on_user)
+    return metrics

@@ -1,0 +1,267 @@
+"""``ncfctl bench``: measure every selected variant side by side and record a ``benchmark`` artifact.
+
+Order of work, each a progress task: open one runner per variant in this process; quality on the
+test split; latency of the three queries with repetitions interleaved across all variants (see
+:mod:`ncfctl.bench.latency`); parameters and size from the files; peak RSS of a separate process
+serving only that model (:mod:`ncfctl.bench.memory`). The artifact folder ``comparison/<id>/``
+holds ``results.json``, ``results.csv``, ``summary.md`` and the PNG charts.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ncf_serving.bundle import BundleError
+from ncf_serving.settings import bundle_threads
+
+from ncfctl.bench import charts, report
+from ncfctl.bench.footprint import MB, bundle_footprint, model_footprint
+from ncfctl.bench.latency import interleaved_timings, summarize, throughput
+from ncfctl.bench.memory import probe_peak_rss_mb, process_peak_rss_mb
+from ncfctl.bench.quality import measure_quality
+from ncfctl.bench.runners import BundleRunner, HttpRunner, Runner, TorchRunner
+from ncfctl.bench.variants import Variant, select_variants
+from ncfctl.config import Config
+from ncfctl.data.dataset import InteractionData, load_dataset
+from ncfctl.errors import NcfError
+from ncfctl.models import MODEL_FILE
+from ncfctl.serving.deploy_local import our_process
+from ncfctl.workspace import Artifact, Workspace
+
+BATCH = 64
+QUERIES = ("b1", "b64", "topk")
+HEADLINE = ("topk_p50_ms", "b1_p50_ms", "peak_rss_mb", "size_mb")  # per-variant numbers copied to the manifest
+PROBE_ROUNDS = 20  # queries of each kind the memory probe serves before reading its peak
+
+
+class _Progress:
+    """Optional Rich progress: a task per phase, advanced by callbacks (no-ops without progress)."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        if self.progress is None:
+            return lambda advance=1: None
+        task_id = self.progress.add_task(description, total=total, status="")
+        return lambda advance=1: self.progress.update(task_id, advance=advance)
+
+    def status(self, description: str, total: int) -> Callable[[str], None]:
+        if self.progress is None:
+            return lambda status: None
+        task_id = self.progress.add_task(description, total=total, status="")
+        return lambda status: self.progress.update(task_id, advance=1, status=status)
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("torch", "onnxruntime", "numpy", "dlr"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "versions": versions,
+    }
+
+
+def _open_runner(variant: Variant, seen_npz: Path, config: Config) -> Runner:
+    threads = config.bench.threads
+    if variant.runtime == "torch":
+        with np.load(seen_npz) as seen:
+            return TorchRunner(variant.artifact.path / MODEL_FILE, seen["indptr"], seen["indices"], threads)
+    if variant.runtime == "http":
+        return HttpRunner(variant.url, variant.bundle, config.serving.max_batch)
+    return BundleRunner(variant.bundle, threads)
+
+
+def _probe_spec(variant: Variant, seen_npz: Path, data: InteractionData, config: Config) -> dict[str, Any]:
+    common = {
+        "threads": config.bench.threads,
+        "num_users": data.num_users,
+        "num_items": data.num_items,
+        "rounds": PROBE_ROUNDS,
+        "k": config.train.top_k,
+    }
+    if variant.runtime == "torch":
+        return {"kind": "torch", "model": str(variant.artifact.path / MODEL_FILE), "seen": str(seen_npz), **common}
+    return {"kind": "bundle", "bundle": str(variant.bundle), **common}
+
+
+def _query_calls(runners: dict[str, Runner], data: InteractionData, k: int) -> dict[str, Callable[[int], object]]:
+    """``"<variant>|<query>"`` -> call(rep); inputs are test users/items, a different one each rep."""
+    test = data.test
+    users, items = test.rows.users, test.rows.items
+    negatives = test.negatives
+    n = len(users)
+    pairs_per_row = negatives.shape[1] if negatives.ndim == 2 and negatives.shape[1] else 1
+    batch_rows = [(np.repeat(users[r], min(BATCH, pairs_per_row)), negatives[r, :BATCH]) for r in range(min(n, 64))]
+    if pairs_per_row < BATCH:  # few negatives per row: build batches from consecutive test pairs instead
+        batch_rows = [(np.resize(np.roll(users, -r), BATCH), np.resize(np.roll(items, -r), BATCH)) for r in range(8)]
+    calls: dict[str, Callable[[int], object]] = {}
+    for name, runner in runners.items():
+        calls[f"{name}|b1"] = lambda rep, r=runner: r.score(users[rep % n : rep % n + 1], items[rep % n : rep % n + 1])
+        calls[f"{name}|b64"] = lambda rep, r=runner: r.score(*batch_rows[rep % len(batch_rows)])
+        calls[f"{name}|topk"] = lambda rep, r=runner: r.top_k(int(users[rep % n]), k)
+    return calls
+
+
+def _footprint(variant: Variant, notes: list[str]) -> dict[str, Any]:
+    if variant.runtime == "torch":
+        counts = model_footprint(variant.artifact.path)
+    else:
+        counts, note = bundle_footprint(variant.bundle, variant.model_dir)
+        if note:
+            notes.append(note)
+    params = counts["parameters"]
+    return {
+        "parameters": params,
+        "nonzeros": counts["nonzeros"],
+        "sparsity": 1.0 - counts["nonzeros"] / params if params else 0.0,
+        "size_mb": counts["file_bytes"] / MB,
+    }
+
+
+def _peak_rss(variant: Variant, seen_npz: Path, data: InteractionData, config: Config) -> float:
+    if variant.runtime == "http":
+        server = our_process(variant.artifact.manifest.info)  # the recorded pid, only if still that server
+        peak = process_peak_rss_mb(server.pid) if server is not None else None
+        if peak is None:
+            raise NcfError(f"deployment {variant.id}: cannot read the server's peak RSS (recorded pid gone)")
+        return peak
+    return probe_peak_rss_mb(_probe_spec(variant, seen_npz, data, config))
+
+
+def _ratios(rows: list[dict[str, Any]], baseline: str, explicit: bool) -> None:
+    base = next(r for r in rows if r["variant"] == baseline)
+    deltas = ("rmse", "mae") if explicit else ("hr", "full_hr")
+    for row in rows:
+        row["speedup_b1"] = base["b1_p50_ms"] / row["b1_p50_ms"]
+        row["speedup_topk"] = base["topk_p50_ms"] / row["topk_p50_ms"]
+        for key in deltas:
+            row[f"delta_{key}"] = row[key] - base[key]
+
+
+def run_benchmark(config: Config, workspace: Workspace, compare: str | None = None, progress=None) -> Artifact:
+    """Compare the variants named by ``compare`` (default ``bench.compare``); the ``benchmark`` artifact."""
+    settings = config.bench
+    selection = select_variants(workspace, compare or settings.compare)
+    notes = list(selection.notes)
+    data = load_dataset(workspace.get(selection.baseline.dataset_id, "dataset"))
+    k = config.train.top_k
+    tracker = _Progress(progress)
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="ncfctl-bench-") as tmp, ExitStack() as stack:
+        seen_npz = Path(tmp) / "seen_items.npz"
+        indptr, indices = data.seen_items(include_val=True)
+        np.savez(seen_npz, indptr=indptr, indices=indices)
+
+        opened = tracker.status("load variants", len(selection.variants))
+        runners: dict[str, Runner] = {}
+        variants: list[Variant] = []
+        for variant in selection.variants:
+            try:
+                runner = _open_runner(variant, seen_npz, config)
+            except (BundleError, NcfError) as exc:
+                notes.append(f"{variant.name} ({variant.id}): skipped, cannot load: {exc}")
+                opened(f"{variant.name}: skipped")
+                continue
+            stack.callback(runner.close)
+            runners[variant.name] = runner
+            variants.append(variant)
+            opened(variant.name)
+        if selection.baseline not in variants:
+            raise NcfError(f"baseline {selection.baseline.id} could not be loaded: {'; '.join(notes)}")
+
+        rows: dict[str, dict[str, Any]] = {
+            v.name: {
+                "variant": v.name,
+                "runtime": v.runtime,
+                "id": v.id,
+                "role": v.role,
+                "model_id": v.model_id,
+                "threads": config.bench.threads if v.runtime != "http" else None,
+            }
+            for v in variants
+        }
+        quality = tracker.status("quality (test split)", len(variants))
+        for v in variants:
+            rows[v.name].update(
+                {key: value for key, value in measure_quality(runners[v.name], data, k).items() if key != "k"}
+            )
+            quality(v.name)
+
+        calls = _query_calls(runners, data, k)
+        advance = tracker.task(f"latency ({len(calls)} series interleaved)", settings.repeats)
+        samples = interleaved_timings(
+            calls, warmup=settings.warmup, repeats=settings.repeats, on_round=lambda _: advance()
+        )
+        for key, seconds in samples.items():
+            name, query = key.split("|")
+            stats = summarize(seconds)
+            rows[name][f"{query}_p50_ms"] = stats.p50_ms
+            rows[name][f"{query}_p99_ms"] = stats.p99_ms
+            if query == "b64":
+                rows[name]["throughput"] = throughput(BATCH, seconds)
+
+        measured = tracker.status("size + peak memory (one process per model)", len(variants))
+        for v in variants:
+            rows[v.name].update(_footprint(v, notes))
+            rows[v.name]["peak_rss_mb"] = _peak_rss(v, seen_npz, data, config)
+            if v.runtime == "http":  # the server's own setting (NCF_THREADS unset: the bundle's)
+                rows[v.name]["threads"] = bundle_threads(v.bundle)
+            measured(v.name)
+
+    ordered = [rows[v.name] for v in variants]
+    _ratios(ordered, selection.baseline.name, data.explicit)
+    dataset_id = selection.baseline.dataset_id
+    with workspace.create(
+        "benchmark",
+        parent=selection.baseline.id,
+        config={"bench": settings.model_dump(), "top_k": k},
+        info={"dataset": dataset_id, "baseline": selection.baseline.id, "variants": [v.id for v in variants]},
+    ) as writer:
+        results = {
+            "id": writer.id,
+            "created": started.isoformat(),
+            "dataset": dataset_id,
+            "num_users": data.num_users,
+            "num_items": data.num_items,
+            "explicit": data.explicit,
+            "k": k,
+            "baseline": selection.baseline.name,
+            "threads": settings.threads,
+            "warmup": settings.warmup,
+            "repeats": settings.repeats,
+            "machine": _machine(),
+            "columns": [c.key for c in report.columns(data.explicit, k)],
+            "rows": ordered,
+            "notes": notes,
+            "figures": [],
+        }
+        results["figures"] = charts.render_charts(writer.path, results)
+        report.write_reports(writer.path, results)
+        writer.manifest.metrics.update({r["variant"]: {c: r[c] for c in HEADLINE} for r in ordered})
+    return writer.artifact

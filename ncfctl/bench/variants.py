@@ -1,0 +1,243 @@
+"""Which artifacts a benchmark compares: the original model and everything derived from it.
+
+``--compare all`` anchors on the newest trained model (the "original") and collects its family
+by following manifest ``parent`` links: pruned and fine-tuned models descending from it, compiled
+bundles (local ONNX Runtime and downloaded Neo output) of any of those, and a deployment serving
+one of those bundles that answers ``/ping``. Old runs on other datasets or older originals are
+never mixed in. ``--compare`` may instead list artifact ids/folders and role names
+(``original,pruned,finetuned,compiled,deployment``) separated by commas.
+
+Rules a comparison must keep: every variant is scored on the same test split, so all of them
+must descend from the same dataset artifact (otherwise the request is refused, naming both
+datasets); a role with no artifact is skipped with a note rather than failing the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from ncf_serving.layout import SERVING_JSON
+
+from ncfctl.errors import NcfError
+from ncfctl.workspace import Artifact, Workspace
+
+ROLES = ("original", "pruned", "finetuned", "compiled", "deployment")
+ROLE_ALIASES = {"trained": "original", "model": "original", "neo": "compiled", "deployed": "deployment"}
+STAGE_ROLE = {"trained": "original", "pruned": "pruned", "finetuned": "finetuned"}
+LINEAGE_INFO_KEYS = ("compiled", "image", "source_model", "model")  # fallbacks when a manifest has no parent
+PING_TIMEOUT_S = 2.0  # SageMaker's own /ping budget
+
+
+@dataclass
+class Variant:
+    """One row of the comparison and how to run it."""
+
+    name: str  # row label, unique within a comparison
+    role: str  # one of ROLES
+    artifact: Artifact
+    dataset_id: str
+    model_id: str  # the model artifact whose weights this variant serves
+    model_dir: Path  # its folder (model.pt)
+    runtime: str  # "torch" for model artifacts, serving.json's runtime for bundles, "http" for deployments
+    bundle: Path | None = None  # serving bundle folder (compiled artifacts and what a deployment serves)
+    url: str | None = None  # base URL of a running deployment
+
+    @property
+    def id(self) -> str:
+        return self.artifact.id
+
+
+@dataclass
+class Selection:
+    variants: list[Variant]
+    baseline: Variant
+    notes: list[str]
+
+
+class _Index:
+    """Every artifact of the workspace by id, read once, with parent-chain helpers."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self.by_id = {a.id: a for a in workspace.list()}
+
+    def parent(self, artifact: Artifact) -> Artifact | None:
+        """The manifest's ``parent``; else the upstream id a stage records in ``info`` or ``serving.json``."""
+        info = artifact.manifest.info
+        candidates = [artifact.manifest.parent, *(info.get(key) for key in LINEAGE_INFO_KEYS)]
+        if artifact.kind == "compiled":
+            candidates.append(_read_serving(artifact).get("source_model"))
+        return next((self.by_id[c] for c in candidates if isinstance(c, str) and c in self.by_id), None)
+
+    def chain(self, artifact: Artifact) -> list[Artifact]:
+        """``artifact`` and its ancestors, nearest first (cycles cut)."""
+        out: list[Artifact] = []
+        node: Artifact | None = artifact
+        while node is not None and node not in out:
+            out.append(node)
+            node = self.parent(node)
+        return out
+
+    def nearest(self, artifact: Artifact, kind: str) -> Artifact | None:
+        return next((a for a in self.chain(artifact) if a.kind == kind), None)
+
+    def dataset_id(self, artifact: Artifact) -> str | None:
+        model = self.nearest(artifact, "model")
+        if model is not None and model.manifest.info.get("dataset"):
+            return str(model.manifest.info["dataset"])
+        dataset = self.nearest(artifact, "dataset")
+        return dataset.id if dataset is not None else None
+
+
+def _read_serving(artifact: Artifact) -> dict:
+    try:
+        return json.loads((artifact.path / SERVING_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def deployment_url(artifact: Artifact) -> str | None:
+    """The base URL of a local deployment that answers ``GET /ping`` with 200 now, else None."""
+    url = artifact.manifest.info.get("url")
+    if not url:
+        return None
+    try:
+        ok = httpx.get(f"{str(url).rstrip('/')}/ping", timeout=PING_TIMEOUT_S).status_code == 200
+    except httpx.HTTPError:
+        return None
+    return str(url).rstrip("/") if ok else None
+
+
+def _role(artifact: Artifact) -> str | None:
+    if artifact.kind == "model":
+        return STAGE_ROLE.get(str(artifact.manifest.info.get("stage")))
+    return {"compiled": "compiled", "deployment": "deployment"}.get(artifact.kind)
+
+
+def _variant(index: _Index, artifact: Artifact) -> Variant:
+    """Describe ``artifact`` as a variant; NcfError when it cannot be benchmarked."""
+    role = _role(artifact)
+    if role is None:
+        raise NcfError(
+            f"artifact {artifact.id} is a {artifact.kind} "
+            f"(stage {artifact.manifest.info.get('stage')!r}): only models, compiled bundles and deployments compare"
+        )
+    dataset_id = index.dataset_id(artifact)
+    if dataset_id is None:
+        raise NcfError(
+            f"artifact {artifact.id}: cannot tell which dataset it was trained on (no dataset in its lineage)"
+        )
+    model = index.nearest(artifact, "model")
+    if model is None:
+        raise NcfError(f"artifact {artifact.id}: no model artifact in its lineage (manifest 'parent' links)")
+    if role in ("original", "pruned", "finetuned"):
+        return Variant(role, role, artifact, dataset_id, model.id, model.path, "torch")
+    compiled = index.nearest(artifact, "compiled")
+    if compiled is None:
+        raise NcfError(f"deployment {artifact.id}: no compiled bundle in its lineage")
+    runtime = str(_read_serving(compiled).get("runtime", "unknown"))
+    if role == "compiled":
+        return Variant(f"compiled {runtime}", role, artifact, dataset_id, model.id, model.path, runtime, compiled.path)
+    url = deployment_url(artifact)
+    if url is None:
+        raise NcfError(
+            f"deployment {artifact.id} is not answering GET /ping (status {artifact.manifest.info.get('status')!r})"
+        )
+    return Variant("deployment http", role, artifact, dataset_id, model.id, model.path, "http", compiled.path, url)
+
+
+def _family(index: _Index, original: Artifact) -> dict[str, list[Artifact]]:
+    """Artifacts descending from ``original`` by role, oldest first (itself under "original")."""
+    found: dict[str, list[Artifact]] = {role: [] for role in ROLES}
+    found["original"].append(original)
+    for artifact in index.workspace.list():
+        role = _role(artifact)
+        if role is None or artifact.id == original.id:
+            continue
+        if any(a.id == original.id for a in index.chain(artifact)[1:]):
+            found[role].append(artifact)
+    return found
+
+
+def _family_variants(index: _Index, family: dict[str, list[Artifact]], roles: list[str], notes: list[str]) -> list:
+    out: list[Variant] = []
+    for role in roles:
+        candidates = family[role]
+        if role == "deployment":  # only deployments that answer now; the newest one is what users hit
+            live = [v for v in (_try_variant(index, a, notes) for a in reversed(candidates)) if v is not None]
+            if live:
+                out.append(live[0])
+            else:
+                notes.append("deployment: none running for this model family, skipped (run ncfctl deploy)")
+            continue
+        if not candidates:
+            hint = {"pruned": "ncfctl prune", "finetuned": "ncfctl finetune", "compiled": "ncfctl neo compile"}
+            notes.append(f"{role}: no artifact derived from the original, skipped (run {hint.get(role, role)})")
+        out += [v for v in (_try_variant(index, a, notes) for a in candidates) if v is not None]
+    return out
+
+
+def _try_variant(index: _Index, artifact: Artifact, notes: list[str]) -> Variant | None:
+    try:
+        return _variant(index, artifact)
+    except NcfError as exc:
+        notes.append(f"{artifact.id}: skipped, {exc}")
+        return None
+
+
+def _unique_names(variants: list[Variant]) -> None:
+    """Suffix the artifact id's tail to labels that repeat (two pruned models, two compiles)."""
+    counts: dict[str, int] = {}
+    for v in variants:
+        counts[v.name] = counts.get(v.name, 0) + 1
+    for v in variants:
+        if counts[v.name] > 1:
+            v.name = f"{v.name} {v.id.rsplit('-', 1)[-1]}"
+
+
+def _check_same_dataset(variants: list[Variant]) -> None:
+    first = variants[0]
+    for v in variants[1:]:
+        if v.dataset_id != first.dataset_id:
+            raise NcfError(
+                f"cannot compare {first.id} (dataset {first.dataset_id}) with {v.id} (dataset {v.dataset_id}): "
+                "metrics are only comparable on the same test split",
+                hint="compare artifacts trained on one dataset",
+            )
+
+
+def select_variants(workspace: Workspace, compare: str) -> Selection:
+    """Resolve ``--compare`` (``all`` or a comma list of ids/folders/roles) into variants.
+
+    The baseline for speed-ups and quality deltas is the original (trained) model when selected,
+    else the first variant.
+    """
+    index = _Index(workspace)
+    tokens = [t.strip() for t in compare.split(",") if t.strip()]
+    if not tokens:
+        raise NcfError("--compare is empty: give 'all' or a comma list of artifact ids and roles")
+    explicit = [t for t in tokens if ROLE_ALIASES.get(t.lower(), t.lower()) not in (*ROLES, "all")]
+    roles = [ROLE_ALIASES.get(t.lower(), t.lower()) for t in tokens if t not in explicit]
+    if "all" in roles:
+        roles = list(ROLES)
+    notes: list[str] = []
+    variants = [_variant(index, workspace.get(t)) for t in explicit]
+    if roles:
+        anchor = next((v.artifact for v in variants if v.role == "original"), None)
+        anchor = anchor or workspace.latest("model", where={"stage": "trained"})
+        if anchor is None:
+            raise NcfError(f"no trained model in {workspace.root} to compare", hint="run ncfctl train first")
+        family = _family(index, anchor)
+        chosen = {v.id for v in variants}
+        variants += [v for v in _family_variants(index, family, roles, notes) if v.id not in chosen]
+    if not variants:
+        raise NcfError(f"nothing to compare for --compare {compare!r}", hint="; ".join(notes) or None)
+    _check_same_dataset(variants)
+    order = {role: i for i, role in enumerate(ROLES)}
+    variants.sort(key=lambda v: (order[v.role], v.artifact.manifest.created))
+    _unique_names(variants)
+    baseline = next((v for v in variants if v.role == "original"), variants[0])
+    return Selection(variants=variants, baseline=baseline, notes=notes)

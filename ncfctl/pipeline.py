@@ -1,0 +1,254 @@
+"""``ncfctl pipeline``: the whole flow in one call, reusing each stage's service and skipping fresh work.
+
+data -> train -> prune -> finetune -> neo compile -> build-image -> deploy -> invoke -> bench -> stop
+
+A step is *up to date* when the workspace already holds an artifact of its kind whose manifest
+``parent`` is the artifact the previous step produced and whose recorded config sections equal the
+ones this run would use (e.g. a pruned model with the same ``prune`` settings made from this very
+trained model). Then the step is skipped and its artifact reused, so a second run after a crash or
+a tweak of a late stage (say ``compile.opset``) redoes only what changed; ``force`` redoes all.
+Because each step's parent is the previous artifact, re-running an early step makes every later
+one stale automatically. A deployment is reused only if it still answers ``/ping``; the smoke
+``invoke`` always runs (it is the check that the endpoint works), and the benchmark is redone
+whenever the set of variants it would compare differs from the last one's.
+
+The pipeline's own section (``pipeline.*``) sets the epochs, fine-tuning fraction and pruning rate
+of this flow, chosen so the default synthetic run takes a few minutes on a 2-core machine; the
+stage sections keep their defaults for the individual commands.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ncf_serving.layout import IDS_NPZ
+
+from ncfctl.config import Config
+from ncfctl.workspace import Artifact, Workspace
+
+STEPS = ("data", "train", "prune", "finetune", "compile", "build-image", "deploy", "invoke", "bench", "stop")
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    status: str  # ran | up to date | skipped
+    artifact: str | None
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class PipelineResult:
+    steps: list[StepOutcome] = field(default_factory=list)
+    benchmark: Artifact | None = None
+    seconds: float = 0.0
+
+
+def pipeline_config(config: Config) -> Config:
+    """The stage settings this flow runs with: ``pipeline.*`` over the stage sections, plus the backend."""
+    p = config.pipeline
+    cloud = p.backend == "sagemaker"
+    updates: dict[str, dict[str, Any]] = {
+        "train": {"epochs": p.train_epochs or config.train.epochs, "backend": p.backend},
+        "prune": {"rate": p.prune_rate},
+        "finetune": {
+            "epochs": p.finetune_epochs or config.finetune.epochs,
+            "fraction": p.finetune_fraction or config.finetune.fraction,
+            "backend": p.backend,
+        },
+        "compile": {"backend": "sagemaker" if cloud else config.compile.backend},
+        "image": {"backend": "codebuild" if cloud else config.image.backend},
+        "deploy": {"backend": "sagemaker" if cloud else "local"},
+    }
+    return config.model_copy(
+        update={name: getattr(config, name).model_copy(update=values) for name, values in updates.items()}
+    )
+
+
+def _plain(value: Any) -> Any:
+    """JSON round trip, so a recorded manifest value and a live pydantic dump compare equal."""
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def find_fresh(
+    workspace: Workspace, kind: str, parent: str | None, sections: dict[str, Any], where: dict[str, Any] | None = None
+) -> Artifact | None:
+    """The newest ``kind`` artifact made from ``parent`` with exactly these config ``sections``."""
+    wanted = _plain(sections)
+    for artifact in reversed(workspace.list(kind)):
+        manifest = artifact.manifest
+        if manifest.parent != parent or any(manifest.info.get(k) != v for k, v in (where or {}).items()):
+            continue
+        if all(_plain(manifest.config.get(key)) == value for key, value in wanted.items()):
+            return artifact
+    return None
+
+
+def _smoke_requests(compiled: Artifact, top_k: int) -> list[dict[str, Any]]:
+    """One top-K and one pair request in the data's raw ids (the first user and item of the bundle)."""
+    from ncfctl.serving.invoke import parse_id
+
+    with np.load(compiled.path / IDS_NPZ) as ids:
+        user, item = parse_id(str(ids["user_ids"][0])), parse_id(str(ids["item_ids"][0]))
+    return [{"user_id": user, "top_k": top_k}, {"user_id": user, "item_id": item}]
+
+
+class _Run:
+    """Bookkeeping of one pipeline run: timing, outcomes, the overall progress task."""
+
+    def __init__(self, progress, on_step: Callable[[StepOutcome], None] | None):
+        self.progress = progress
+        self.on_step = on_step
+        self.result = PipelineResult()
+        self.task = progress.add_task("pipeline", total=len(STEPS), status="") if progress is not None else None
+        self.upstream_ran = False
+
+    def record(self, step: str, status: str, artifact: str | None, started: float, detail: str = "") -> None:
+        outcome = StepOutcome(step, status, artifact, round(time.perf_counter() - started, 2), detail)
+        self.result.steps.append(outcome)
+        if status == "ran" and step not in ("invoke", "stop"):
+            self.upstream_ran = True
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, status=f"{step}: {status}")
+        if self.on_step is not None:
+            self.on_step(outcome)
+
+    def begin(self, step: str) -> float:
+        if self.task is not None:
+            self.progress.update(self.task, status=f"{step}...")
+        return time.perf_counter()
+
+    def artifact_step(
+        self, step: str, fresh: Callable[[], Artifact | None], make: Callable[[], Artifact], force: bool
+    ) -> Artifact:
+        started = self.begin(step)
+        existing = None if force else fresh()
+        if existing is not None:
+            self.record(step, "up to date", existing.id, started)
+            return existing
+        artifact = make()
+        self.record(step, "ran", artifact.id, started)
+        return artifact
+
+
+def run_pipeline(
+    config: Config,
+    workspace: Workspace,
+    *,
+    force: bool = False,
+    progress=None,
+    on_step: Callable[[StepOutcome], None] | None = None,
+) -> PipelineResult:
+    """Run every stage (skipping fresh ones unless ``force``); stops the deployment unless keep_serving."""
+    from ncfctl.bench.service import run_benchmark
+    from ncfctl.bench.variants import select_variants
+    from ncfctl.compile.service import compile_model
+    from ncfctl.data.prepare import prepare_dataset
+    from ncfctl.pruning.service import finetune_model, prune_model
+    from ncfctl.serving import deploy as deploy_service
+    from ncfctl.serving.build_image import build_image
+    from ncfctl.serving.invoke import invoke
+    from ncfctl.training.service import train_model
+
+    cfg = pipeline_config(config)
+    run = _Run(progress, on_step)
+    t0 = time.perf_counter()
+    seed = {"seed": cfg.seed}
+
+    dataset = run.artifact_step(
+        "data",
+        lambda: find_fresh(workspace, "dataset", None, {**seed, "data": cfg.data.model_dump(mode="json")}),
+        lambda: prepare_dataset(cfg, workspace, progress),
+        force,
+    )
+    trained = run.artifact_step(
+        "train",
+        lambda: find_fresh(
+            workspace,
+            "model",
+            dataset.id,
+            {**seed, "model": cfg.model.model_dump(), "train": cfg.train.model_dump()},
+            {"stage": "trained"},
+        ),
+        lambda: train_model(cfg, workspace, dataset_ref=dataset.id, progress=progress),
+        force,
+    )
+    pruned = run.artifact_step(
+        "prune",
+        lambda: find_fresh(
+            workspace, "model", trained.id, {**seed, "prune": cfg.prune.model_dump()}, {"stage": "pruned"}
+        ),
+        lambda: prune_model(cfg, workspace, trained.id, finetune=False, progress=progress).pruned,
+        force,
+    )
+    finetuned = run.artifact_step(
+        "finetune",
+        lambda: find_fresh(
+            workspace, "model", pruned.id, {**seed, "finetune": cfg.finetune.model_dump()}, {"stage": "finetuned"}
+        ),
+        lambda: finetune_model(cfg, workspace, pruned.id, progress=progress),
+        force,
+    )
+    compiled = run.artifact_step(
+        "compile",
+        lambda: find_fresh(workspace, "compiled", finetuned.id, {"compile": cfg.compile.model_dump()}),
+        lambda: compile_model(cfg, workspace, finetuned.id, progress=progress),
+        force,
+    )
+    image = run.artifact_step(
+        "build-image",
+        lambda: find_fresh(workspace, "image", compiled.id, {"image": cfg.image.model_dump()}),
+        lambda: build_image(cfg, workspace, compiled.id, progress=progress).artifact,
+        force,
+    )
+
+    def live_deployment() -> Artifact | None:
+        found = find_fresh(workspace, "deployment", image.id, {}, {"status": "running"})
+        if found is None:
+            return None
+        state = deploy_service.status(cfg, workspace, found.id)["live"].get("state")
+        return found if state == "running" else None
+
+    deployment = run.artifact_step(
+        "deploy", live_deployment, lambda: deploy_service.deploy(cfg, workspace, image.id, progress), force
+    )
+    try:
+        started = run.begin("invoke")
+        _, replies = invoke(cfg, workspace, _smoke_requests(compiled, cfg.pipeline.smoke_top_k), deployment.id)
+        returned = len(replies[0].response.get("items", []))
+        detail = f"top-{cfg.pipeline.smoke_top_k}: {returned} items in {replies[0].latency_ms:.1f} ms"
+        run.record("invoke", "ran", deployment.id, started, detail)
+
+        started = run.begin("bench")
+        previous = workspace.latest("benchmark")
+        variants = [v.id for v in select_variants(workspace, cfg.bench.compare).variants]
+        if (
+            not force
+            and not run.upstream_ran
+            and previous is not None
+            and previous.manifest.info.get("variants") == variants
+            and _plain(previous.manifest.config.get("bench")) == _plain(cfg.bench.model_dump())
+        ):
+            run.result.benchmark = previous
+            run.record("bench", "up to date", previous.id, started)
+        else:
+            run.result.benchmark = run_benchmark(cfg, workspace, cfg.bench.compare, progress=progress)
+            run.record("bench", "ran", run.result.benchmark.id, started)
+    finally:
+        started = run.begin("stop")
+        if cfg.pipeline.keep_serving:
+            run.record("stop", "skipped", deployment.id, started, "--keep-serving: still running")
+        elif deployment.manifest.info.get("backend") == "local":
+            deploy_service.stop(cfg, workspace, deployment.id)
+            run.record("stop", "ran", deployment.id, started, "local server stopped")
+        else:
+            deploy_service.delete(cfg, workspace, deployment.id)
+            run.record("stop", "ran", deployment.id, started, "SageMaker endpoint deleted")
+    run.result.seconds = round(time.perf_counter() - t0, 1)
+    return run.result

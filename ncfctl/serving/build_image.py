@@ -1,0 +1,235 @@
+"""``ncfctl build-image``: a complete Docker build context for the serving container, then a build.
+
+The context (``images/<id>/context/``) is the ``container/`` folder (Dockerfile, the ``ncf_serving``
+server package, requirements, ``buildspec.yml``) plus the serving bundle of a compiled artifact under
+``model/``, so the image bakes the model in at ``/opt/ml/model`` and the same folder is what
+``ncfctl deploy --backend local`` runs. It is committed as an ``image`` artifact before any build
+starts: a failed build leaves a valid context to inspect or build by hand, with ``info.built`` false.
+
+Backends: ``docker`` (a reachable engine; ``--push`` to ECR), ``codebuild`` (context zip on S3 ->
+CodeBuild, which builds and pushes), ``none`` (context only). ``auto`` is docker when an engine
+answers ``docker info`` within ``image.docker_timeout`` seconds, else none.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ncf_serving.bundle import BundleError, read_spec
+
+from ncfctl.aws import codebuild, ecr, s3
+from ncfctl.aws.clients import require, require_credentials
+from ncfctl.config import Config
+from ncfctl.errors import NcfError
+from ncfctl.serving import docker_engine
+from ncfctl.workspace import MANIFEST, Artifact, Workspace
+
+CONTEXT_DIR = "context"
+MODEL_DIR = "model"  # inside the context; the Dockerfile copies it to /opt/ml/model
+CONTAINER_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "tests", "*.egg-info", ".DS_Store")
+COMPILED_HINT = "run `ncfctl neo compile` first or pass --compiled ID"
+
+
+@dataclass
+class ImageResult:
+    artifact: Artifact
+    backend: str  # docker | codebuild | none
+    built: bool
+    image: str | None  # local tag (docker) or None
+    image_uri: str | None  # ECR URI:tag when pushed or built by CodeBuild
+    notes: list[str] = field(default_factory=list)  # what to do next when nothing was built
+
+    @property
+    def context(self) -> Path:
+        return self.artifact.path / CONTEXT_DIR
+
+
+def container_source_dir() -> Path:
+    """The ``container/`` folder holding the Dockerfile next to the ``ncf_serving`` package."""
+    import ncf_serving
+
+    root = Path(ncf_serving.__file__).resolve().parent.parent
+    if not (root / "Dockerfile").is_file():
+        raise NcfError(
+            f"no Dockerfile beside the ncf_serving package ({root})",
+            hint="run ncfctl from a source checkout (pip install -e .), where container/ holds the Dockerfile",
+        )
+    return root
+
+
+def bundle_spec(bundle: Path) -> Any:
+    """The bundle's ``serving.json`` after checking that every model file it names is present."""
+    try:
+        spec = read_spec(bundle)
+    except BundleError as exc:
+        raise NcfError(str(exc)) from None
+    for model in spec.models:
+        if not (bundle / model.path).exists():
+            raise NcfError(f"{bundle / 'serving.json'} names model file '{model.path}', which is missing")
+    return spec
+
+
+def write_build_context(dest: Path, bundle: Path) -> Any:
+    """Copy ``container/`` and the bundle (minus its manifest) into ``dest``; returns the bundle spec."""
+    spec = bundle_spec(bundle)
+    shutil.copytree(container_source_dir(), dest, ignore=CONTAINER_IGNORE)
+    shutil.copytree(bundle, dest / MODEL_DIR, ignore=shutil.ignore_patterns(MANIFEST))
+    return spec
+
+
+def zip_context(context: Path, target: Path) -> Path:
+    """CodeBuild's S3 source format: a ZIP with ``buildspec.yml`` at its root."""
+    if not (context / "buildspec.yml").is_file():
+        raise NcfError(f"{context} has no buildspec.yml, which CodeBuild needs at the root of its source")
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(context.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(context).as_posix())
+    return target
+
+
+def build_args(spec: Any) -> dict[str, str]:
+    """Docker build arguments: the runtime decides which inference library the image installs."""
+    return {"RUNTIME": spec.runtime}
+
+
+def manual_build_notes(context: Path, image: str, detail: str) -> list[str]:
+    """What to run by hand when ncfctl could not build: the honest answer to "where is my image?"."""
+    return [
+        f"no image was built: no Docker engine ({detail}); only the build context was written",
+        f"build it where Docker runs: docker build --platform {docker_engine.PLATFORM} -t {image} {context}",
+        f"run it: docker run --rm -p 8080:8080 {image} serve",
+        "or build in AWS: ncfctl build-image --backend codebuild (needs aws.bucket and a CodeBuild role)",
+        "or serve the context right here: ncfctl deploy --backend local",
+    ]
+
+
+def _docker_build(config: Config, context: Path, spec: Any, image: str, push: bool, progress) -> dict[str, Any]:
+    task = progress.add_task("docker build", total=None, status="") if progress else None
+
+    def show(line: str) -> None:
+        if progress is not None:
+            progress.update(task, status=line[:70])
+
+    docker_engine.build(context, image, build_args(spec), show)
+    info: dict[str, Any] = {"built": True, "image": image}
+    if push:
+        repository = ecr.ensure_repository(config.aws, config.aws.ecr_repository)
+        remote = f"{repository}:{config.image.tag}"
+        docker_engine.push(image, remote, ecr.registry_login(config.aws), show)
+        info["image_uri"] = remote
+    if progress is not None:
+        progress.update(task, total=1, completed=1, status="done")
+    return info
+
+
+def _codebuild(config: Config, artifact: Artifact, progress) -> dict[str, Any]:
+    aws = config.aws
+    require_credentials(aws, "build-image --backend codebuild")
+    bucket = require(aws.bucket, "aws.bucket", "build-image --backend codebuild")
+    role = require(aws.codebuild_role_arn or aws.role_arn, "aws.codebuild_role_arn", "build-image --backend codebuild")
+    s3.check_bucket(aws, bucket)
+    repository = ecr.ensure_repository(aws, aws.ecr_repository)
+    with tempfile.TemporaryDirectory(prefix="ncfctl-context-") as tmp:
+        archive = zip_context(artifact.path / CONTEXT_DIR, Path(tmp) / "context.zip")
+        target = s3.uri(bucket, aws.prefix, "images", artifact.id, "context.zip")
+        source_uri = s3.upload_file(aws, archive, target, progress)
+    source_location = "/".join(s3.parse_uri(source_uri))
+    created = codebuild.ensure_project(
+        aws,
+        aws.codebuild_project,
+        source_location=source_location,
+        role_arn=role,
+        timeout_minutes=config.image.build_timeout_minutes,
+    )
+    build_id = codebuild.start_build(
+        aws,
+        aws.codebuild_project,
+        source_location=source_location,
+        env={
+            "AWS_ACCOUNT_ID": repository.split(".", 1)[0],
+            "IMAGE_REPO_NAME": aws.ecr_repository,
+            "IMAGE_TAG": config.image.tag,
+            "REPOSITORY_URI": repository,
+            "RUNTIME": artifact.manifest.info["runtime"],
+        },
+    )
+    task = progress.add_task(f"codebuild {aws.codebuild_project}", total=None, status="") if progress else None
+    outcome = codebuild.wait_for_build(
+        aws, build_id, on_status=(lambda s: progress.update(task, status=s)) if progress else None
+    )
+    if progress is not None:
+        progress.update(task, total=1, completed=1, status=outcome.status)
+    return {
+        "built": True,
+        "image_uri": f"{repository}:{config.image.tag}",
+        "source_uri": source_uri,
+        "codebuild_project": aws.codebuild_project,
+        "project_created": created,
+        "build_id": build_id,
+        "build_seconds": round(outcome.seconds, 1),
+        "logs_url": outcome.logs_url,
+    }
+
+
+def build_image(config: Config, workspace: Workspace, compiled: str | None = None, progress=None) -> ImageResult:
+    """Write the build context as an ``image`` artifact, then build it with ``config.image.backend``."""
+    source = workspace.resolve(compiled, "compiled", COMPILED_HINT)
+    backend = config.image.backend
+    push = config.image.push
+    image = f"{config.aws.ecr_repository}:{config.image.tag}"
+    if push and backend in {"codebuild", "none"}:
+        raise NcfError(f"--push needs the docker backend (image.backend is '{backend}'; CodeBuild always pushes)")
+
+    engine = docker_engine.EngineStatus(False, "not checked (backend none/codebuild)")
+    if backend in {"auto", "docker"}:
+        engine = docker_engine.engine_status(config.image.docker_timeout)
+        if not engine.available and (backend == "docker" or push):
+            raise NcfError(
+                f"no Docker engine: {engine.detail}",
+                hint="start Docker, or use --backend codebuild, or --backend none to write only the context",
+            )
+        backend = "docker" if engine.available else "none"
+
+    task = progress.add_task("write build context", total=1, status=source.id) if progress else None
+    with workspace.create(
+        "image",
+        parent=source.id,
+        config={"image": config.image.model_dump(), "aws.ecr_repository": config.aws.ecr_repository},
+        info={"compiled": source.id, "context": CONTEXT_DIR, "model_dir": f"{CONTEXT_DIR}/{MODEL_DIR}"},
+    ) as writer:
+        spec = write_build_context(writer.path / CONTEXT_DIR, source.path)
+        writer.manifest.info.update(
+            runtime=spec.runtime,
+            task=spec.task,
+            num_users=spec.num_users,
+            num_items=spec.num_items,
+            backend=backend,
+            built=False,
+            image=None,
+            image_uri=None,
+            docker=engine.detail,
+        )
+    artifact = writer.artifact
+    if progress is not None:
+        progress.update(task, completed=1, status=artifact.id)
+
+    if backend == "none":
+        return ImageResult(
+            artifact, "none", False, None, None, manual_build_notes(artifact.path / CONTEXT_DIR, image, engine.detail)
+        )
+    try:
+        if backend == "docker":
+            info = _docker_build(config, artifact.path / CONTEXT_DIR, spec, image, push, progress)
+        else:
+            info = _codebuild(config, artifact, progress)
+    except NcfError as exc:
+        workspace.update(artifact, info={**artifact.manifest.info, "build_error": str(exc)})
+        raise
+    artifact = workspace.update(artifact, info={**artifact.manifest.info, **info})
+    return ImageResult(artifact, backend, True, info.get("image"), info.get("image_uri"))

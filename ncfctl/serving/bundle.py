@@ -1,0 +1,120 @@
+"""Write a serving bundle (everything except the runtime model files) for an :class:`~ncfctl.models.NCF`.
+
+The format is defined once, in the container package :mod:`ncf_serving.bundle` (its docstring lists
+the ``fastpath.npz`` keys); this module only fills it from torch weights. The fast path exists so the
+server answers "top-K for one user" without recomputing item-side work per request: the item half
+of the first MLP layer (plus its bias) and the GMF item terms (with the output layer's GMF weights
+folded in) are computed here once, in float64 and rounded to float32.
+
+The caller (``ncfctl neo compile``) writes the model files named in ``models`` into the same folder.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ncf_serving.bundle import (
+    FASTPATH_NPZ,
+    IDS_NPZ,
+    OUT_BIAS,
+    SEEN_NPZ,
+    SERVING_JSON,
+    ServingSpec,
+    tower_keys,
+)
+from pydantic import ValidationError
+
+from ncfctl import fileio
+from ncfctl.data.dataset import InteractionData
+from ncfctl.errors import NcfError
+from ncfctl.models import NCF
+
+
+def fastpath_arrays(model: NCF) -> dict[str, np.ndarray]:
+    """The ``fastpath.npz`` arrays of ``model`` (keys documented in :mod:`ncf_serving.bundle`)."""
+    spec = model.spec
+
+    def f64(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().to(torch.float64).numpy()
+
+    out_w = f64(model.predict.weight)[0]
+    arrays: dict[str, np.ndarray] = {OUT_BIAS: f64(model.predict.bias).reshape(())}
+    if spec.has_gmf:
+        arrays["gmf_user"] = f64(model.gmf_user.weight)
+        arrays["gmf_item"] = f64(model.gmf_item.weight) * out_w[: spec.factors]
+    if spec.has_mlp:
+        first, *rest = model.linear_layers()
+        w1 = f64(first.weight)
+        arrays["mlp_user"] = f64(model.mlp_user.weight)
+        arrays["w1_user"] = w1[:, : spec.mlp_user_dim]
+        arrays["item_pre"] = f64(model.mlp_item.weight) @ w1[:, spec.mlp_user_dim :].T + f64(first.bias)
+        for layer, linear in enumerate(rest, start=2):
+            w_key, b_key = tower_keys(layer)
+            arrays[w_key] = f64(linear.weight).T
+            arrays[b_key] = f64(linear.bias)
+        arrays["out_mlp"] = out_w[spec.factors if spec.has_gmf else 0 :]
+    return {name: np.array(value, dtype=np.float32, order="C") for name, value in arrays.items()}
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool) -> None:
+    buffer = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+    fileio.write_bytes(path, buffer.getvalue())
+
+
+def write_serving_bundle(
+    folder: str | Path,
+    model: NCF,
+    data: InteractionData,
+    *,
+    runtime: str,
+    models: list[dict[str, Any]],
+    source_model: str | None,
+    target: str | None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Write ``serving.json``, ``fastpath.npz``, ``seen_items.npz`` and ``ids.npz`` into ``folder``.
+
+    ``models`` lists the runtime model files the caller writes (``[{"batch_size": None, "path":
+    "model.onnx"}]`` or one entry per static batch size). Returns the ``serving.json`` document.
+    """
+    folder = Path(folder)
+    spec = model.spec
+    if (spec.num_users, spec.num_items) != (data.num_users, data.num_items):
+        raise NcfError(
+            f"model has {spec.num_users} users x {spec.num_items} items but the dataset has "
+            f"{data.num_users} x {data.num_items}: serve a model with the dataset it was trained on"
+        )
+    try:
+        serving = ServingSpec(
+            runtime=runtime,
+            models=models,
+            task=spec.task,
+            num_users=spec.num_users,
+            num_items=spec.num_items,
+            threads=threads,
+            source_model=source_model,
+            target=target,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise NcfError(f"serving bundle field '{field}': {first['msg']} (got {first.get('input')!r})") from None
+
+    indptr, indices = data.seen_items(include_val=True)
+    index_dtype = np.int32 if spec.num_items < np.iinfo(np.int32).max else np.int64
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_npz(folder / FASTPATH_NPZ, fastpath_arrays(model), compress=False)
+    _write_npz(folder / SEEN_NPZ, {"indptr": indptr.astype(np.int64), "indices": indices.astype(index_dtype)}, True)
+    _write_npz(
+        folder / IDS_NPZ,
+        {"user_ids": np.asarray(data.user_ids).astype(str), "item_ids": np.asarray(data.item_ids).astype(str)},
+        compress=True,
+    )
+    document = serving.model_dump(mode="json")
+    fileio.write_json(folder / SERVING_JSON, document)
+    return document

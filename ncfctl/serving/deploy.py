@@ -1,0 +1,100 @@
+"""``ncfctl deploy``: one entry point over the local and SageMaker backends, and lookup of deployments.
+
+Deployments are ``deployment`` artifacts whose ``info.backend`` says where they run and whose
+``info.status`` is ``running``, ``creating``, ``failed``, ``stopped`` or ``deleted``. ``--status``,
+``--stop``, ``--delete`` and ``ncfctl invoke`` act on the newest running one unless given an id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ncfctl.config import Config
+from ncfctl.errors import NcfError
+from ncfctl.serving import deploy_local, deploy_sagemaker
+from ncfctl.workspace import Artifact, Workspace
+
+DEPLOY_HINT = "run `ncfctl deploy` first or pass --deployment ID"
+
+
+def choose_backend(config: Config, workspace: Workspace, image: str | None) -> str:
+    """``deploy.backend: auto``: SageMaker only when the image is in ECR and AWS credentials exist."""
+    if config.deploy.backend != "auto":
+        return config.deploy.backend
+    source = workspace.get(image, "image") if image else workspace.latest("image")
+    return "sagemaker" if deploy_sagemaker.can_deploy(config, source) else "local"
+
+
+def deploy(
+    config: Config,
+    workspace: Workspace,
+    image: str | None = None,
+    progress=None,
+    on_status: Callable[[str], None] | None = None,
+) -> Artifact:
+    """Deploy an image (default: the latest) with the configured or chosen backend."""
+    backend = choose_backend(config, workspace, image)
+    if backend == "sagemaker":
+        return deploy_sagemaker.deploy_sagemaker(config, workspace, image, progress, on_status)
+
+    def waiting(elapsed: float, code: int | None) -> None:
+        if on_status is not None:
+            on_status(f"waiting for /ping ({elapsed:.1f} s, last {code or 'no answer'})")
+
+    return deploy_local.start_local(config, workspace, image, on_wait=waiting)
+
+
+def find_deployment(workspace: Workspace, ref: str | None, running: bool = True) -> Artifact:
+    """``ref``, else the newest running deployment (or the newest of any status)."""
+    if ref:
+        return workspace.get(ref, "deployment")
+    where = {"status": "running"} if running else None
+    found = workspace.latest("deployment", where)
+    if found is None:
+        what = "running deployment" if running else "deployment"
+        raise NcfError(f"no {what} in {workspace.root}", hint=DEPLOY_HINT)
+    return found
+
+
+def status(config: Config, workspace: Workspace, ref: str | None = None) -> dict[str, Any]:
+    """The recorded deployment plus its live state (process + /ping, or SageMaker's view)."""
+    deployment = find_deployment(workspace, ref, running=False) if ref else _newest(workspace)
+    info = deployment.manifest.info
+    live = (
+        deploy_local.local_status(deployment)
+        if info["backend"] == "local"
+        else deploy_sagemaker.sagemaker_status(config, deployment)
+    )
+    return {"deployment": deployment.id, **info, "live": live}
+
+
+def _newest(workspace: Workspace) -> Artifact:
+    """For --status: the newest running deployment, else the newest at all (to say it stopped)."""
+    try:
+        return find_deployment(workspace, None, running=True)
+    except NcfError:
+        return find_deployment(workspace, None, running=False)
+
+
+def stop(config: Config, workspace: Workspace, ref: str | None = None) -> dict[str, Any]:
+    """Stop a local deployment by its recorded pid."""
+    deployment = find_deployment(workspace, ref)
+    if deployment.manifest.info["backend"] != "local":
+        raise NcfError(f"deployment {deployment.id} is on SageMaker: use --delete to remove the endpoint")
+    stopped = deploy_local.stop_local(config, workspace, deployment)
+    return {"deployment": stopped.id, **stopped.manifest.info}
+
+
+def delete(config: Config, workspace: Workspace, ref: str | None = None) -> dict[str, Any]:
+    """Delete a SageMaker endpoint: the deployment's, else the configured ``aws.endpoint_name``.
+
+    Works without a local record too, so an endpoint left by a failed or foreign deploy can be removed.
+    """
+    endpoint = config.aws.endpoint_name
+    if ref:
+        deployment = workspace.get(ref, "deployment")
+        if deployment.manifest.info["backend"] != "sagemaker":
+            raise NcfError(f"deployment {deployment.id} is local: use --stop")
+        endpoint = deployment.manifest.info["endpoint_name"]
+    return {"endpoint_name": endpoint, **deploy_sagemaker.delete_sagemaker(config, workspace, endpoint)}

@@ -1,0 +1,197 @@
+"""``ncfctl deploy --backend local``: the image's build context served as a background process.
+
+The server is exactly what the image would run (the context's own copy of ``ncf_serving`` first on
+``PYTHONPATH``, the context's ``model/`` as the model directory) on ``serving.host``, so what is
+tested locally is what ships. It runs in its own session, outliving the CLI, and writes its log
+into the deployment artifact. The artifact records the pid *and* the process start time: a pid
+alone can be recycled by an unrelated process, and ``--stop`` must never signal one of those.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from ncfctl.config import Config
+from ncfctl.errors import NcfError
+from ncfctl.serving.build_image import CONTEXT_DIR, MODEL_DIR
+from ncfctl.serving.server_env import server_environment
+from ncfctl.workspace import Artifact, Workspace
+
+SERVER_MODULE = "ncf_serving.serve"
+SERVER_LOG = "server.log"
+IMAGE_HINT = "run `ncfctl build-image` first or pass --image ID"
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early on a taken port: otherwise /ping could be answered by whatever already listens there."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise NcfError(f"--port {port}: {host}:{port} is not free ({exc.strerror})", hint="use --port 0") from None
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last non-empty lines of the server log, joined into one line for an error message."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            tail = deque((ln.strip() for ln in fh if ln.strip()), maxlen=lines)
+    except OSError:
+        return "no log"
+    return " | ".join(tail) or "empty log"
+
+
+def server_command(host: str, port: int, model_dir: Path) -> list[str]:
+    return [sys.executable, "-m", SERVER_MODULE, "--host", host, "--port", str(port), "--model-dir", str(model_dir)]
+
+
+def spawn_server(config: Config, context: Path, port: int, log_path: Path) -> subprocess.Popen:
+    """Start the server detached (own session): Ctrl-C on a later command does not reach it."""
+    env = {
+        **os.environ,
+        **server_environment(config.serving),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(context), os.environ.get("PYTHONPATH", "")) if p),
+        "PYTHONUNBUFFERED": "1",
+    }
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            server_command(config.serving.host, port, context / MODEL_DIR),
+            cwd=context,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def ping(url: str, timeout: float = 2.0) -> int | None:
+    """``GET /ping`` status code, or None when nothing answers."""
+    try:
+        return httpx.get(f"{url}/ping", timeout=timeout).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float, on_wait=None) -> float:
+    """Poll ``/ping`` until 200; seconds taken. Dies or times out -> one line with the log's tail."""
+    start = time.monotonic()
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise NcfError(f"server exited with code {code} before /ping answered: {log_tail(log_path)}")
+        status = ping(url, timeout=1.0)
+        elapsed = time.monotonic() - start
+        if status == 200:
+            return elapsed
+        if on_wait is not None:
+            on_wait(elapsed, status)
+        if elapsed > timeout:
+            raise NcfError(
+                f"server did not answer /ping with 200 within {timeout:g} s (last: {status}): {log_tail(log_path)}",
+                hint="raise deploy.start_timeout",
+            )
+        time.sleep(0.2)
+
+
+def stop_process(proc: psutil.Process, grace: float) -> str:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; how it ended."""
+    try:
+        proc.terminate()
+        proc.wait(grace)
+        return "terminated"
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        return "killed"
+    except psutil.NoSuchProcess:
+        return "already gone"
+
+
+def start_local(config: Config, workspace: Workspace, image: str | None = None, on_wait=None) -> Artifact:
+    """Serve an image's build context on ``serving.host``; the committed ``deployment`` artifact."""
+    source = workspace.resolve(image, "image", IMAGE_HINT)
+    context = source.path / source.manifest.info.get("context", CONTEXT_DIR)
+    if not (context / MODEL_DIR).is_dir():
+        raise NcfError(f"image {source.id} has no build context with a model at {context / MODEL_DIR}")
+    host = config.serving.host
+    if config.deploy.port:
+        check_port_free(host, config.deploy.port)
+    port = config.deploy.port or free_port(host)
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"  # a wildcard bind is reached via loopback
+    proc = None
+    try:
+        with workspace.create(
+            "deployment",
+            parent=source.id,
+            config={"deploy": config.deploy.model_dump(), "serving": config.serving.model_dump()},
+            info={"backend": "local", "image": source.id, "compiled": source.manifest.info.get("compiled")},
+        ) as writer:
+            proc = spawn_server(config, context, port, writer.path / SERVER_LOG)
+            ready = wait_ready(url, proc, writer.path / SERVER_LOG, config.deploy.start_timeout, on_wait)
+            writer.manifest.info.update(
+                status="running",
+                url=url,
+                pid=proc.pid,
+                pid_started=psutil.Process(proc.pid).create_time(),
+                model_dir=str(context / MODEL_DIR),
+                log=str(workspace.kind_dir("deployment") / writer.id / SERVER_LOG),
+                runtime=source.manifest.info.get("runtime"),
+            )
+            writer.manifest.metrics["startup_seconds"] = round(ready, 3)
+    except BaseException:
+        if proc is not None and proc.poll() is None:
+            stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
+        raise
+    return writer.artifact
+
+
+def our_process(info: dict[str, Any]) -> psutil.Process | None:
+    """The recorded server process if it still runs and is still ours (same start time, our module)."""
+    try:
+        proc = psutil.Process(int(info["pid"]))
+        if abs(proc.create_time() - float(info["pid_started"])) > 0.01:
+            return None
+        if SERVER_MODULE not in " ".join(proc.cmdline()):
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+        return None
+
+
+def local_status(deployment: Artifact) -> dict[str, Any]:
+    """Process and ``/ping`` state of a local deployment."""
+    info = deployment.manifest.info
+    alive = our_process(info) is not None
+    code = ping(info["url"]) if alive else None
+    state = "running" if code == 200 else "unhealthy" if alive else "stopped"
+    return {"state": state, "process": "alive" if alive else "gone", "ping": code}
+
+
+def stop_local(config: Config, workspace: Workspace, deployment: Artifact) -> Artifact:
+    """Stop the recorded server (only if it is still ours) and mark the deployment stopped."""
+    proc = our_process(deployment.manifest.info)
+    how = stop_process(proc, config.deploy.stop_grace) if proc is not None else "not running"
+    return workspace.update(
+        deployment,
+        info={**deployment.manifest.info, "status": "stopped", "stopped": datetime.now(UTC).isoformat(), "stop": how},
+    )

@@ -1,0 +1,317 @@
+"""``fit``: the one training loop behind ``train``, ``finetune``, ``--nproc`` and SageMaker jobs.
+
+Implicit task: binary cross-entropy on logits, ``negatives`` fresh negatives per positive each
+epoch. Explicit task: mean squared error on ratings. Adam either way. After every epoch the model
+is scored on the validation holdout (never the test set); the best epoch's weights are kept, the
+run stops after ``patience`` epochs without improvement, and the kept weights are scored once on
+the test split. Under ``torch.distributed`` the model is wrapped in DDP and each rank takes a
+contiguous share of every global batch, so N processes take the same optimisation steps as one
+process with the same ``batch_size`` and ``lr``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ncfctl.data.dataset import InteractionData
+from ncfctl.errors import NcfError
+from ncfctl.evaluation import evaluate, torch_score_fn
+from ncfctl.training import distributed
+from ncfctl.training.checkpoint import TrainingState, check_fingerprint, load_checkpoint, save_checkpoint
+from ncfctl.training.sampling import (
+    EpochExamples,
+    NegativeSampler,
+    epoch_rng,
+    explicit_examples,
+    implicit_examples,
+    subsample,
+)
+
+
+@dataclass
+class FitSettings:
+    """Hyper-parameters of one ``fit`` call (``from_config`` reads them from ``config.train``)."""
+
+    epochs: int = 10
+    batch_size: int = 4096
+    lr: float = 0.002
+    weight_decay: float = 0.0
+    negatives: int = 4
+    patience: int = 3  # epochs without validation improvement before stopping; 0 = never stop early
+    top_k: int = 10
+    seed: int = 42
+    threads: int | None = 1  # torch intra-op threads; None leaves torch's setting alone
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    fraction: float = 1.0  # share of the training rows used (fine-tuning on part of the data)
+    task: Literal["implicit", "explicit"] = "implicit"
+    full_ranking: bool = True  # also report full-ranking test metrics (a second or so)
+
+    @classmethod
+    def from_config(cls, train: Any, seed: int, **changes: Any) -> FitSettings:
+        """Settings from a ``TrainConfig`` (or anything with the same attributes)."""
+        names = ("epochs", "batch_size", "lr", "weight_decay", "negatives", "patience", "top_k", "threads", "device")
+        values = {name: getattr(train, name) for name in names}
+        values.update(task=train.task, seed=seed)
+        values.update(changes)
+        return cls(**values)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption (``epochs`` and ``patience`` may)."""
+        keep = ("batch_size", "lr", "weight_decay", "negatives", "seed", "fraction", "task")
+        return {key: getattr(self, key) for key in keep}
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]  # one record per epoch: epoch, loss, validation metrics, seconds, samples_per_s
+    best_epoch: int
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]  # empty on ranks other than 0
+    stopped_early: bool
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+EpochCallback = Callable[[dict[str, Any]], None]
+BatchCallback = Callable[[int, int], None]
+StepCallback = Callable[[nn.Module], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NcfError("train.device is 'cuda' but no CUDA device is available", hint="use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def selection_score(metrics: dict[str, float], explicit: bool) -> list[float]:
+    """Higher is better: validation (HR, NDCG) for ranking, (-RMSE, -MAE) for ratings."""
+    if explicit:
+        return [-metrics["rmse"], -metrics["mae"]]
+    return [metrics["hr"], metrics["ndcg"]]
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
+
+
+def _autocast(device: torch.device):
+    """Mixed precision on CUDA (bf16 where supported: no loss scaling needed); fp32 on CPU."""
+    if device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _grad_scaler(device: torch.device):
+    """A loss scaler only for fp16 autocast (bf16 and fp32 do not underflow)."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.cuda.amp.GradScaler()
+    return None
+
+
+def _check_task(model: nn.Module, data: InteractionData, settings: FitSettings) -> bool:
+    explicit = settings.task == "explicit"
+    if explicit != data.explicit:
+        kind = "explicit ratings" if data.explicit else "implicit feedback"
+        raise NcfError(
+            f"train.task is '{settings.task}' but the dataset holds {kind}",
+            hint="prepare the dataset with data.explicit matching the task",
+        )
+    spec_task = getattr(getattr(model, "spec", None), "task", settings.task)
+    if spec_task != settings.task:
+        raise NcfError(f"the model was built for the {spec_task} task, train.task is '{settings.task}'")
+    return explicit
+
+
+def _epoch_examples(data_train, sampler: NegativeSampler | None, settings: FitSettings, epoch: int) -> EpochExamples:
+    rng = epoch_rng(settings.seed, epoch)
+    if sampler is None:
+        return explicit_examples(data_train, rng)
+    return implicit_examples(data_train, sampler, settings.negatives, rng)
+
+
+def _run_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    examples: EpochExamples,
+    settings: FitSettings,
+    device: torch.device,
+    explicit: bool,
+    after_step: StepCallback | None,
+    on_batch: BatchCallback | None,
+    scaler,
+) -> tuple[float, int]:
+    """One pass over ``examples``; returns (summed loss, examples seen) for this rank."""
+    _, world = distributed.rank_and_world()
+    users = torch.from_numpy(examples.users).to(device, non_blocking=True)
+    items = torch.from_numpy(examples.items).to(device, non_blocking=True)
+    targets = torch.from_numpy(examples.targets).to(device, non_blocking=True)
+    net.train()
+    loss_total = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    n = len(examples)
+    steps = (n + settings.batch_size - 1) // settings.batch_size
+    for step, start in enumerate(range(0, n, settings.batch_size), start=1):
+        stop = min(start + settings.batch_size, n)
+        part = distributed.shard(start, stop)
+        if part is None:
+            continue
+        lo, hi = part
+        with _autocast(device):
+            scores = net(users[lo:hi], items[lo:hi]).float()
+        if explicit:
+            loss_sum = F.mse_loss(scores, targets[lo:hi], reduction="sum")
+        else:
+            loss_sum = F.binary_cross_entropy_with_logits(scores, targets[lo:hi], reduction="sum")
+        # sum / global batch * world: DDP's gradient average then equals the global batch mean exactly
+        loss = loss_sum * (world / (stop - start))
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if after_step is not None:
+            after_step(model)
+        loss_total += loss_sum.detach()
+        seen += hi - lo
+        if on_batch is not None:
+            on_batch(step, steps)
+    return float(loss_total.item()), seen
+
+
+def fit(
+    model: nn.Module,
+    data: InteractionData,
+    settings: FitSettings,
+    *,
+    on_epoch: EpochCallback | None = None,
+    after_step: StepCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> FitResult:
+    """Train ``model`` in place on ``data``; on return it holds the kept (best validation) epoch.
+
+    ``on_epoch(record)`` gets each epoch's history record; ``after_step(model)`` runs after every
+    optimizer step (pruning keeps masked weights at zero with it); ``on_batch(step, steps)``
+    reports progress inside an epoch. ``checkpoint`` is written after every epoch; with
+    ``resume`` an existing one is continued (same settings required, ``epochs`` may grow).
+    """
+    explicit = _check_task(model, data, settings)
+    if not 0 < settings.fraction <= 1:
+        raise NcfError(f"fraction must be in (0, 1], got {settings.fraction}")
+    device = resolve_device(settings.device)
+    previous_threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _fit(model, data, settings, device, explicit, on_epoch, after_step, on_batch, checkpoint, resume)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _fit(model, data, settings, device, explicit, on_epoch, after_step, on_batch, checkpoint, resume) -> FitResult:
+    started = time.perf_counter()
+    rank, world = distributed.rank_and_world()
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    fingerprint = {"spec": _spec_dump(model), **settings.fingerprint()}
+    state = load_checkpoint(checkpoint) if (checkpoint is not None and resume) else None
+    if state is not None:
+        check_fingerprint(checkpoint, state.fingerprint, fingerprint)
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+    else:
+        state = TrainingState(fingerprint=fingerprint)
+    net: nn.Module = model
+    if world > 1:
+        device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    train_rows = subsample(data.train, settings.fraction, settings.seed)
+    sampler = None if explicit else NegativeSampler(train_rows, data.num_items)
+    scaler = _grad_scaler(device)
+    score_fn = torch_score_fn(model, device)
+    stopped_early = False
+    for epoch in range(state.epoch + 1, settings.epochs + 1):
+        if settings.patience and state.bad_epochs >= settings.patience:
+            stopped_early = True
+            break
+        tick = time.perf_counter()
+        torch.manual_seed(settings.seed * 1_000_003 + epoch)  # dropout: same per epoch on resume
+        examples = _epoch_examples(train_rows, sampler, settings, epoch)
+        loss_sum, seen = _run_epoch(
+            net, model, optimizer, examples, settings, device, explicit, after_step, on_batch, scaler
+        )
+        loss_sum, seen = distributed.all_sum([loss_sum, float(seen)], device)
+        val = evaluate(score_fn, data, "val", k=settings.top_k, full_ranking=False)
+        seconds = time.perf_counter() - tick
+        score = selection_score(val, explicit)
+        (improved,) = distributed.broadcast_flags([not state.best_score or score > state.best_score], device)
+        if improved:
+            state.best_state, state.best_epoch, state.best_score, state.bad_epochs = _copy_state(model), epoch, score, 0
+        else:
+            state.bad_epochs += 1
+        record = {
+            "epoch": epoch,
+            "loss": loss_sum / max(seen, 1.0),
+            **{name: value for name, value in val.items() if name != "k"},
+            "seconds": seconds,
+            "samples_per_s": seen / seconds,
+            "kept": improved,
+        }
+        state.history.append(record)
+        state.epoch = epoch
+        state.model, state.optimizer = _copy_state(model), optimizer.state_dict()
+        if checkpoint is not None and rank == 0:
+            save_checkpoint(checkpoint, state)
+        if on_epoch is not None:
+            on_epoch(record)
+    if not state.best_state:
+        raise NcfError(f"no epoch was trained (train.epochs={settings.epochs}, checkpoint already at {state.epoch})")
+    model.load_state_dict(state.best_state)
+    model.eval()
+    best = next(record for record in state.history if record["epoch"] == state.best_epoch)
+    val_metrics = {key: best[key] for key in _metric_keys(explicit)}
+    test_metrics: dict[str, float] = {}
+    if rank == 0:
+        test_metrics = evaluate(score_fn, data, "test", k=settings.top_k, full_ranking=settings.full_ranking)
+    return FitResult(
+        history=list(state.history),
+        best_epoch=state.best_epoch,
+        val_metrics=val_metrics,
+        test_metrics=test_metrics,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - started,
+        settings=asdict(settings),
+    )
+
+
+def _metric_keys(explicit: bool) -> tuple[str, ...]:
+    return ("rmse", "mae") if explicit else ("hr", "ndcg")
+
+
+def _spec_dump(model: nn.Module) -> dict[str, Any]:
+    spec = getattr(model, "spec", None)
+    return spec.model_dump() if spec is not None else {"class": type(model).__name__}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy's legacy global generator (model initialisation uses torch's)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))

@@ -1,0 +1,293 @@
+"""``train_model``: dataset artifact in, model artifact (stage ``trained``) out.
+
+Finds (or prepares) the dataset, builds the GMF/MLP/NeuMF the config describes (optionally
+initialised from pre-trained GMF and MLP artifacts), trains it here (one process or ``nproc``
+DDP ranks) or as a SageMaker training job, and commits the artifact: ``model.pt``, the
+training-curve PNG and a manifest with the dataset id, config, per-epoch history, test metrics
+of the kept epoch next to the popularity baseline's, parameter count and file size.
+
+Each run keeps its state under ``<workdir>/.runs/<key>/`` (checkpoint after every epoch); the key
+hashes the dataset, model shape and optimisation settings, so ``resume=True`` finds the
+interrupted run of the same command, and may also extend a finished run to more epochs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ncfctl.config import Config
+from ncfctl.data.dataset import InteractionData, load_dataset
+from ncfctl.errors import NcfError
+from ncfctl.evaluation import evaluate, popularity_score_fn, torch_score_fn
+from ncfctl.models import MODEL_FILE, NCF, NCFSpec, count_parameters, load_model, save_model
+from ncfctl.training.loop import FitSettings, fit
+from ncfctl.training.plots import training_curve
+from ncfctl.training.pretrain import neumf_from_pretrained
+from ncfctl.training.worker import WorkerJob
+from ncfctl.workspace import Artifact, Workspace
+
+CURVE_FILE = "training_curve.png"
+LATEST_LINK = "ncf_model_latest.pt"  # the seed project's name for "the newest model file"
+RUNS_DIR = ".runs"
+
+
+def fit_settings(config: Config) -> FitSettings:
+    return FitSettings.from_config(config.train, seed=config.seed)
+
+
+def model_spec(config: Config, data: InteractionData) -> NCFSpec:
+    """The model the config describes, with embedding tables sized from the dataset's full counts."""
+    return NCFSpec.from_layers(
+        model_type=config.model.type,
+        num_users=data.num_users,
+        num_items=data.num_items,
+        factors=config.model.factors,
+        layers=list(config.model.layers),
+        dropout=config.model.dropout,
+        task=config.train.task,
+    )
+
+
+def resolve_dataset(config: Config, workspace: Workspace, dataset_ref: str | None, progress=None) -> Artifact:
+    """``dataset_ref``, else the newest dataset of the task's kind, else a freshly prepared default one."""
+    if dataset_ref:
+        return workspace.get(dataset_ref, "dataset")
+    explicit = config.train.task == "explicit"
+    found = workspace.latest("dataset", where={"explicit": explicit})
+    if found is not None:
+        return found
+    from ncfctl.data.prepare import prepare_dataset  # the data layer, only when nothing is prepared yet
+
+    data_config = config.data.model_copy(update={"explicit": explicit})
+    return prepare_dataset(config.model_copy(update={"data": data_config}), workspace, progress=progress)
+
+
+def initial_model(
+    config: Config, workspace: Workspace, spec: NCFSpec, pretrain_gmf: str | None, pretrain_mlp: str | None
+) -> NCF:
+    """A freshly initialised model (seeded), or NeuMF from pre-trained GMF + MLP artifacts."""
+    torch.manual_seed(config.seed)
+    if not (pretrain_gmf or pretrain_mlp):
+        return NCF(spec)
+    if not (pretrain_gmf and pretrain_mlp):
+        raise NcfError("NeuMF pre-training needs both --pretrain-gmf and --pretrain-mlp")
+    gmf = load_model(workspace.get(pretrain_gmf, "model").file(MODEL_FILE))
+    mlp = load_model(workspace.get(pretrain_mlp, "model").file(MODEL_FILE))
+    return neumf_from_pretrained(spec, gmf, mlp)
+
+
+def run_dir(workspace: Workspace, dataset: Artifact, spec: NCFSpec, settings: FitSettings, tag: str) -> Path:
+    """The run's state folder: same dataset + model shape + optimisation settings -> same folder."""
+    identity = {"dataset": dataset.id, "spec": spec.model_dump(), "fit": settings.fingerprint(), "tag": tag}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return workspace.root / RUNS_DIR / f"train-{spec.model_type}-{digest}"
+
+
+def save_initial(folder: Path, model: NCF) -> Path:
+    """The initial weights as ``<run>/init/model.pt`` (the name the SageMaker model channel expects)."""
+    path = folder / "init" / MODEL_FILE
+    save_model(path, model)
+    return path
+
+
+def worker_job(dataset: Artifact, init_model: Path, folder: Path, settings: FitSettings, resume: bool) -> WorkerJob:
+    info = dataset.manifest.info
+    return WorkerJob(
+        dataset_dir=str(dataset.path),
+        num_users=int(info["num_users"]),
+        num_items=int(info["num_items"]),
+        explicit=bool(info.get("explicit", False)),
+        init_model=str(init_model),
+        output_dir=str(folder / "output"),
+        settings=asdict(settings),
+        checkpoint=str(folder / "checkpoint.pt"),
+        resume=resume,
+        events=str(folder / "events.jsonl"),
+    )
+
+
+class EpochProgress:
+    """Rich progress for a run: one bar over epochs, one over the current epoch's batches."""
+
+    def __init__(self, progress, label: str, epochs: int, k: int):
+        self.progress, self.k = progress, k
+        self.epochs_task = progress.add_task(label, total=epochs, status="") if progress else None
+        self.batch_task = None
+
+    def on_batch(self, step: int, steps: int) -> None:
+        if self.progress is None:
+            return
+        if self.batch_task is None:
+            self.batch_task = self.progress.add_task("  batches", total=steps, status="")
+        self.progress.update(self.batch_task, completed=step, total=steps)
+
+    def on_epoch(self, record: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        if "rmse" in record:
+            metrics = f"RMSE {record['rmse']:.4f} MAE {record['mae']:.4f}"
+        else:
+            metrics = f"HR@{self.k} {record['hr']:.4f} NDCG@{self.k} {record['ndcg']:.4f}"
+        speed = f"{record['samples_per_s']:,.0f} samples/s"
+        status = f"epoch {record['epoch']}: loss {record['loss']:.4f} {metrics} {speed}"
+        self.progress.update(self.epochs_task, completed=record["epoch"], status=status)
+        if self.batch_task is not None:
+            self.progress.update(self.batch_task, completed=0)
+
+    def close(self) -> None:
+        """Drop the per-batch bar once training is over (the epoch bar stays as the summary)."""
+        if self.progress is not None and self.batch_task is not None:
+            self.progress.remove_task(self.batch_task)
+            self.batch_task = None
+
+
+def train_model(
+    config: Config,
+    workspace: Workspace,
+    *,
+    dataset_ref: str | None = None,
+    pretrain_gmf: str | None = None,
+    pretrain_mlp: str | None = None,
+    resume: bool = False,
+    progress=None,
+) -> Artifact:
+    """Train the configured model and commit it as a ``model`` artifact (stage ``trained``)."""
+    dataset = resolve_dataset(config, workspace, dataset_ref, progress)
+    data = load_dataset(dataset)
+    spec = model_spec(config, data)
+    model = initial_model(config, workspace, spec, pretrain_gmf, pretrain_mlp)
+    settings = fit_settings(config)
+    tag = f"{pretrain_gmf}+{pretrain_mlp}" if pretrain_gmf else ""
+    folder = run_dir(workspace, dataset, spec, settings, tag)
+    folder.mkdir(parents=True, exist_ok=True)
+    bars = EpochProgress(progress, f"train {spec.model_type}", settings.epochs, settings.top_k)
+    extra: dict[str, Any] = {}
+    if config.train.backend == "sagemaker":
+        from ncfctl.aws.training_job import train_on_sagemaker  # boto3 only when asked for
+
+        job = worker_job(dataset, save_initial(folder, model), folder, settings, resume=False)
+        outcome = train_on_sagemaker(config, job, dataset, progress=progress)
+        model = load_model(Path(outcome.model_dir) / MODEL_FILE)
+        result = outcome.result
+        extra = {"sagemaker_job": outcome.job_name, "model_data": outcome.model_data}
+    elif config.train.nproc > 1:
+        from ncfctl.training.launch import launch_local
+
+        job = worker_job(dataset, save_initial(folder, model), folder, settings, resume)
+        result = launch_local(config.train.nproc, job, on_epoch=bars.on_epoch)
+        model = load_model(Path(job.output_dir) / MODEL_FILE)
+    else:
+        fitted = fit(
+            model,
+            data,
+            settings,
+            on_epoch=bars.on_epoch,
+            on_batch=bars.on_batch,
+            checkpoint=folder / "checkpoint.pt",
+            resume=resume,
+        )
+        result = asdict(fitted)
+    bars.close()
+    return register_model(
+        config,
+        workspace,
+        model,
+        data,
+        dataset,
+        result,
+        info={"pretrain": {"gmf": pretrain_gmf, "mlp": pretrain_mlp} if pretrain_gmf else None, **extra},
+    )
+
+
+def register_model(
+    config: Config,
+    workspace: Workspace,
+    model: NCF,
+    data: InteractionData,
+    dataset: Artifact,
+    result: dict[str, Any],
+    info: dict[str, Any],
+) -> Artifact:
+    """Commit a trained model with its metrics, history and curve; point ``ncf_model_latest.pt`` at it."""
+    k = config.train.top_k
+    with torch.inference_mode():
+        baseline = evaluate(popularity_score_fn(data), data, "test", k=k, full_ranking=True)
+    spec = model.spec
+    run_info = {
+        "stage": "trained",
+        "model_type": spec.model_type,
+        "task": spec.task,
+        "dataset": dataset.id,
+        "best_epoch": result["best_epoch"],
+        "stopped_early": result["stopped_early"],
+        "val_metrics": result["val_metrics"],
+        "baseline": {"name": "popularity", **baseline},
+        "history": result["history"],
+        "train_seconds": round(result["seconds"], 3),
+        "threads": config.train.threads,
+        "nproc": config.train.nproc,
+        "device": config.train.device,
+        "backend": config.train.backend,
+        **{key: value for key, value in info.items() if value is not None},
+    }
+    sections = {"seed": config.seed, "model": config.model.model_dump(), "train": config.train.model_dump()}
+    with workspace.create("model", parent=dataset.id, config=sections, info=run_info) as writer:
+        model_path = writer.path / MODEL_FILE
+        save_model(model_path, model)
+        training_curve(
+            writer.path / CURVE_FILE,
+            result["history"],
+            result["best_epoch"],
+            k,
+            title=f"{spec.model_type} on {dataset.manifest.info.get('dataset', dataset.id)}",
+        )
+        writer.manifest.metrics.update(result["test_metrics"])
+        writer.manifest.metrics.update(count_parameters(model))
+        writer.manifest.metrics["file_bytes"] = model_path.stat().st_size
+    artifact = writer.artifact
+    link_latest_model(workspace, artifact)
+    return artifact
+
+
+def link_latest_model(workspace: Workspace, artifact: Artifact) -> Path:
+    """``models/ncf_model_latest.pt`` -> the artifact's ``model.pt`` (relative symlink, swapped atomically)."""
+    link = workspace.kind_dir("model") / LATEST_LINK
+    target = Path(artifact.id) / MODEL_FILE
+    tmp = link.with_name(f".{LATEST_LINK}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    return link
+
+
+def evaluate_model(
+    config: Config, workspace: Workspace, model_ref: str, dataset_ref: str | None = None, progress=None
+) -> dict[str, Any]:
+    """Metrics of a saved model on its dataset's test split, beside the popularity baseline's."""
+    artifact = workspace.get(model_ref, "model")
+    model = load_model(artifact.file(MODEL_FILE))
+    dataset_ref = dataset_ref or artifact.manifest.info.get("dataset")
+    if not dataset_ref:
+        raise NcfError(f"model {artifact.id} does not record its dataset", hint="pass --dataset-id")
+    dataset = workspace.get(dataset_ref, "dataset")
+    data = load_dataset(dataset)
+    if (model.spec.num_users, model.spec.num_items) != (data.num_users, data.num_items):
+        raise NcfError(
+            f"model {artifact.id} is sized {model.spec.num_users} users x {model.spec.num_items} items, "
+            f"dataset {dataset.id} has {data.num_users} x {data.num_items}"
+        )
+    task = progress.add_task(f"evaluate {artifact.id}", total=None, status="") if progress else None
+    torch.set_num_threads(config.train.threads)
+    k = config.train.top_k
+    metrics = evaluate(torch_score_fn(model), data, "test", k=k)
+    baseline = evaluate(popularity_score_fn(data), data, "test", k=k)
+    if progress is not None:
+        progress.update(task, total=1, completed=1)
+    return {"model": artifact.id, "dataset": dataset.id, "metrics": metrics, "baseline": baseline}

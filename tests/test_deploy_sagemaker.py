@@ -1,0 +1,250 @@
+"""``ncfctl deploy --backend sagemaker`` / ``--delete`` / ``invoke`` against moto's real server.
+
+moto reports endpoints InService at once and answers InvokeEndpoint with canned bodies, so these
+tests assert on what reached the service: the model's image and S3 model data (whose tarball is
+read back), the endpoint config, the autoscaling target and policy, and the exact request body
+moto's runtime recorded. Two things moto cannot do are covered at the HTTP layer instead:
+``UpdateEndpoint`` (not implemented in moto 5.2) and a ``ModelError`` from the container.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import boto3
+import httpx
+import pytest
+
+from ncfctl.workspace import Workspace
+
+IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ncf-recommender:latest"
+ENDPOINT = "ncf-test"
+
+
+@pytest.fixture
+def image_artifact(workdir, tiny_bundle):
+    """An image artifact as build-image records it (context/model = the bundle), pushed to ECR."""
+    with Workspace(workdir).create(
+        "image",
+        parent="compiled-tiny",
+        info={
+            "context": "context",
+            "runtime": "onnxruntime",
+            "backend": "docker",
+            "built": True,
+            "image_uri": IMAGE_URI,
+        },
+    ) as writer:
+        shutil.copytree(tiny_bundle, writer.path / "context" / "model")
+    return writer.artifact
+
+
+@pytest.fixture
+def sm(aws_env, moto_server):
+    def make(service: str):
+        return boto3.client(service, endpoint_url=moto_server, region_name="us-east-1")
+
+    return make
+
+
+def deploy_json(run_cli, *args: str) -> dict:
+    proc = run_cli("deploy", "--backend", "sagemaker", "--endpoint-name", ENDPOINT, *args, "--json")
+    return json.loads(proc.stdout)
+
+
+def test_deploy_creates_model_config_endpoint_and_autoscaling(run_cli, image_artifact, sm, tmp_path):
+    result = deploy_json(run_cli, "--instance-count", "2", "--min-instances", "1", "--max-instances", "4")
+
+    assert result["status"] == "running" and result["endpoint_status"] == "InService"
+    assert result["action"] == "created" and result["image"] == image_artifact.id
+    model = sm("sagemaker").describe_model(ModelName=result["model_name"])
+    assert model["PrimaryContainer"]["Image"] == IMAGE_URI
+    assert model["ExecutionRoleArn"] == "arn:aws:iam::123456789012:role/SageMakerRole"
+    assert model["PrimaryContainer"]["Environment"]["NCF_MAX_BATCH"] == "10000"  # config serving.max_batch
+    data_url = model["PrimaryContainer"]["ModelDataUrl"]
+    assert data_url == result["model_data"] and data_url.endswith(f"/deployments/{result['deployment']}/model.tar.gz")
+
+    bucket, key = data_url[5:].split("/", 1)
+    sm("s3").download_file(bucket, key, str(tmp_path / "model.tar.gz"))
+    with tarfile.open(tmp_path / "model.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"serving.json", "model.onnx", "fastpath.npz", "seen_items.npz", "ids.npz"} <= names  # at the root
+
+    config = sm("sagemaker").describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
+    (variant,) = config["ProductionVariants"]
+    assert variant["ModelName"] == result["model_name"]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.large", 2)
+    endpoint = sm("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+    assert endpoint["EndpointConfigName"] == result["endpoint_config_name"]
+
+    resource = f"endpoint/{ENDPOINT}/variant/AllTraffic"
+    scaling = sm("application-autoscaling")
+    (target,) = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert (target["ResourceId"], target["MinCapacity"], target["MaxCapacity"]) == (resource, 1, 4)
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    (policy,) = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PolicyType"] == "TargetTrackingScaling" and policy["ResourceId"] == resource
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+    assert tracking["TargetValue"] == 1000.0
+
+    status = json.loads(run_cli("deploy", "--status", "--json").stdout)
+    assert status["deployment"] == result["deployment"] and status["live"]["endpoint_status"] == "InService"
+
+
+def test_invoke_goes_through_invoke_endpoint(run_cli, image_artifact, sm, moto_server):
+    deploy_json(run_cli)
+    canned = {"results": [{"Body": json.dumps({"score": 1.25}), "ContentType": "application/json"}]}
+    httpx.post(f"{moto_server}/moto-api/static/sagemaker/endpoint-results", json=canned).raise_for_status()
+
+    out = json.loads(run_cli("invoke", "--user", "u3", "--item", "i7", "--json").stdout)
+
+    assert out["backend"] == "sagemaker" and out["target"] == ENDPOINT
+    assert out["results"][0]["response"] == {"score": 1.25}
+    from moto.backends import get_backend
+
+    # moto files requests under EndpointName None (it does not parse the /endpoints/{name} path);
+    # the path itself is asserted in test_model_error_shows_the_containers_message.
+    recorded = get_backend("sagemaker-runtime")["123456789012"]["us-east-1"].results
+    (sent,) = [json.loads(base64.b64decode(key)) for per_endpoint in recorded.values() for key in per_endpoint]
+    assert json.loads(sent["Body"]) == {"user_id": "u3", "item_id": "i7"}
+    assert sent["Accept"] == "application/json"
+
+
+def test_delete_removes_endpoint_config_model_and_scaling(run_cli, workdir, image_artifact, sm):
+    result = deploy_json(run_cli, "--min-instances", "1", "--max-instances", "2")
+
+    deleted = json.loads(run_cli("deploy", "--delete", "--endpoint-name", ENDPOINT, "--json").stdout)
+
+    assert deleted["models"] == [result["model_name"]] and deleted["autoscaling_removed"] is True
+    assert sm("sagemaker").list_endpoints()["Endpoints"] == []
+    assert sm("sagemaker").list_endpoint_configs()["EndpointConfigs"] == []
+    assert sm("sagemaker").list_models()["Models"] == []
+    assert (
+        sm("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    )
+    record = Workspace(workdir).get(result["deployment"], "deployment")
+    assert record.manifest.info["status"] == "deleted"
+
+    again = run_cli("deploy", "--delete", "--endpoint-name", ENDPOINT, check=False)
+    assert again.returncode == 2 and f"endpoint '{ENDPOINT}' does not exist" in again.stderr
+    gone = run_cli("invoke", "--user", "1", "--item", "2", check=False)
+    assert gone.returncode == 2 and "no running deployment" in gone.stderr
+
+
+def test_second_deploy_updates_the_existing_endpoint(workdir, image_artifact, aws_env, sm):
+    """moto lacks UpdateEndpoint: that one call is answered by a botocore hook, the rest hits moto."""
+    from ncfctl.aws.clients import session
+    from ncfctl.config import load_config
+    from ncfctl.serving.deploy import deploy
+
+    config = load_config(overrides={"deploy.backend": "sagemaker", "aws.endpoint_name": ENDPOINT})
+    first = deploy(config, Workspace(workdir))
+    calls = []
+
+    def update_endpoint(params, **_):  # params: the serialized request, as it would go on the wire
+        calls.append(json.loads(params["body"]))
+        return SimpleNamespace(status_code=200), {
+            "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{ENDPOINT}"
+        }
+
+    events = session(config.aws).events
+    events.register("before-call.sagemaker.UpdateEndpoint", update_endpoint)
+    try:
+        second = deploy(config, Workspace(workdir))
+    finally:
+        events.unregister("before-call.sagemaker.UpdateEndpoint", update_endpoint)
+
+    info = second.manifest.info
+    assert info["action"] == "updated" and info["status"] == "running"
+    assert info["endpoint_config_name"] != first.manifest.info["endpoint_config_name"]
+    assert calls == [{"EndpointName": ENDPOINT, "EndpointConfigName": info["endpoint_config_name"]}]
+    sm("sagemaker").describe_endpoint_config(EndpointConfigName=info["endpoint_config_name"])  # created in moto
+
+
+def test_missing_settings_are_one_line_errors(run_cli, image_artifact, aws_env, workdir):
+    with Workspace(workdir).create("image", info={"context": "context", "backend": "none", "built": False}) as w:
+        shutil.copytree(image_artifact.path / "context", w.path / "context")
+    no_uri = run_cli("deploy", "--backend", "sagemaker", check=False)
+    assert no_uri.returncode == 2 and "is not in ECR" in no_uri.stderr and "Traceback" not in no_uri.stderr
+
+    no_role = run_cli(
+        "deploy", "--backend", "sagemaker", "--image", image_artifact.id, env={"NCFCTL_AWS__ROLE_ARN": ""}, check=False
+    )
+    assert no_role.returncode == 2 and "aws.role_arn" in no_role.stderr
+
+    bad_scaling = run_cli(
+        "deploy",
+        "--backend",
+        "sagemaker",
+        "--image",
+        image_artifact.id,
+        "--min-instances",
+        "3",
+        "--max-instances",
+        "2",
+        check=False,
+    )
+    assert bad_scaling.returncode == 2 and "--min-instances 3 is above --max-instances 2" in bad_scaling.stderr
+
+
+class _ModelErrorHandler(BaseHTTPRequestHandler):
+    """Answers InvokeEndpoint the way SageMaker does when the container returns 4xx."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps(
+            {
+                "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+                "OriginalStatusCode": 400,
+                "OriginalMessage": json.dumps({"error": "unknown user 'nobody'", "field": "user_id"}),
+                "LogStreamArn": "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/x",
+                "message": "Received client error (400) from primary with message ...",
+            }
+        ).encode()
+        self.send_response(424)
+        self.send_header("x-amzn-ErrorType", "ModelError:http://internal.amazon.com/coral/com.amazon.sagemaker/")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.paths.append(self.path)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_model_error_shows_the_containers_message(workdir, aws_env, monkeypatch):
+    from ncfctl.config import load_config
+    from ncfctl.errors import NcfError
+    from ncfctl.serving.invoke import invoke
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ModelErrorHandler)
+    server.paths = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Workspace(workdir).create(
+            "deployment", info={"backend": "sagemaker", "status": "running", "endpoint_name": ENDPOINT}
+        ):
+            pass
+        config = load_config(overrides={"aws.endpoint_url": f"http://127.0.0.1:{server.server_port}"})
+        with pytest.raises(NcfError) as err:
+            invoke(config, Workspace(workdir), [{"user_id": "nobody", "item_id": 1}])
+    finally:
+        server.shutdown()
+    assert server.paths == [f"/endpoints/{ENDPOINT}/invocations"]
+    assert str(err.value) == f"endpoint {ENDPOINT}: the container answered 400: user_id: unknown user 'nobody'"
+    assert "\n" not in str(err.value)
+
+
+def test_deleting_an_unknown_deployment_kind_is_refused(run_cli, workdir, aws_env):
+    with Workspace(workdir).create("deployment", info={"backend": "local", "status": "stopped"}) as w:
+        pass
+    proc = run_cli("deploy", "--delete", "--deployment", w.artifact.id, check=False)
+    assert proc.returncode == 2 and "is local: use --stop" in proc.stderr
