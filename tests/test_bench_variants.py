@@ -56,7 +56,7 @@ def test_all_is_the_newest_original_and_its_descendants(family):
     ws, ids = family
     stale = _deployment(ws, ids["compiled"], "http://127.0.0.1:9")  # recorded running, nothing listens
     selection = select_variants(ws, "all")
-    assert [v.name for v in selection.variants] == ["original", "pruned", "finetuned", "compiled onnxruntime"]
+    assert [v.name for v in selection.variants] == ["original", "pruned", "finetuned", "compiled ort"]
     assert [v.id for v in selection.variants] == [ids[k] for k in ("original", "pruned", "finetuned", "compiled")]
     assert selection.baseline.id == ids["original"]
     compiled = selection.variants[-1]
@@ -82,7 +82,7 @@ def test_roles_and_ids_mix_and_duplicates_get_distinct_names(family):
     selection = select_variants(ws, f"pruned,{ids['compiled']}")
     names = [v.name for v in selection.variants]
     assert len(set(names)) == len(names) == 3
-    assert all(n.startswith("pruned ") for n in names[:2]) and names[2] == "compiled onnxruntime"
+    assert all(n.startswith("pruned ") for n in names[:2]) and names[2] == "compiled ort"
     assert {v.id for v in selection.variants} == {ids["pruned"], second, ids["compiled"]}
     assert selection.baseline.id == ids["pruned"]  # no original selected: the first variant
 
@@ -110,3 +110,11 @@ def test_unknown_id_and_non_comparable_kind(family):
 def test_no_trained_model(tmp_path):
     with pytest.raises(NcfError, match="no trained model"):
         select_variants(Workspace(tmp_path), "all")
+
+
+def test_cli_refuses_different_datasets_in_one_line(family, run_cli):
+    ws, ids = family
+    proc = run_cli("--workdir", str(ws.root), "bench", "--compare", f"{ids['original']},{ids['old']}", check=False)
+    assert proc.returncode == 2
+    assert "cannot compare" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and not (ws.root / "comparison").exists()

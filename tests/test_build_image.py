@@ -51,9 +51,9 @@ def test_context_holds_server_dockerfile_and_bundle(run_cli, workdir, compiled_a
 
 
 def test_human_output_says_only_the_context_was_written(run_cli, compiled_artifact):
-    proc = run_cli("build-image", env=NO_ENGINE)
+    proc = run_cli("build-image", env={**NO_ENGINE, "COLUMNS": "400"})  # no Rich line wrapping
     assert "no image was built" in proc.stderr and "only the build context was written" in proc.stderr
-    assert "docker build --platform linux/amd64" in proc.stdout
+    assert "docker build --platform linux/amd64" in proc.stdout and "ncfctl deploy --backend local" in proc.stdout
 
 
 def test_docker_backend_without_engine_fails_fast(run_cli, compiled_artifact, workdir):

@@ -71,6 +71,15 @@ def test_duplicates_keep_the_latest_and_ties_follow_file_order():
     assert pairs(split.train) == [(0, 2), (1, 0)]
 
 
+def test_text_ids_are_indexed_in_sorted_order():
+    frame = pd.DataFrame({"user": ["u2", "u10", "u2", "u10", "u2", "u10"], "item": ["b", "a", "c", "b", "a", "c"]})
+    frame["user"] = frame["user"].astype("category")  # first-appearance category order, as pyarrow reads it
+    frame["rating"], frame["timestamp"] = np.float32(1), np.arange(6)
+    clean = clean_log(RawLog(frame, "log.csv"), min_rating=None, explicit=False)
+    assert clean.user_ids.tolist() == ["u10", "u2"] and clean.item_ids.tolist() == ["a", "b", "c"]
+    assert pairs(clean.rows) == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 0)]
+
+
 def test_min_rating_drops_users_with_too_few_positives_and_remembers_low_ratings():
     rows = [("u1", f"i{k}", 5, k) for k in range(4)] + [("u1", "i9", 1, 9)]
     rows += [("u2", "i0", 5, 1), ("u2", "i1", 2, 2), ("u2", "i2", 2, 3)]  # one positive left: dropped

@@ -26,10 +26,13 @@ NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
 
 @pytest.fixture
-def image(run_cli, compiled_artifact, workdir):
-    """``ncfctl build-image`` (no engine: context only); stops any server a test leaves behind."""
-    built = json.loads(run_cli("build-image", "--json", env=NO_ENGINE).stdout)
-    yield built
+def image(compiled_artifact, workdir):
+    """The image artifact (build context only, as with no Docker engine); stops any server left behind."""
+    from ncfctl.config import load_config
+    from ncfctl.serving.build_image import build_image
+
+    built = build_image(load_config(overrides={"image.backend": "none"}), Workspace(workdir))
+    yield {"image_artifact": built.artifact.id, "context": str(built.context)}
     for deployment in Workspace(workdir).list("deployment"):
         proc = our_process(deployment.manifest.info) if "pid" in deployment.manifest.info else None
         if proc is not None:
@@ -65,29 +68,25 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
     with np.load(model_dir / "seen_items.npz") as seen:
         seen_u1 = {f"i{i}" for i in seen["indices"][seen["indptr"][1] : seen["indptr"][2]]}
     assert seen_u1 and not seen_u1 & {i["item_id"] for i in top["items"]}
-    with_seen = cli_json(run_cli, "invoke", "--user", "u1", "--top-k", "40", "--include-seen")
-    assert seen_u1 <= {i["item_id"] for i in with_seen["results"][0]["response"]["items"]}
 
     requests = tmp_path / "requests.jsonl"
     lines = [
         {"user_id": "u2", "item_id": "i5"},
         {"instances": [{"user_id": "u2", "item_id": "i5"}, {"user_id": "u3", "item_id": "i6"}]},
-        {"user_id": "u3", "top_k": 2},
+        {"user_id": "u1", "top_k": 40, "exclude_seen": False},
     ]
     requests.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
     replies = cli_json(run_cli, "invoke", "--file", str(requests))["results"]
     assert [r["request"] for r in replies] == lines
     assert replies[1]["response"]["scores"][0] == pytest.approx(replies[0]["response"]["score"], abs=1e-6)
-    assert len(replies[2]["response"]["items"]) == 2
-    table = run_cli("invoke", "--file", str(requests)).stdout
-    assert "rank" in table and "i5" in table and "i6" in table
+    assert seen_u1 <= {i["item_id"] for i in replies[2]["response"]["items"]}  # seen items kept when asked
+    table = run_cli("invoke", "--user", "u1", "--top-k", "3", env={"COLUMNS": "200"}).stdout
+    assert "rank" in table and table.count(" u1 ") == 3 and f"({url})" in table
 
-    unknown = run_cli("invoke", "--user", "nobody", "--item", "i3", check=False)
+    unknown = run_cli("invoke", "--user", "nobody", "--item", "i3", env={"COLUMNS": "300"}, check=False)
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "answered 422: user_id: unknown user 'nobody'" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1
-    too_many = run_cli("invoke", "--user", "u1", "--top-k", "5000", check=False)
-    assert too_many.returncode == 2 and "top_k: must be between 1 and 1000" in too_many.stderr
 
     status = cli_json(run_cli, "deploy", "--status")
     assert status["live"] == {"state": "running", "process": "alive", "ping": 200}
@@ -98,16 +97,20 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
     log = Path(deployed["log"]).read_text()
     assert '"message": "server stopped"' in log and '"signal": "SIGTERM"' in log  # graceful shutdown
     assert cli_json(run_cli, "deploy", "--status")["live"]["state"] == "stopped"
-    after = run_cli("invoke", "--user", "u1", "--item", "i3", check=False)
-    assert after.returncode == 2 and "no running deployment" in after.stderr
 
 
 def test_server_that_dies_reports_its_log_tail(run_cli, image, workdir):
     (Path(image["context"]) / "model" / "fastpath.npz").unlink()  # the server cannot load this bundle
     proc = run_cli("deploy", "--backend", "local", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "server exited with code 1 before /ping answered" in proc.stderr and "fastpath.npz" in proc.stderr
-    assert Workspace(workdir).list("deployment") == []  # nothing recorded for a deployment that never ran
+    message = " ".join(proc.stderr.split())  # undo Rich's wrapping
+    assert "server exited with code 1 before /ping answered: model failed to load:" in message
+    assert "fastpath.npz not found" in message
+    (failed,) = Workspace(workdir).list("deployment")  # the attempt is recorded, with the server's log
+    assert failed.manifest.info["status"] == "failed" and f"(log: {failed.path / 'server.log'})" in message
+    assert '"level": "error"' in (failed.path / "server.log").read_text()
+    proc = run_cli("invoke", "--user", "u1", "--item", "i1", check=False)
+    assert proc.returncode == 2 and "no running deployment" in proc.stderr
 
 
 def test_taken_port_is_refused(run_cli, image):

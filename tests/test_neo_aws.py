@@ -164,6 +164,7 @@ def test_pytorch_compile_sends_framework_version_dtype_and_platform(aws_env, wor
     users, items = torch.arange(5), torch.arange(5)
     assert module(users, items).shape == (5,)
     assert artifact.manifest.info["target"] == "linux_arm64"
+    assert neo_status(config, Workspace(workdir), artifact.manifest.info["jobs"][1])["target"] == "linux_arm64"
     assert [m["batch_size"] for m in json.loads((artifact.path / "serving.json").read_text())["models"]] == [1, 16]
 
 
@@ -224,9 +225,6 @@ def test_cli_sagemaker_compile_and_errors(aws_env, run_cli, model_artifact, monk
     assert payload["backend"] == "sagemaker" and payload["runtime"] == "dlr" and payload["batch_sizes"] == [1, 8]
     assert len(payload["jobs"]) == 2
 
-    status = run_cli("neo", "status", payload["jobs"][1], env={"COLUMNS": "200"})
-    assert "COMPLETED" in status.stdout and payload["jobs"][1] in status.stdout
-
     missing = run_cli(
         "neo", "compile", "--backend", "sagemaker", env={"NCFCTL_AWS__BUCKET": "no-such-bucket"}, check=False
     )
@@ -234,8 +232,11 @@ def test_cli_sagemaker_compile_and_errors(aws_env, run_cli, model_artifact, monk
     assert missing.stderr.strip().splitlines()[-1] == (
         "Error: S3 bucket 'no-such-bucket' does not exist (config key aws.bucket)"
     )
-    unknown = run_cli("neo", "status", "ncfctl-nope-b1", check=False)
-    assert unknown.returncode == 2 and "no SageMaker compilation job 'ncfctl-nope-b1'" in unknown.stderr
+
+
+def test_status_of_an_unknown_job(aws_env, workdir):
+    with pytest.raises(NcfError, match="no SageMaker compilation job 'ncfctl-nope-b1' in us-east-1"):
+        neo_status(load_config(), Workspace(workdir), "ncfctl-nope-b1")
 
 
 def test_upload_reports_progress(aws_env, workdir, model_artifact, monkeypatch):

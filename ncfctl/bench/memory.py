@@ -11,8 +11,10 @@ Two measurements, both the kernel's own peak resident set size:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,16 @@ def probe_peak_rss_mb(spec: dict[str, Any], timeout: float = PROBE_TIMEOUT_S) ->
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise NcfError(f"memory probe for {spec.get('model') or spec.get('bundle')} failed: {last}")
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def probe_many_peak_rss_mb(specs: list[dict[str, Any]]) -> list[float]:
+    """:func:`probe_peak_rss_mb` for each spec, up to one probe per CPU at a time.
+
+    Peak RSS is a per-process number, so probes running side by side do not change each other's
+    result; running them together only saves wall time (most of it is importing the runtime).
+    """
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        return list(pool.map(probe_peak_rss_mb, specs))
 
 
 def process_peak_rss_mb(pid: int) -> float | None:

@@ -69,6 +69,7 @@ def columns(explicit: bool, k: int) -> list[Column]:
     return [
         Column("variant", "variant", ""),
         Column("runtime", "runtime", ""),
+        Column("threads", "threads", ""),
         *quality_columns(explicit, k),
         *SPEED_COLUMNS,
         *SIZE_COLUMNS,

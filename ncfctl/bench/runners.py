@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ncfctl.errors import NcfError
+
 HTTP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -111,12 +113,19 @@ class BundleRunner:
 
 
 class HttpRunner:
-    """A running deployment over HTTP, speaking raw ids (from the bundle's ``ids.npz``) like a client."""
+    """A running deployment over HTTP, speaking raw ids (from the bundle's ``ids.npz``) like a client.
+
+    Uses the standard library's ``http.client`` on one keep-alive connection: measured here, httpx
+    adds ~2 ms of client-side work per request (0.5 ms vs 2.6 ms p50 for the same pair request),
+    which would be charged to the endpoint.
+    """
 
     runtime = "http"
 
     def __init__(self, url: str, bundle: Path, max_batch: int, timeout: float = 30.0):
-        import httpx
+        import http.client
+        from urllib.parse import urlsplit
+
         from ncf_serving.bundle import load_bundle
         from ncf_serving.ids import IdMap
 
@@ -125,13 +134,26 @@ class HttpRunner:
         self.num_items = loaded.spec.num_items
         self.max_batch = max_batch
         self.url = url
-        self.client = httpx.Client(base_url=url, timeout=timeout, headers=HTTP_HEADERS)
+        parts = urlsplit(url)
+        self._http = http.client
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.client.post("/invocations", content=json.dumps(body))
-        if response.status_code != 200:
-            raise RuntimeError(f"{self.url}/invocations answered {response.status_code}: {response.text[:200]}")
-        return response.json()
+        payload = json.dumps(body).encode("utf-8")
+        for attempt in (1, 2):  # the server may close an idle keep-alive connection: reconnect once
+            try:
+                self.connection.request("POST", "/invocations", body=payload, headers=HTTP_HEADERS)
+                response = self.connection.getresponse()
+                data = response.read()
+                break
+            except (self._http.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.connection.close()
+                if attempt == 2:
+                    raise
+        if response.status != 200:
+            text = data[:200].decode("utf-8", "replace")
+            raise NcfError(f"deployment {self.url}/invocations answered {response.status} during the benchmark: {text}")
+        return json.loads(data)
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users, items = np.asarray(users), np.asarray(items)
@@ -151,7 +173,7 @@ class HttpRunner:
         return np.array([self.items.lookup(entry["item_id"]) for entry in answer["items"]], dtype=np.int64)
 
     def close(self) -> None:
-        self.client.close()
+        self.connection.close()
 
 
 def build_runner(spec: dict[str, Any]) -> Runner:

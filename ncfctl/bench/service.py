@@ -26,7 +26,7 @@ from ncf_serving.settings import bundle_threads
 from ncfctl.bench import charts, report
 from ncfctl.bench.footprint import MB, bundle_footprint, model_footprint
 from ncfctl.bench.latency import interleaved_timings, summarize, throughput
-from ncfctl.bench.memory import probe_peak_rss_mb, process_peak_rss_mb
+from ncfctl.bench.memory import probe_many_peak_rss_mb, process_peak_rss_mb
 from ncfctl.bench.quality import measure_quality
 from ncfctl.bench.runners import BundleRunner, HttpRunner, Runner, TorchRunner
 from ncfctl.bench.variants import Variant, select_variants
@@ -144,14 +144,24 @@ def _footprint(variant: Variant, notes: list[str]) -> dict[str, Any]:
     }
 
 
-def _peak_rss(variant: Variant, seen_npz: Path, data: InteractionData, config: Config) -> float:
-    if variant.runtime == "http":
-        server = our_process(variant.artifact.manifest.info)  # the recorded pid, only if still that server
-        peak = process_peak_rss_mb(server.pid) if server is not None else None
-        if peak is None:
-            raise NcfError(f"deployment {variant.id}: cannot read the server's peak RSS (recorded pid gone)")
-        return peak
-    return probe_peak_rss_mb(_probe_spec(variant, seen_npz, data, config))
+def _peak_rss(variants: list[Variant], seen_npz: Path, data: InteractionData, config: Config) -> dict[str, float]:
+    """Peak RSS per variant name: probes in child processes, the live server's own ``VmHWM``."""
+    probed = [v for v in variants if v.runtime != "http"]
+    peaks = dict(
+        zip(
+            [v.name for v in probed],
+            probe_many_peak_rss_mb([_probe_spec(v, seen_npz, data, config) for v in probed]),
+            strict=True,
+        )
+    )
+    for variant in variants:
+        if variant.runtime == "http":
+            server = our_process(variant.artifact.manifest.info)  # the recorded pid, only if still that server
+            peak = process_peak_rss_mb(server.pid) if server is not None else None
+            if peak is None:
+                raise NcfError(f"deployment {variant.id}: cannot read the server's peak RSS (recorded pid gone)")
+            peaks[variant.name] = peak
+    return peaks
 
 
 def _ratios(rows: list[dict[str, Any]], baseline: str, explicit: bool) -> None:
@@ -226,13 +236,15 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
             if query == "b64":
                 rows[name]["throughput"] = throughput(BATCH, seconds)
 
-        measured = tracker.status("size + peak memory (one process per model)", len(variants))
+        measured = tracker.status("size + peak memory (one process per model)", 2)
         for v in variants:
             rows[v.name].update(_footprint(v, notes))
-            rows[v.name]["peak_rss_mb"] = _peak_rss(v, seen_npz, data, config)
             if v.runtime == "http":  # the server's own setting (NCF_THREADS unset: the bundle's)
                 rows[v.name]["threads"] = bundle_threads(v.bundle)
-            measured(v.name)
+        measured("sizes counted")
+        for name, peak in _peak_rss(variants, seen_npz, data, config).items():
+            rows[name]["peak_rss_mb"] = peak
+        measured("peak RSS measured")
 
     ordered = [rows[v.name] for v in variants]
     _ratios(ordered, selection.baseline.name, data.explicit)

@@ -28,6 +28,7 @@ ROLES = ("original", "pruned", "finetuned", "compiled", "deployment")
 ROLE_ALIASES = {"trained": "original", "model": "original", "neo": "compiled", "deployed": "deployment"}
 STAGE_ROLE = {"trained": "original", "pruned": "pruned", "finetuned": "finetuned"}
 LINEAGE_INFO_KEYS = ("compiled", "image", "source_model", "model")  # fallbacks when a manifest has no parent
+RUNTIME_LABELS = {"onnxruntime": "ort", "dlr": "dlr", "torchscript": "ts"}  # short row labels
 PING_TIMEOUT_S = 2.0  # SageMaker's own /ping budget
 
 
@@ -140,13 +141,14 @@ def _variant(index: _Index, artifact: Artifact) -> Variant:
         raise NcfError(f"deployment {artifact.id}: no compiled bundle in its lineage")
     runtime = str(_read_serving(compiled).get("runtime", "unknown"))
     if role == "compiled":
-        return Variant(f"compiled {runtime}", role, artifact, dataset_id, model.id, model.path, runtime, compiled.path)
+        label = f"compiled {RUNTIME_LABELS.get(runtime, runtime)}"
+        return Variant(label, role, artifact, dataset_id, model.id, model.path, runtime, compiled.path)
     url = deployment_url(artifact)
     if url is None:
         raise NcfError(
             f"deployment {artifact.id} is not answering GET /ping (status {artifact.manifest.info.get('status')!r})"
         )
-    return Variant("deployment http", role, artifact, dataset_id, model.id, model.path, "http", compiled.path, url)
+    return Variant("deployed", role, artifact, dataset_id, model.id, model.path, "http", compiled.path, url)
 
 
 def _family(index: _Index, original: Artifact) -> dict[str, list[Artifact]]:

@@ -22,19 +22,20 @@ CompareOpt = Annotated[
 
 
 def _tables(out: Output, results: dict[str, Any]) -> None:
-    """Two tables (quality & size, speed) so the comparison stays readable in an 80-column terminal."""
+    """Three narrow tables (quality, speed, size) so the comparison stays readable in 80 columns."""
     from ncfctl.bench import report
 
     rows, _ = report.display_rows(results)
     explicit, k = results["explicit"], results["k"]
-    first = ["variant", "runtime"]
     quality = [c.header for c in (*report.quality_columns(explicit, k), *report.delta_columns(explicit, k))]
-    size = [c.header for c in report.SIZE_COLUMNS]
     speed = [c.header for c in (*report.SPEED_COLUMNS, *report.RATIO_COLUMNS)]
-    title = f"Quality and size (test split, baseline: {results['baseline']})"
-    out.table(rows, title=title, columns=first + quality + size)
-    threads = f"{results['threads']} thread(s), {results['repeats']} interleaved repetitions, p50/p99 per call"
-    out.table(rows, title=f"Speed ({threads})", columns=["variant", *speed])
+    size = ["runtime", "threads", *(c.header for c in report.SIZE_COLUMNS)]
+    out.table(rows, title=f"Quality on the test split (Δ vs {results['baseline']})", columns=["variant", *quality])
+    timing = f"{results['repeats']} interleaved calls per cell, p50/p99 ms; speed-up = baseline p50 / p50"
+    out.table(rows, title=f"Speed ({timing})", columns=["variant", *speed])
+    out.table(
+        rows, title="Size and peak memory (a separate process serving only that model)", columns=["variant", *size]
+    )
 
 
 def benchmark_payload(artifact) -> dict[str, Any]:

@@ -12,19 +12,22 @@ from typing import Annotated, Any
 import typer
 
 from ncfctl.cli.context import CommandContext, command_context
-from ncfctl.cli.options import EpochsOpt, JsonOpt, LrOpt, ModelRefOpt, SeedOpt, ThreadsOpt
-from ncfctl.pruning.service import RATE_CONVENTION, finetune_model, prune_model
+from ncfctl.cli.options import JsonOpt, SeedOpt, ThreadsOpt
+from ncfctl.pruning.schedule import RATE_CONVENTION
 from ncfctl.workspace import Artifact
 
 STAGE_COLUMNS = ("stage", "model", "hr", "ndcg", "full_hr", "full_ndcg", "rmse", "mae")
 SIZE_COLUMNS = ("stage", "parameters", "nonzeros", "dense_bytes", "compact_bytes")
 LAYER_COLUMNS = ("layer", "source_shape", "shape", "parameters", "nonzeros", "sparsity", "removed")
 
+FtEpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Fine-tuning epochs [finetune.epochs].")]
+FtLrOpt = Annotated[float | None, typer.Option("--lr", help="Fine-tuning learning rate [finetune.lr].")]
 FractionOpt = Annotated[
     float | None, typer.Option("--fraction", help="Share of the training rows to fine-tune on, in (0, 1].")
 ]
 BackendOpt = Annotated[
-    str | None, typer.Option("--backend", help="Fine-tune here (local) or as a SageMaker training job (sagemaker).")
+    str | None,
+    typer.Option("--backend", help="Fine-tune here (local) or as a SageMaker training job (sagemaker)."),
 ]
 
 
@@ -59,14 +62,17 @@ def _render(cc: CommandContext, artifact: Artifact) -> None:
 
 def prune(
     ctx: typer.Context,
-    model: ModelRefOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model id or folder to prune (default: the latest trained model)."),
+    ] = None,
     method: Annotated[
         str | None,
         typer.Option("--method", help="magnitude (unstructured, masks) or structured (smaller dense model)."),
     ] = None,
     rate: Annotated[
         float | None,
-        typer.Option("--rate", help=f"Fraction to remove, in (0, 1). {RATE_CONVENTION}."),
+        typer.Option("--rate", help=f"Fraction to remove, in (0, 1) [prune.rate]. {RATE_CONVENTION}."),
     ] = None,
     scope: Annotated[
         str | None, typer.Option("--scope", help="magnitude: global (one threshold) or layer (same rate per layer).")
@@ -85,8 +91,8 @@ def prune(
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="gradual: number of pruning steps.")] = None,
     finetune: Annotated[bool, typer.Option("--finetune", help="Fine-tune the pruned model (masks locked).")] = False,
-    epochs: EpochsOpt = None,
-    lr: LrOpt = None,
+    epochs: FtEpochsOpt = None,
+    lr: FtLrOpt = None,
     fraction: FractionOpt = None,
     backend: BackendOpt = None,
     threads: ThreadsOpt = None,
@@ -118,6 +124,8 @@ def prune(
         },
         json_output=json,
     )
+    from ncfctl.pruning.service import prune_model  # torch & co. only when a command runs, not for --help
+
     with cc.out.progress() as progress:
         outcome = prune_model(cc.config, cc.workspace, model, finetune=finetune, progress=progress)
     final = outcome.finetuned or outcome.pruned
@@ -133,8 +141,8 @@ def finetune(
     model_id: Annotated[
         str | None, typer.Argument(help="Model artifact id or folder (default: the latest pruned model).")
     ] = None,
-    epochs: EpochsOpt = None,
-    lr: LrOpt = None,
+    epochs: FtEpochsOpt = None,
+    lr: FtLrOpt = None,
     fraction: FractionOpt = None,
     backend: BackendOpt = None,
     threads: ThreadsOpt = None,
@@ -154,6 +162,8 @@ def finetune(
         },
         json_output=json,
     )
+    from ncfctl.pruning.service import finetune_model
+
     with cc.out.progress() as progress:
         artifact = finetune_model(cc.config, cc.workspace, model_id, progress=progress)
     cc.out.result(_summary(artifact), render=lambda: _render(cc, artifact))

@@ -229,6 +229,7 @@ class NeoCompiler:
         sizes = sorted({1, request.batch_size})
         sagemaker = client(self.aws, "sagemaker")
         jobs: list[NeoJob] = []
+        task = progress.add_task("export + preflight", total=len(sizes), status=request.framework) if progress else None
         with tempfile.TemporaryDirectory(prefix="ncfctl-neo-") as tmp:
             for size in sizes:
                 name = self.job_name(request, size)
@@ -246,6 +247,8 @@ class NeoCompiler:
                 )
                 folder_uri = s3.uri(bucket, self.aws.prefix, "neo", name)
                 jobs.append(NeoJob(name, size, f"{folder_uri}/{INPUT_ARCHIVE}", f"{folder_uri}/{OUTPUT_DIR}", report))
+                if progress is not None:
+                    progress.update(task, advance=1, status=f"batch {size}: parity {report.max_abs_diff:.1e}")
             for job in jobs:
                 archive = safetar.pack(Path(tmp) / job.name / INPUT_ARCHIVE, [(job.report.path, job.report.path.name)])
                 s3.upload_file(self.aws, archive, job.input_uri, progress)

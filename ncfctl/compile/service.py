@@ -147,7 +147,7 @@ def _cloud_row(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _job_detail(description: dict[str, Any]) -> dict[str, Any]:
     output = description.get("OutputConfig", {})
-    platform = output.get("TargetPlatform")
+    platform = "_".join(str(v).lower() for v in output.get("TargetPlatform", {}).values())
     return {
         "name": description["CompilationJobName"],
         "where": "sagemaker",

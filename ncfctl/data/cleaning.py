@@ -12,7 +12,7 @@
    training, one validation and one test row: they are dropped, counted and reported, not an
    error, so ``--min-rating 4`` works on real data; no user left at all is an error.
 5. **Indices.** Remaining users and items get contiguous indices in sorted raw-id order (numeric
-   for MovieLens, text for a user's table); the raw ids are kept so serving can translate back.
+   for integer ids, text order for text ids); the raw ids are kept so serving can translate back.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class CleanLog:
     rows: Interactions  # sorted by (user, timestamp, file order)
     user_ids: np.ndarray  # str, index -> raw id
     item_ids: np.ndarray
-    known_keys: np.ndarray  # sorted user * num_items + item of every interaction, any rating (unique: deduped)
+    known_keys: np.ndarray  # sorted unique user * num_items + item of every interaction, any rating
     counts: dict[str, int] = field(default_factory=dict)  # what each rule removed
 
     @property
@@ -47,6 +47,8 @@ class CleanLog:
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes in sorted raw-id order, and the raw ids as strings."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # text ids: factorize follows category order
+        values = values.cat.reorder_categories(values.cat.categories.sort_values())
     codes, uniques = pd.factorize(values, sort=True)
     return codes.astype(np.int64), np.asarray(uniques.astype(str), dtype=object).astype(str)
 
@@ -60,6 +62,21 @@ def _renumber(codes: np.ndarray, keep: np.ndarray, size: int) -> tuple[np.ndarra
     return lookup, np.flatnonzero(present)
 
 
+def user_time_order(users: np.ndarray, times: np.ndarray, num_users: int) -> np.ndarray:
+    """Row order by (user, time), stable so that equal times keep file order.
+
+    One stable argsort of a combined int64 key is ~3x faster than ``np.lexsort`` on 20M rows;
+    lexsort remains for time spans too wide to pack beside the user index.
+    """
+    if not len(times):
+        return np.arange(0)
+    first = times.min()
+    span = int(times.max() - first) + 1
+    if num_users * span < 2**62:
+        return np.argsort(users * np.int64(span) + (times - first), kind="stable")
+    return np.lexsort((times, users))
+
+
 def clean_log(log: RawLog, min_rating: float | None, explicit: bool) -> CleanLog:
     """Apply the rules in the module docstring; ``explicit`` keeps ratings (else every rating is 1.0)."""
     if (explicit or min_rating is not None) and not log.has_ratings:
@@ -71,13 +88,20 @@ def clean_log(log: RawLog, min_rating: float | None, explicit: bool) -> CleanLog
     ratings = frame["rating"].to_numpy(np.float32)
     times = frame["timestamp"].to_numpy(np.int64)
 
-    order = np.lexsort((times, users))  # stable: ties keep file order
+    order = user_time_order(users, times, len(user_ids))
     users, items, ratings, times = users[order], items[order], ratings[order], times[order]
+    # A stable sort by pair puts each pair's occurrences in time order: the last one is the latest.
+    # The same sort yields every known pair, sorted (cheaper than hashing 20M keys, then sorting).
     pair = users * np.int64(len(item_ids)) + items
-    latest = ~pd.Series(pair).duplicated(keep="last").to_numpy()
+    by_pair = np.argsort(pair, kind="stable")
+    sorted_pairs = pair[by_pair]
+    run_end = np.r_[sorted_pairs[1:] != sorted_pairs[:-1], True] if len(pair) else np.zeros(0, dtype=bool)
+    known_pairs = sorted_pairs[run_end]
+    latest = np.zeros(len(pair), dtype=bool)
+    latest[by_pair[run_end]] = True
+    del pair, by_pair, sorted_pairs  # ~0.5 GiB at 20M rows, not needed below
     counts = {"raw_interactions": len(frame), "duplicates_dropped": int((~latest).sum())}
     users, items, ratings, times = users[latest], items[latest], ratings[latest], times[latest]
-    interacted_users, interacted_items = users, items
 
     positive = np.ones(len(users), dtype=bool) if min_rating is None else ratings >= min_rating
     counts["below_min_rating"] = int((~positive).sum())
@@ -97,8 +121,9 @@ def clean_log(log: RawLog, min_rating: float | None, explicit: bool) -> CleanLog
         ratings=ratings[keep] if explicit else np.ones(int(keep.sum()), dtype=np.float32),
         timestamps=times[keep],
     )
-    known_users = user_lookup[interacted_users]
-    known_items = item_lookup[interacted_items]
+    # Renumbering keeps the order of users and of items, so the remapped pairs stay sorted.
+    known_users = user_lookup[known_pairs // len(item_ids)]
+    known_items = item_lookup[known_pairs % len(item_ids)]
     in_catalogue = (known_users >= 0) & (known_items >= 0)
-    known_keys = np.sort(known_users[in_catalogue] * np.int64(len(kept_items)) + known_items[in_catalogue])
+    known_keys = known_users[in_catalogue] * np.int64(len(kept_items)) + known_items[in_catalogue]
     return CleanLog(rows, user_ids[kept_users], item_ids[kept_items], known_keys, counts)

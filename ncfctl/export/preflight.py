@@ -14,7 +14,7 @@ here first, in this order, each failing with one line that names the layer/opera
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -45,9 +45,6 @@ class ExportReport:
     operators: list[str] = field(default_factory=list)  # distinct operators of the written graph
     max_abs_diff: float = 0.0
     parity_pairs: int = 0
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "path": str(self.path)}
 
 
 def random_pairs(num_users: int, num_items: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

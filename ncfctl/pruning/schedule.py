@@ -14,6 +14,10 @@ from __future__ import annotations
 from typing import Literal
 
 Schedule = Literal["oneshot", "gradual"]
+RATE_CONVENTION = (
+    "rate = fraction of the weights (magnitude) or units (structured) still present in the input model; "
+    "passes compose: total kept = (1 - a)(1 - b)"
+)
 
 
 def cubic_sparsities(final: float, steps: int, initial: float = 0.0) -> list[float]:

@@ -44,7 +44,7 @@ from ncfctl.pruning.masks import (
     save_masks,
     sparsity,
 )
-from ncfctl.pruning.schedule import compose, step_rates
+from ncfctl.pruning.schedule import RATE_CONVENTION, compose, step_rates
 from ncfctl.pruning.structured import prune_structured
 from ncfctl.training.loop import FitSettings, fit
 from ncfctl.training.service import RUNS_DIR, EpochProgress
@@ -52,10 +52,6 @@ from ncfctl.workspace import Artifact, Workspace
 
 WEIGHTS_PNG = "weights.png"
 RECOVERY_PNG = "recovery.png"
-RATE_CONVENTION = (
-    "rate = fraction of the weights (magnitude) or units (structured) still present in the input model; "
-    "passes compose: total kept = (1 - a)(1 - b)"
-)
 
 
 @dataclass

@@ -9,7 +9,9 @@ alone can be recycled by an unrelated process, and ``--stop`` must never signal 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -48,14 +50,29 @@ def check_port_free(host: str, port: int) -> None:
             raise NcfError(f"--port {port}: {host}:{port} is not free ({exc.strerror})", hint="use --port 0") from None
 
 
-def log_tail(path: Path, lines: int = 3) -> str:
-    """The last non-empty lines of the server log, joined into one line for an error message."""
+def _log_line(line: str) -> tuple[bool, str]:
+    """(is it an error?, short text) for one log line: the server's JSON lines or plain text."""
+    try:
+        doc = json.loads(line)
+    except json.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        return bool(re.search(r"\b(error|exception|traceback)\b", line, re.IGNORECASE)), line
+    text = str(doc.get("message", line))
+    if doc.get("error"):
+        text += f": {doc['error']}"
+    return str(doc.get("level", "")).lower() in {"error", "critical", "fatal"}, text
+
+
+def log_excerpt(path: Path, lines: int = 2) -> str:
+    """The last error lines of the server log (else its last lines), joined into one line."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            tail = deque((ln.strip() for ln in fh if ln.strip()), maxlen=lines)
+            tail = [_log_line(ln.strip()) for ln in deque((ln for ln in fh if ln.strip()), maxlen=200)]
     except OSError:
         return "no log"
-    return " | ".join(tail) or "empty log"
+    errors = [text for is_error, text in tail if is_error]
+    return " | ".join(errors[-lines:] or [text for _, text in tail[-lines:]]) or "empty log"
 
 
 def server_command(host: str, port: int, model_dir: Path) -> list[str]:
@@ -96,7 +113,7 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float,
     while True:
         code = proc.poll()
         if code is not None:
-            raise NcfError(f"server exited with code {code} before /ping answered: {log_tail(log_path)}")
+            raise NcfError(f"server exited with code {code} before /ping answered: {log_excerpt(log_path)}")
         status = ping(url, timeout=1.0)
         elapsed = time.monotonic() - start
         if status == 200:
@@ -105,7 +122,7 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float,
             on_wait(elapsed, status)
         if elapsed > timeout:
             raise NcfError(
-                f"server did not answer /ping with 200 within {timeout:g} s (last: {status}): {log_tail(log_path)}",
+                f"server did not answer /ping with 200 within {timeout:g} s (last: {status}): {log_excerpt(log_path)}",
                 hint="raise deploy.start_timeout",
             )
         time.sleep(0.2)
@@ -137,6 +154,7 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
     port = config.deploy.port or free_port(host)
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"  # a wildcard bind is reached via loopback
     proc = None
+    failure: NcfError | None = None
     try:
         with workspace.create(
             "deployment",
@@ -144,22 +162,30 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
             config={"deploy": config.deploy.model_dump(), "serving": config.serving.model_dump()},
             info={"backend": "local", "image": source.id, "compiled": source.manifest.info.get("compiled")},
         ) as writer:
+            log_path = workspace.kind_dir("deployment") / writer.id / SERVER_LOG  # where it lands on commit
+            writer.manifest.info.update(url=url, model_dir=str(context / MODEL_DIR), log=str(log_path))
             proc = spawn_server(config, context, port, writer.path / SERVER_LOG)
-            ready = wait_ready(url, proc, writer.path / SERVER_LOG, config.deploy.start_timeout, on_wait)
-            writer.manifest.info.update(
-                status="running",
-                url=url,
-                pid=proc.pid,
-                pid_started=psutil.Process(proc.pid).create_time(),
-                model_dir=str(context / MODEL_DIR),
-                log=str(workspace.kind_dir("deployment") / writer.id / SERVER_LOG),
-                runtime=source.manifest.info.get("runtime"),
-            )
-            writer.manifest.metrics["startup_seconds"] = round(ready, 3)
+            try:
+                ready = wait_ready(url, proc, writer.path / SERVER_LOG, config.deploy.start_timeout, on_wait)
+            except NcfError as exc:  # keep the attempt and its log: that is where the reason is
+                if proc.poll() is None:  # timed out while still running
+                    stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
+                failure = exc
+                writer.manifest.info.update(status="failed", error=str(exc))
+            else:
+                writer.manifest.info.update(
+                    status="running",
+                    pid=proc.pid,
+                    pid_started=psutil.Process(proc.pid).create_time(),
+                    runtime=source.manifest.info.get("runtime"),
+                )
+                writer.manifest.metrics["startup_seconds"] = round(ready, 3)
     except BaseException:
         if proc is not None and proc.poll() is None:
             stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
         raise
+    if failure is not None:
+        raise NcfError(f"{failure.message} (log: {log_path})", hint=failure.hint)
     return writer.artifact
 
 

@@ -102,6 +102,19 @@ def selection_score(metrics: dict[str, float], explicit: bool) -> list[float]:
     return [metrics["hr"], metrics["ndcg"]]
 
 
+def make_optimizer(model: nn.Module, settings: FitSettings) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where this torch supports it for the parameters' device.
+
+    The fused kernel makes one pass over each tensor instead of ~10; with dense embedding tables
+    updated every step that is ~20% of a CPU epoch (torch >= 2.4 on CPU; older ones fall back).
+    """
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
@@ -230,7 +243,7 @@ def _fit(model, data, settings, device, explicit, on_epoch, after_step, on_batch
     started = time.perf_counter()
     rank, world = distributed.rank_and_world()
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(model, settings)
     fingerprint = {"spec": _spec_dump(model), **settings.fingerprint()}
     state = load_checkpoint(checkpoint) if (checkpoint is not None and resume) else None
     if state is not None:

@@ -1,0 +1,87 @@
+"""``ncfctl pipeline`` end to end on tiny synthetic data (a subprocess, twice), and its freshness rule."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import psutil
+
+from ncfctl.config import load_config
+from ncfctl.pipeline import STEPS, find_fresh, pipeline_config
+from ncfctl.workspace import Workspace
+
+TINY_ENV = {
+    "NCFCTL_DATA__SYNTHETIC__USERS": "100",
+    "NCFCTL_DATA__SYNTHETIC__ITEMS": "120",
+    "NCFCTL_DATA__SYNTHETIC__INTERACTIONS": "3000",
+    "NCFCTL_DATA__SYNTHETIC__MIN_PER_USER": "5",
+    "NCFCTL_DATA__EVAL_NEGATIVES": "20",
+    "NCFCTL_MODEL__FACTORS": "4",
+    "NCFCTL_MODEL__LAYERS": "[16, 8]",
+    "NCFCTL_PIPELINE__TRAIN_EPOCHS": "1",
+    "NCFCTL_COMPILE__BACKEND": "local",  # offline, whatever credentials the machine has
+    "NCFCTL_IMAGE__BACKEND": "none",
+    "NCFCTL_BENCH__REPEATS": "3",
+    "NCFCTL_BENCH__WARMUP": "1",
+}
+VARIANTS = ["original", "pruned", "finetuned", "compiled ort", "deployed"]
+
+
+def test_pipeline_end_to_end_then_only_stale_steps_rerun(run_cli, workdir):
+    first = json.loads(run_cli("pipeline", "--json", env=TINY_ENV).stdout)
+    assert [s["step"] for s in first["steps"]] == list(STEPS)
+    assert {s["status"] for s in first["steps"]} == {"ran"}
+    results = first["benchmark"]["results"]
+    assert [r["variant"] for r in results["rows"]] == VARIANTS
+    for row in results["rows"]:
+        empty = [
+            c
+            for c in results["columns"]
+            if row.get(c) is None or (isinstance(row[c], float) and not math.isfinite(row[c]))
+        ]
+        assert not empty, f"{row['variant']}: {empty}"
+    assert results["notes"] == []
+    ws = Workspace(workdir)
+    deployment = ws.get(first["steps"][STEPS.index("deploy")]["artifact"], "deployment")
+    assert deployment.manifest.info["status"] == "stopped"  # stopped after the benchmark
+    assert (
+        not psutil.pid_exists(deployment.manifest.info["pid"])
+        or psutil.Process(deployment.manifest.info["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
+    invoke = first["steps"][STEPS.index("invoke")]
+    assert invoke["detail"].startswith("top-10: 10 items")
+
+    second = json.loads(run_cli("pipeline", "--json", env=TINY_ENV).stdout)
+    status = {s["step"]: s["status"] for s in second["steps"]}
+    fresh = ("data", "train", "prune", "finetune", "compile", "build-image")
+    assert all(status[step] == "up to date" for step in fresh), status
+    assert [s["artifact"] for s in second["steps"][:6]] == [s["artifact"] for s in first["steps"][:6]]
+    assert status["deploy"] == status["bench"] == status["stop"] == "ran"  # the last server was stopped
+    assert len(ws.list("model")) == 3 and len(ws.list("benchmark")) == 2
+
+
+def test_find_fresh_needs_the_same_parent_and_config(tmp_path):
+    ws = Workspace(tmp_path)
+    with ws.create("model", parent="data-a", config={"seed": 1, "prune": {"rate": 0.5}}, info={"stage": "pruned"}) as a:
+        pass
+    assert find_fresh(ws, "model", "data-a", {"seed": 1, "prune": {"rate": 0.5}}, {"stage": "pruned"}).id == a.id
+    assert find_fresh(ws, "model", "data-a", {"seed": 1, "prune": {"rate": 0.4}}) is None
+    assert find_fresh(ws, "model", "data-b", {"seed": 1}) is None
+    assert find_fresh(ws, "model", "data-a", {"seed": 1}, {"stage": "finetuned"}) is None
+
+
+def test_pipeline_config_applies_its_own_section():
+    config = load_config(
+        overrides={"pipeline.train_epochs": 3, "pipeline.prune_rate": 0.3, "train.epochs": 9}, environ={}
+    )
+    cfg = pipeline_config(config)
+    assert (cfg.train.epochs, cfg.prune.rate, cfg.deploy.backend) == (3, 0.3, "local")
+    assert cfg.finetune.fraction == config.pipeline.finetune_fraction
+    cloud = pipeline_config(load_config(overrides={"pipeline.backend": "sagemaker"}, environ={}))
+    assert (cloud.train.backend, cloud.compile.backend, cloud.image.backend, cloud.deploy.backend) == (
+        "sagemaker",
+        "sagemaker",
+        "codebuild",
+        "sagemaker",
+    )
