@@ -3,7 +3,7 @@
 * ``synthetic``: the default dataset (ML-1M shape, ~1M interactions), generated and prepared:
   what ``ncfctl train`` pays on a fresh workspace.
 * ``csv-20m``: a generated 20M-row ``ratings.csv`` in the ML-20M layout (138,493 users,
-  26,744 items, long-tail popularity, half-star ratings, ~0.3% repeated pairs), prepared with
+  26,744 items, long-tail popularity, half-star ratings, ~10% repeated pairs), prepared with
   ``--dataset ml-20m --source FILE``: parse, dedupe, split and 99 negatives per user.
 
 Each case runs ``prepare_dataset`` in a fresh child process, so the reported peak memory (the

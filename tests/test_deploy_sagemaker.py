@@ -248,3 +248,20 @@ def test_deleting_an_unknown_deployment_kind_is_refused(run_cli, workdir, aws_en
         pass
     proc = run_cli("deploy", "--delete", "--deployment", w.artifact.id, check=False)
     assert proc.returncode == 2 and "is local: use --stop" in proc.stderr
+
+
+def test_auto_backend_picks_sagemaker_only_for_an_ecr_image_with_credentials(workdir, image_artifact, monkeypatch):
+    from ncfctl.config import load_config
+    from ncfctl.serving.deploy import choose_backend
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    config = load_config(overrides={"deploy.backend": "auto"})
+    assert choose_backend(config, Workspace(workdir), image_artifact.id) == "sagemaker"
+    with Workspace(workdir).create("image", info={"context": "context", "backend": "none", "image_uri": None}) as w:
+        pass
+    assert choose_backend(config, Workspace(workdir), w.artifact.id) == "local"
+    assert choose_backend(config, Workspace(workdir), None) == "local"  # the latest image is not in ECR
+    assert choose_backend(
+        load_config(overrides={"deploy.backend": "local"}), Workspace(workdir), image_artifact.id
+    ) == ("local")

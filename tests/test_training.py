@@ -11,6 +11,7 @@ from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, popularity_score_fn, torch_score_fn
 from ncfctl.models import NCF, NCFSpec
 from ncfctl.training import FitSettings, fit
+from ncfctl.training.pretrain import neumf_from_pretrained
 from ncfctl.training.sampling import NegativeSampler, implicit_examples, subsample
 
 torch.set_num_threads(1)
@@ -126,3 +127,21 @@ def test_fraction_uses_a_fixed_share_of_rows():
     steps = []
     fit(neumf(), DATA, FitSettings(epochs=1, fraction=0.5, **FAST), on_batch=lambda s, n: steps.append(n))
     assert steps[0] == -(-len(half) * 5 // 256)
+
+
+def test_neumf_from_pretrained_starts_at_the_average_of_gmf_and_mlp():
+    def build(model_type):
+        torch.manual_seed(len(model_type))
+        spec = NCFSpec.from_layers(
+            model_type=model_type, num_users=DATA.num_users, num_items=DATA.num_items, factors=8, layers=[16, 8]
+        )
+        return NCF(spec).eval()
+
+    gmf, mlp = build("gmf"), build("mlp")
+    combined = neumf_from_pretrained(neumf().spec, gmf, mlp).eval()
+    users, items = torch.arange(50) % DATA.num_users, torch.arange(50) % DATA.num_items
+    with torch.no_grad():
+        expected = 0.5 * gmf(users, items) + 0.5 * mlp(users, items)
+        torch.testing.assert_close(combined(users, items), expected)
+    with pytest.raises(NcfError, match="--pretrain-mlp is a gmf model"):
+        neumf_from_pretrained(neumf().spec, gmf, gmf)

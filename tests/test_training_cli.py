@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from conftest import tiny_interaction_data
 
+from ncfctl.config import load_config
+from ncfctl.errors import NcfError
 from ncfctl.models import load_model
 from ncfctl.training.checkpoint import load_checkpoint
+from ncfctl.training.service import train_model
 from ncfctl.workspace import Workspace
 
 SMALL = ["--factors", "8", "--layers", "16,8", "--batch-size", "256", "--lr", "0.01", "--threads", "1"]
@@ -29,8 +33,9 @@ def add_dataset(workdir):
 
 def test_train_writes_a_complete_artifact(run_cli, workdir):
     dataset = add_dataset(workdir)
-    out = json.loads(run_cli("train", "--epochs", "3", "--patience", "0", *SMALL, "--json").stdout)
-    artifact = Workspace(workdir).get(out["model"], "model")
+    human = run_cli("train", "--epochs", "3", "--patience", "0", *SMALL).stdout
+    artifact = Workspace(workdir).latest("model")
+    assert f"model {artifact.id}" in human and "HR@10 (full ranking)" in human and "popularity" in human
     manifest = artifact.manifest
     assert manifest.parent == dataset.id and manifest.info["stage"] == "trained"
     assert manifest.info["dataset"] == dataset.id and manifest.info["model_type"] == "neumf"
@@ -39,7 +44,7 @@ def test_train_writes_a_complete_artifact(run_cli, workdir):
     assert manifest.metrics["file_bytes"] == (artifact.path / "model.pt").stat().st_size
     assert manifest.config["model"]["layers"] == [16, 8] and manifest.config["train"]["epochs"] == 3
     assert (artifact.path / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert out["metrics"]["hr"] > out["baseline"]["hr"]
+    assert manifest.metrics["hr"] > manifest.info["baseline"]["hr"]
     model = load_model(artifact.path / "model.pt")
     assert model.spec.num_items == 60 and model.spec.hidden == [8]
     latest = workdir / "models" / "ncf_model_latest.pt"
@@ -48,31 +53,31 @@ def test_train_writes_a_complete_artifact(run_cli, workdir):
 
     again = json.loads(run_cli("train", "--eval-only", artifact.id, "--json").stdout)
     assert again["metrics"] == {key: manifest.metrics[key] for key in again["metrics"]}
-    human = run_cli("train", "--eval-only", artifact.id).stdout
-    assert "HR@10 (full ranking)" in human and "popularity" in human
+    assert again["baseline"]["hr"] == manifest.info["baseline"]["hr"]
 
 
-def test_gmf_and_mlp_then_pretrained_neumf(run_cli, workdir):
+def test_pretrained_neumf_records_its_sources_and_checks_shapes(run_cli, workdir):
     add_dataset(workdir)
-    gmf = json.loads(run_cli("train", "--model", "gmf", "--epochs", "2", *SMALL, "--json").stdout)["model"]
-    mlp = json.loads(run_cli("train", "--model", "mlp", "--epochs", "2", *SMALL, "--json").stdout)["model"]
-    both = ["--pretrain-gmf", gmf, "--pretrain-mlp", mlp]
-    out = json.loads(run_cli("train", "--epochs", "1", *SMALL, *both, "--json").stdout)
-    manifest = Workspace(workdir).get(out["model"]).manifest
-    assert manifest.info["pretrain"] == {"gmf": gmf, "mlp": mlp}
-    wrong = run_cli("train", "--epochs", "1", *SMALL, "--factors", "4", *both, check=False)
-    assert wrong.returncode == 2 and "--pretrain-gmf has factors=8, --factors is 4" in wrong.stderr
+    workspace = Workspace(workdir)
+    small = {"model.factors": 8, "model.layers": [16, 8], "train.epochs": 1, "train.batch_size": 256}
+    gmf = train_model(load_config(overrides={**small, "model.type": "gmf"}), workspace).id
+    mlp = train_model(load_config(overrides={**small, "model.type": "mlp"}), workspace).id
+    sources = ["--pretrain-gmf", gmf, "--pretrain-mlp", mlp]
+    out = json.loads(run_cli("train", "--epochs", "1", *SMALL, *sources, "--json").stdout)
+    assert workspace.get(out["model"]).manifest.info["pretrain"] == {"gmf": gmf, "mlp": mlp}
+    with pytest.raises(NcfError, match="--pretrain-gmf has factors=8, --factors is 4"):
+        train_model(load_config(overrides={**small, "model.factors": 4}), workspace, pretrain_gmf=gmf, pretrain_mlp=mlp)
 
 
 def test_user_errors_exit_2_with_one_line(run_cli, workdir):
-    add_dataset(workdir)
+    dataset = add_dataset(workdir)
     for args, message in (
         (["--layers", "16,x"], "--layers '16,x': expected comma-separated integers"),
         (["--layers", "15,8"], "even first width"),
         (["--eval-only", "model-nope"], "no model artifact 'model-nope'"),
-        (["--task", "explicit"], "no dataset"),
+        (["--task", "explicit", "--dataset-id", dataset.id], "train.task is 'explicit' but the dataset holds implicit"),
     ):
-        proc = run_cli("train", "--epochs", "1", *args, check=False, env={"NCFCTL_DATA__DATASET": "csv"})
+        proc = run_cli("train", "--epochs", "1", *args, check=False)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 

@@ -20,9 +20,6 @@ class IdMap:
         numeric = all(_is_canonical_int(raw) for raw in self.raw)
         self.public: list[int | str] = [int(raw) for raw in self.raw] if numeric else list(self.raw)
 
-    def __len__(self) -> int:
-        return len(self.raw)
-
     def lookup(self, raw_id: int | str) -> int | None:
         """The index of ``raw_id``, or None if the data never had it."""
         return self.index.get(str(raw_id))

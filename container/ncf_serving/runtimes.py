@@ -148,10 +148,6 @@ class Scorer:
             start += count
         return out
 
-    @property
-    def largest_batch(self) -> int | None:
-        return self.models[-1][0]
-
 
 def load_scorer(spec: ServingSpec, folder: Path, threads: int) -> Scorer:
     """Open every model file listed in ``serving.json`` with the runtime it names."""

@@ -137,7 +137,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"## Benchmark {results['id']}",
         "",
         f"Dataset `{results['dataset']}` ({results['num_users']:,} users x {results['num_items']:,} items), "
-        f"test split; baseline **{results['baseline']}**. Machine: {machine['cpu']}, {machine['cores']} cores, "
+        f"test split; baseline **{results['baseline']}**. Machine: {machine['cpu']}, {machine['cores']} cores "
+        f"(1-min load average {machine.get('load_average_1m', '?')} at the start), "
         f"{results['threads']} thread(s) per runtime, {results['warmup']} warm-up + {results['repeats']} timed "
         "repetitions interleaved across variants; latencies are per call, p50/p99. b1 = one (user, item) pair, "
         f"b64 = 64 pairs, top-K = top-{results['k']} over all {results['num_items']:,} items for one user "

@@ -31,7 +31,7 @@ from ncfctl.bench.quality import measure_quality
 from ncfctl.bench.runners import BundleRunner, HttpRunner, Runner, TorchRunner
 from ncfctl.bench.variants import Variant, select_variants
 from ncfctl.config import Config
-from ncfctl.data.dataset import InteractionData, load_dataset
+from ncfctl.data.dataset import EvalSplit, InteractionData, load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE
 from ncfctl.serving.deploy_local import our_process
@@ -110,20 +110,25 @@ def _probe_spec(variant: Variant, seen_npz: Path, data: InteractionData, config:
     return {"kind": "bundle", "bundle": str(variant.bundle), **common}
 
 
+def _batches(split: EvalSplit, size: int, count: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` batches of ``size`` evaluation pairs: each held-out item and its negatives, row after row."""
+    width = 1 + split.negatives.shape[1]
+    users = np.repeat(split.rows.users, width)
+    items = np.concatenate([split.rows.items[:, None], split.negatives], axis=1).reshape(-1)
+    tiles = -(-size * count // len(users))  # a tiny split is repeated
+    users, items = np.tile(users, tiles), np.tile(items, tiles)
+    return [(users[b * size : (b + 1) * size], items[b * size : (b + 1) * size]) for b in range(count)]
+
+
 def _query_calls(runners: dict[str, Runner], data: InteractionData, k: int) -> dict[str, Callable[[int], object]]:
-    """``"<variant>|<query>"`` -> call(rep); inputs are test users/items, a different one each rep."""
-    test = data.test
-    users, items = test.rows.users, test.rows.items
-    negatives = test.negatives
+    """``"<variant>|<query>"`` -> call(rep); inputs come from the test split, a different one each rep."""
+    users, items = data.test.rows.users, data.test.rows.items
     n = len(users)
-    pairs_per_row = negatives.shape[1] if negatives.ndim == 2 and negatives.shape[1] else 1
-    batch_rows = [(np.repeat(users[r], min(BATCH, pairs_per_row)), negatives[r, :BATCH]) for r in range(min(n, 64))]
-    if pairs_per_row < BATCH:  # few negatives per row: build batches from consecutive test pairs instead
-        batch_rows = [(np.resize(np.roll(users, -r), BATCH), np.resize(np.roll(items, -r), BATCH)) for r in range(8)]
+    batches = _batches(data.test, BATCH)
     calls: dict[str, Callable[[int], object]] = {}
     for name, runner in runners.items():
         calls[f"{name}|b1"] = lambda rep, r=runner: r.score(users[rep % n : rep % n + 1], items[rep % n : rep % n + 1])
-        calls[f"{name}|b64"] = lambda rep, r=runner: r.score(*batch_rows[rep % len(batch_rows)])
+        calls[f"{name}|b64"] = lambda rep, r=runner: r.score(*batches[rep % len(batches)])
         calls[f"{name}|topk"] = lambda rep, r=runner: r.top_k(int(users[rep % n]), k)
     return calls
 

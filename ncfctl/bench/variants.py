@@ -143,6 +143,11 @@ def _variant(index: _Index, artifact: Artifact) -> Variant:
     if role == "compiled":
         label = f"compiled {RUNTIME_LABELS.get(runtime, runtime)}"
         return Variant(label, role, artifact, dataset_id, model.id, model.path, runtime, compiled.path)
+    if artifact.manifest.info.get("backend") == "sagemaker":
+        raise NcfError(
+            f"deployment {artifact.id} is a SageMaker endpoint: bench times local deployments only "
+            "(an endpoint's latency is dominated by the network path to AWS)"
+        )
     url = deployment_url(artifact)
     if url is None:
         raise NcfError(

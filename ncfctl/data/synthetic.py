@@ -14,8 +14,9 @@ items" on it, so the generator is a latent-factor model with the structure of re
   ratings (1-5, ML-1M-like spread) rise with affinity and item popularity.
 
 ``taste_strength`` sets how much personal taste outweighs popularity. At the default (4.0,
-1M interactions) a throwaway matrix factorisation reaches sampled HR@10 ~0.77 against ~0.46
-for popularity ranking (numbers in the data layer's report); at 0 the log is popularity only.
+1M interactions, seed 42, leave-one-out) NeuMF trained 3 epochs by ``ncfctl train`` reached
+sampled HR@10 0.76 (full-ranking HR@10 0.23) against 0.47 (0.06) for popularity ranking; at 0
+the log is popularity only.
 Everything is drawn from one generator seeded by ``seed``: the same seed gives the same log.
 """
 
