@@ -88,7 +88,8 @@ def main() -> None:
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
         workspace = Workspace(Path(tmp) / "output")
-        config = load_config(overrides={"workdir": str(workspace.root), "image.backend": "none", "deploy.backend": "local"})
+        overrides = {"workdir": str(workspace.root), "image.backend": "none", "deploy.backend": "local"}
+        config = load_config(overrides=overrides)
         write_compiled(workspace)
         start = time.perf_counter()
         build_image(config, workspace)

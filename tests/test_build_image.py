@@ -33,6 +33,7 @@ def test_context_holds_server_dockerfile_and_bundle(run_cli, workdir, compiled_a
 
     assert result["backend"] == "none" and result["built"] is False and result["image"] is None
     assert result["compiled"] == compiled_artifact.id and result["runtime"] == "onnxruntime"
+    assert "no Docker engine: Cannot connect to the Docker daemon" in result["notes"][0]
     assert "only the build context was written" in result["notes"][0]
     context = Path(result["context"])
     assert any(f"docker build --platform linux/amd64 -t ncf-recommender:latest {context}" in n for n in result["notes"])

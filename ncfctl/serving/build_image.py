@@ -98,10 +98,10 @@ def build_args(spec: Any) -> dict[str, str]:
     return {"RUNTIME": spec.runtime}
 
 
-def manual_build_notes(context: Path, image: str, detail: str) -> list[str]:
+def manual_build_notes(context: Path, image: str, reason: str) -> list[str]:
     """What to run by hand when ncfctl could not build: the honest answer to "where is my image?"."""
     return [
-        f"no image was built: no Docker engine ({detail}); only the build context was written",
+        f"no image was built ({reason}): only the build context was written",
         f"build it where Docker runs: docker build --platform {docker_engine.PLATFORM} -t {image} {context}",
         f"run it: docker run --rm -p 8080:8080 {image} serve",
         "or build in AWS: ncfctl build-image --backend codebuild (needs aws.bucket and a CodeBuild role)",
@@ -186,7 +186,7 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
     if push and backend in {"codebuild", "none"}:
         raise NcfError(f"--push needs the docker backend (image.backend is '{backend}'; CodeBuild always pushes)")
 
-    engine = docker_engine.EngineStatus(False, "not checked (backend none/codebuild)")
+    engine = docker_engine.EngineStatus(False, f"not checked: --backend {backend}")
     if backend in {"auto", "docker"}:
         engine = docker_engine.engine_status(config.image.docker_timeout)
         if not engine.available and (backend == "docker" or push):
@@ -220,9 +220,9 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
         progress.update(task, completed=1, status=artifact.id)
 
     if backend == "none":
-        return ImageResult(
-            artifact, "none", False, None, None, manual_build_notes(artifact.path / CONTEXT_DIR, image, engine.detail)
-        )
+        reason = "--backend none" if config.image.backend == "none" else f"no Docker engine: {engine.detail}"
+        notes = manual_build_notes(artifact.path / CONTEXT_DIR, image, reason)
+        return ImageResult(artifact, "none", False, None, None, notes)
     try:
         if backend == "docker":
             info = _docker_build(config, artifact.path / CONTEXT_DIR, spec, image, push, progress)
