@@ -140,18 +140,19 @@ def test_structured_model_is_smaller_and_scores_like_the_masked_dense_model(spec
         assert not torch.allclose(masked(users, items), model.eval()(users, items))  # something was removed
 
 
-def test_structured_removes_the_least_salient_units():
+def test_structured_removes_the_units_with_the_smallest_weights():
     model = separated_ncf(SPEC)
     with torch.no_grad():
-        model.mlp[0].weight[3].zero_()  # neuron 3 of the first tower layer gets no input...
-        model.mlp[0].bias[3] = 0.0
-        model.mlp[2].weight[:, 7].mul_(1e-6)  # ...and neuron 7 feeds almost nothing onward
+        model.mlp[0].weight[3].zero_()  # neuron 3 of the first tower layer gets no input
+        model.mlp[2].weight[1].mul_(1e-3)  # neuron 1 of the second, almost none
         model.gmf_item.weight[:, 2].mul_(1e-6)  # GMF factor 2 is ~0 on the item side only
+        model.mlp_item.weight[:, 5].mul_(1e-3)
     saliency = unit_saliency(model)
-    assert saliency["hidden.0"][3] == 0
+    assert saliency["hidden.0"][3] == 0 and saliency["hidden.0"].argmin() == 3
     keep = plan_structured(model, 0.2).keep
-    assert 3 not in keep["hidden.0"].tolist() and 7 not in keep["hidden.0"].tolist()
-    assert 2 not in keep["gmf"].tolist()
+    assert 3 not in keep["hidden.0"].tolist() and 1 not in keep["hidden.1"].tolist()
+    assert 2 not in keep["gmf"].tolist() and 5 not in keep["mlp_item"].tolist()
+    assert len(keep["gmf"]) == 6 and len(keep["hidden.0"]) == 8  # round(0.8 * width)
 
 
 def test_structured_keeps_embeddings_when_asked_and_slices_earlier_masks():

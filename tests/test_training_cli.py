@@ -17,7 +17,7 @@ from ncfctl.config import load_config
 from ncfctl.errors import NcfError
 from ncfctl.models import load_model
 from ncfctl.training.checkpoint import load_checkpoint
-from ncfctl.training.service import train_model
+from ncfctl.training.service import evaluate_model, train_model
 from ncfctl.workspace import Workspace
 
 SMALL = ["--factors", "8", "--layers", "16,8", "--batch-size", "256", "--lr", "0.01", "--threads", "1"]
@@ -73,13 +73,16 @@ def test_user_errors_exit_2_with_one_line(run_cli, workdir):
     dataset = add_dataset(workdir)
     for args, message in (
         (["--layers", "16,x"], "--layers '16,x': expected comma-separated integers"),
-        (["--layers", "15,8"], "even first width"),
-        (["--eval-only", "model-nope"], "no model artifact 'model-nope'"),
         (["--task", "explicit", "--dataset-id", dataset.id], "train.task is 'explicit' but the dataset holds implicit"),
     ):
         proc = run_cli("train", "--epochs", "1", *args, check=False)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    workspace = Workspace(workdir)
+    with pytest.raises(NcfError, match="even first width"):
+        train_model(load_config(overrides={"model.layers": [15, 8]}), workspace)
+    with pytest.raises(NcfError, match="no model artifact 'model-nope'"):
+        evaluate_model(load_config(), workspace, "model-nope")
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(run_cli, workdir):

@@ -10,11 +10,15 @@ fewer FLOPs and the file is smaller with no sparse format. The units ("groups") 
 * ``hidden.<l>``: neuron ``j`` of tower layer ``l`` (row ``j`` and bias ``j``) plus column ``j``
   of the next layer.
 
-Saliency of a unit = (norm of the weights feeding it) x (norm of the weights it feeds), with the
-L1 or L2 norm. Either factor alone misranks: ReLU layers and the elementwise GMF product let
-training move scale freely between the two sides. Each group loses ``round(rate * width)``
-units (at least one is kept), so ``rate`` is the fraction of the *remaining* units, and the
-parameter count shrinks by about ``rate`` (embeddings dominate), tower FLOPs by more.
+Saliency of a unit = the L1 or L2 norm of its own weights (Li et al., "Pruning Filters for
+Efficient ConvNets", 2017): an embedding dimension's column, for GMF the product of the user and
+item columns' norms (they multiply), a neuron's incoming weight row. Measured on ml-latest-small
+(NeuMF, 50%, before fine-tuning) this kept HR@10 at 0.63 where "norm in x norm out" scores, which
+also weigh the consumer side, did no better than a random choice (0.60 vs 0.59).
+
+Each group loses ``round(rate * width)`` units (at least one is kept), so ``rate`` is the
+fraction of the *remaining* units, and the parameter count shrinks by about ``rate``
+(embeddings dominate), tower FLOPs by more.
 
 Removing a unit is exactly equivalent to zeroing its weights in the dense model
 (:meth:`StructuredPlan.equivalent_masks`): a removed neuron outputs ReLU(0) = 0, a removed
@@ -39,29 +43,18 @@ def _norm(x: torch.Tensor, norm: Norm, dim: int) -> torch.Tensor:
     return torch.linalg.vector_norm(x, ord=1 if norm == "l1" else 2, dim=dim)
 
 
-def _tower_outputs(model: NCF) -> list[torch.Tensor]:
-    """The weights fed by each tower layer's neurons: the next layer's weight, last: the output's MLP part."""
-    layers = model.linear_layers()
-    offset = model.spec.factors if model.spec.has_gmf else 0
-    return [nxt.weight for nxt in layers[1:]] + [model.predict.weight[:, offset:]]
-
-
 @torch.no_grad()
 def unit_saliency(model: NCF, norm: Norm = "l1") -> dict[str, torch.Tensor]:
     """Saliency of every unit of every group (see the module docstring), keyed by group name."""
     spec = model.spec
     scores: dict[str, torch.Tensor] = {}
     if spec.has_gmf:
-        gmf_out = model.predict.weight[0, : spec.factors].abs()
-        scores["gmf"] = _norm(model.gmf_user.weight, norm, 0) * _norm(model.gmf_item.weight, norm, 0) * gmf_out
+        scores["gmf"] = _norm(model.gmf_user.weight, norm, 0) * _norm(model.gmf_item.weight, norm, 0)
     if spec.has_mlp:
-        layers = model.linear_layers()
-        first = layers[0].weight
-        scores["mlp_user"] = _norm(model.mlp_user.weight, norm, 0) * _norm(first[:, : spec.mlp_user_dim], norm, 0)
-        scores["mlp_item"] = _norm(model.mlp_item.weight, norm, 0) * _norm(first[:, spec.mlp_user_dim :], norm, 0)
-        for index, (layer, out) in enumerate(zip(layers, _tower_outputs(model), strict=True)):
-            incoming = torch.cat([layer.weight, layer.bias[:, None]], dim=1)
-            scores[f"hidden.{index}"] = _norm(incoming, norm, 1) * _norm(out, norm, 0)
+        scores["mlp_user"] = _norm(model.mlp_user.weight, norm, 0)
+        scores["mlp_item"] = _norm(model.mlp_item.weight, norm, 0)
+        for index, layer in enumerate(model.linear_layers()):
+            scores[f"hidden.{index}"] = _norm(layer.weight, norm, 1)
     return scores
 
 

@@ -73,7 +73,7 @@ class FitSettings:
 
 @dataclass
 class FitResult:
-    history: list[dict[str, Any]]  # one record per epoch: epoch, loss, validation metrics, seconds, samples_per_s
+    history: list[dict[str, Any]]  # per epoch: epoch, loss, validation metrics, seconds, samples_per_s, kept
     best_epoch: int
     val_metrics: dict[str, float]
     test_metrics: dict[str, float]  # empty on ranks other than 0
@@ -272,6 +272,7 @@ def _fit(model, data, settings, device, explicit, on_epoch, after_step, on_batch
             net, model, optimizer, examples, settings, device, explicit, after_step, on_batch, scaler
         )
         loss_sum, seen = distributed.all_sum([loss_sum, float(seen)], device)
+        train_seconds = time.perf_counter() - tick
         val = evaluate(score_fn, data, "val", k=settings.top_k, full_ranking=False)
         seconds = time.perf_counter() - tick
         score = selection_score(val, explicit)
@@ -284,8 +285,8 @@ def _fit(model, data, settings, device, explicit, on_epoch, after_step, on_batch
             "epoch": epoch,
             "loss": loss_sum / max(seen, 1.0),
             **{name: value for name, value in val.items() if name != "k"},
-            "seconds": seconds,
-            "samples_per_s": seen / seconds,
+            "seconds": seconds,  # the whole epoch: sampling, training steps, validation
+            "samples_per_s": seen / train_seconds,  # training throughput: sampling + steps, all ranks
             "kept": improved,
         }
         state.history.append(record)
