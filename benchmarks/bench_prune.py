@@ -33,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="threads for torch, onnxruntime and BLAS")
     parser.add_argument("--repeats", type=int, default=300, help="timed calls per model and runtime")
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--allocation", help="structured: prune.allocation (default: the config's)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args()
 
@@ -63,6 +64,7 @@ from ncfctl.workspace import Artifact, Workspace  # noqa: E402
 
 BARS = {"magnitude": 0.005, "structured": 0.01}
 SPEED_BAR = 1.6
+SPEC_KEYS = {"model_type", "factors", "mlp_user_dim", "mlp_item_dim", "hidden"}
 
 
 def trained_model(config: Config, workspace: Workspace) -> Artifact:
@@ -143,7 +145,8 @@ def main() -> int:
         dense = trained_model(load_config(overrides=base), workspace)
         tuned = {}
         for method in BARS:
-            config = load_config(overrides={**base, "prune.method": method, "prune.rate": 0.5})
+            overrides = {"prune.method": method, "prune.rate": 0.5, "prune.allocation": ARGS.allocation}
+            config = load_config(overrides={**base, **overrides})
             tuned[method] = prune_model(config, workspace, dense.id, finetune=True).finetuned
         models = {"dense": load_model(dense.file(MODEL_FILE))}
         models |= {method: load_model(artifact.file(MODEL_FILE)) for method, artifact in tuned.items()}
@@ -155,7 +158,8 @@ def main() -> int:
     report = {
         "dataset": ARGS.dataset,
         "workdir": str(workdir) if ARGS.workdir else None,
-        "model": {"factors": config.model.factors, "layers": config.model.layers, "type": config.model.type},
+        "dense_spec": models["dense"].spec.model_dump(include=SPEC_KEYS),
+        "structured_spec": models["structured"].spec.model_dump(include=SPEC_KEYS),
         "finetune": config.finetune.model_dump(),
         "quality": gaps,
         "speed_all_items_one_user": timings,
@@ -172,7 +176,7 @@ def main() -> int:
 
 
 def print_report(report: dict) -> None:
-    print(f"{report['dataset']}, NeuMF {report['model']['layers']} factors {report['model']['factors']}")
+    print(f"{report['dataset']}, dense {report['dense_spec']}, structured {report['structured_spec']}")
     ft = report["finetune"]
     print(f"fine-tuning: {ft['epochs']} epochs, lr {ft['lr']}, {ft['fraction']:.0%} of the training rows")
     for method, q in report["quality"].items():

@@ -73,11 +73,15 @@ def test_summarize_and_throughput():
     assert throughput(64, [0.5, 0.5]) == pytest.approx(128.0)
 
 
-def test_interleaved_timings_rotate_order_and_skip_warmup():
+def test_interleaved_timings_shuffle_each_round_and_skip_warmup():
     calls: list[tuple[str, int]] = []
-    fns = {name: (lambda rep, name=name: calls.append((name, rep))) for name in "abc"}
-    samples = interleaved_timings(fns, warmup=2, repeats=3)
-    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
-    timed = calls[6:]  # 2 warm-up rounds of 3 calls are untimed
-    assert [name for name, _ in timed] == list("abc" + "bca" + "cab")
-    assert [rep for _, rep in timed] == [2, 2, 2, 3, 3, 3, 4, 4, 4]
+    fns = {name: (lambda rep, name=name: calls.append((name, rep))) for name in "abcd"}
+    samples = interleaved_timings(fns, warmup=2, repeats=30)
+    assert {k: len(v) for k, v in samples.items()} == {name: 30 for name in "abcd"}
+    assert [rep for _, rep in calls[:8]] == [0] * 4 + [1] * 4  # warm-up: untimed, in order
+    rounds = [calls[8 + 4 * r : 12 + 4 * r] for r in range(30)]
+    assert all(
+        sorted(n for n, _ in rnd) == list("abcd") and {rep for _, rep in rnd} == {r + 2} for r, rnd in enumerate(rounds)
+    )
+    predecessors = {rnd[i - 1][0] for rnd in rounds for i in range(1, 4) if rnd[i][0] == "a"}
+    assert len(predecessors) == 3  # "a" follows every other call at some point, not always the same one

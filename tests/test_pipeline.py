@@ -77,7 +77,9 @@ def test_pipeline_config_applies_its_own_section():
     )
     cfg = pipeline_config(config)
     assert (cfg.train.epochs, cfg.prune.rate, cfg.deploy.backend) == (3, 0.3, "local")
-    assert cfg.finetune.fraction == config.pipeline.finetune_fraction
+    assert cfg.finetune.fraction == (config.pipeline.finetune_fraction or config.finetune.fraction)
+    halved = pipeline_config(load_config(overrides={"pipeline.finetune_fraction": 0.5}, environ={}))
+    assert halved.finetune.fraction == 0.5
     cloud = pipeline_config(load_config(overrides={"pipeline.backend": "sagemaker"}, environ={}))
     assert (cloud.train.backend, cloud.compile.backend, cloud.image.backend, cloud.deploy.backend) == (
         "sagemaker",

@@ -145,3 +145,9 @@ def test_neumf_from_pretrained_starts_at_the_average_of_gmf_and_mlp():
         torch.testing.assert_close(combined(users, items), expected)
     with pytest.raises(NcfError, match="--pretrain-mlp is a gmf model"):
         neumf_from_pretrained(neumf().spec, gmf, gmf)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a CPU-only machine gives")
+def test_cuda_without_a_gpu_is_one_line():
+    with pytest.raises(NcfError, match="train.device is 'cuda' but no CUDA device is available"):
+        fit(neumf(), DATA, FitSettings(epochs=1, **{**FAST, "device": "cuda"}))

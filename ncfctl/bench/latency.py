@@ -2,10 +2,13 @@
 
 A shared 2-core machine drifts: another engineer's job can slow everything by 2-10x for a few
 seconds. Timing variant A for 50 repetitions and then variant B would hand that drift to
-whichever ran second, so repetitions are interleaved round-robin (rep 1 of every variant, then
-rep 2, ...) with the starting variant rotated each round; each variant then sees the same mix
-of quiet and busy moments and the ratios between them stay honest. Medians (p50) and p99 come
-from per-call ``perf_counter`` samples after a warm-up that is not timed.
+whichever ran second, so repetitions are interleaved (rep 1 of every variant, then rep 2, ...)
+in a freshly shuffled order each round: each variant sees the same mix of quiet and busy moments
+and the ratios between them stay honest. Shuffling, not rotating: a rotation keeps the cyclic
+order, so a call would always follow the same neighbour (measured here: the one-pair call right
+after an HTTP round trip ran 2x slower than the same model after a torch call, from the cache and
+scheduler state that neighbour leaves). Medians (p50) and p99 come from per-call ``perf_counter``
+samples after a warm-up that is not timed.
 """
 
 from __future__ import annotations
@@ -49,20 +52,23 @@ def interleaved_timings(
     warmup: int,
     repeats: int,
     on_round: Callable[[int], None] | None = None,
+    seed: int = 0,
 ) -> dict[str, list[float]]:
     """Call every ``calls[name](rep)`` ``warmup`` times untimed, then ``repeats`` timed rounds.
 
     ``rep`` lets a call pick a different input each time (e.g. a different user), so a cache
-    never sees the same request twice in a row. Returns per-call durations in seconds.
+    never sees the same request twice in a row. Each timed round runs every call once, in an
+    order shuffled with ``seed``. Returns per-call durations in seconds.
     """
     names = list(calls)
     for rep in range(warmup):
         for name in names:
             calls[name](rep)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    rng = np.random.default_rng(seed)
     for rep in range(repeats):
-        shift = rep % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
+        for index in rng.permutation(len(names)):
+            name = names[index]
             call = calls[name]
             start = time.perf_counter()
             call(warmup + rep)

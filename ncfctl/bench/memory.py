@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ncf_serving.cli import THREAD_VARIABLES
+
 from ncfctl.errors import NcfError
 
 PROBE_MODULE = "ncfctl.bench.probe"
@@ -26,6 +28,8 @@ PROBE_TIMEOUT_S = 300
 
 def probe_peak_rss_mb(spec: dict[str, Any], timeout: float = PROBE_TIMEOUT_S) -> float:
     """Run the probe on ``spec`` (see :mod:`ncfctl.bench.probe`) and return its peak RSS in MiB."""
+    threads = str(spec["threads"])  # BLAS/OpenMP read these once at import, as in the server's own entry point
+    env = {**os.environ, **{variable: threads for variable in THREAD_VARIABLES}}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", PROBE_MODULE, json.dumps(spec)],
@@ -33,6 +37,7 @@ def probe_peak_rss_mb(spec: dict[str, Any], timeout: float = PROBE_TIMEOUT_S) ->
             text=True,
             timeout=timeout,
             check=False,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise NcfError(f"memory probe for {spec.get('model') or spec.get('bundle')} ran over {timeout:g} s") from None

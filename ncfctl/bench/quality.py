@@ -2,7 +2,9 @@
 
 All metrics come from :mod:`ncfctl.evaluation` (same protocols, same tie rule as training):
 
-* torch models and bundles: :func:`~ncfctl.evaluation.evaluate` on the runner's pair scores (a
+* torch models: the test metrics their manifest recorded (:func:`recorded_quality`), measured
+  by that same code when the model was made; measured here only when absent;
+* bundles: :func:`~ncfctl.evaluation.evaluate` on the runner's pair scores (a
   bundle also hands over its fast path as ``all_items``, the code that answers top-K requests);
 * a live deployment: the sampled protocol (or RMSE/MAE) through ``instances`` requests, and full
   ranking from the endpoint's own top-K answers (:func:`served_full_ranking`), because scoring
@@ -13,6 +15,7 @@ All metrics come from :mod:`ncfctl.evaluation` (same protocols, same tie rule as
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +61,21 @@ def served_full_ranking(
         if on_user is not None:
             on_user()
     return ranking_metrics(ranks, k)
+
+
+def recorded_quality(metrics: dict[str, Any], explicit: bool, k: int) -> dict[str, float] | None:
+    """The test metrics a model artifact's manifest recorded, if complete and at this ``k``.
+
+    Training, pruning and fine-tuning measure them with the same :func:`~ncfctl.evaluation.evaluate`
+    on the same test split, and eager PyTorch is what the bench would run again: re-scoring every
+    (user, item) pair of a full ranking three times costs minutes for identical numbers.
+    """
+    keys = ("rmse", "mae") if explicit else ("hr", "ndcg", "full_hr", "full_ndcg")
+    if not explicit and metrics.get("k") != k:
+        return None
+    if not all(isinstance(metrics.get(key), int | float) for key in keys):
+        return None
+    return {key: float(metrics[key]) for key in keys}
 
 
 def measure_quality(

@@ -46,12 +46,12 @@ def delta_columns(explicit: bool, k: int) -> list[Column]:
 
 
 SPEED_COLUMNS = [
-    Column("b1_p50_ms", "b1 p50 ms", ".3f"),
-    Column("b1_p99_ms", "b1 p99 ms", ".3f"),
-    Column("b64_p50_ms", "b64 p50 ms", ".3f"),
-    Column("b64_p99_ms", "b64 p99 ms", ".3f"),
-    Column("topk_p50_ms", "top-K p50 ms", ".3f"),
-    Column("topk_p99_ms", "top-K p99 ms", ".3f"),
+    Column("b1_p50_ms", "b1 p50", ".3f"),
+    Column("b1_p99_ms", "b1 p99", ".3f"),
+    Column("b64_p50_ms", "b64 p50", ".3f"),
+    Column("b64_p99_ms", "b64 p99", ".3f"),
+    Column("topk_p50_ms", "top-K p50", ".3f"),
+    Column("topk_p99_ms", "top-K p99", ".3f"),
     Column("throughput", "samples/s", ",.0f"),
 ]
 SIZE_COLUMNS = [
@@ -61,7 +61,7 @@ SIZE_COLUMNS = [
     Column("size_mb", "disk MB", ".2f"),
     Column("peak_rss_mb", "peak RSS MB", ".0f"),
 ]
-RATIO_COLUMNS = [Column("speedup_b1", "speed-up b1", ".2f"), Column("speedup_topk", "speed-up top-K", ".2f")]
+RATIO_COLUMNS = [Column("speedup_b1", "×b1", ".2f"), Column("speedup_topk", "×top-K", ".2f")]
 
 
 def columns(explicit: bool, k: int) -> list[Column]:
@@ -130,6 +130,18 @@ def findings(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _quality_sources(results: dict[str, Any]) -> str:
+    """Which rows' quality was measured in this run and which came from the model's manifest."""
+    recorded = [r["variant"] for r in results["rows"] if r.get("quality_from") == "manifest"]
+    measured = [r["variant"] for r in results["rows"] if r.get("quality_from") != "manifest"]
+    parts = []
+    if measured:
+        parts.append(f"measured in this run through each runtime: {', '.join(measured)}")
+    if recorded:
+        parts.append(f"the test metrics recorded in the model's manifest (same evaluation code): {', '.join(recorded)}")
+    return "Quality: " + "; ".join(parts) + "."
+
+
 def to_markdown(results: dict[str, Any]) -> str:
     """The short summary the README quotes: setup line, table, findings, notes, figures."""
     machine = results["machine"]
@@ -140,9 +152,12 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"test split; baseline **{results['baseline']}**. Machine: {machine['cpu']}, {machine['cores']} cores "
         f"(1-min load average {machine.get('load_average_1m', '?')} at the start), "
         f"{results['threads']} thread(s) per runtime, {results['warmup']} warm-up + {results['repeats']} timed "
-        "repetitions interleaved across variants; latencies are per call, p50/p99. b1 = one (user, item) pair, "
+        "calls per cell, interleaved across variants in shuffled order; latencies in ms per call, p50/p99; "
+        "×b1 / ×top-K = speed-up, the baseline's p50 over the variant's. b1 = one (user, item) pair, "
         f"b64 = 64 pairs, top-K = top-{results['k']} over all {results['num_items']:,} items for one user "
         "(seen items excluded); samples/s at batch 64; peak RSS of a separate process serving only that model.",
+        "",
+        _quality_sources(results),
         "",
         markdown_table(results),
         "",

@@ -22,14 +22,16 @@ from typing import Any
 import numpy as np
 from ncf_serving.bundle import BundleError
 from ncf_serving.settings import bundle_threads
+from threadpoolctl import threadpool_limits
 
 from ncfctl.bench import charts, report
 from ncfctl.bench.footprint import MB, bundle_footprint, model_footprint
 from ncfctl.bench.latency import interleaved_timings, summarize, throughput
 from ncfctl.bench.memory import probe_many_peak_rss_mb, process_peak_rss_mb
-from ncfctl.bench.quality import measure_quality
+from ncfctl.bench.quality import measure_quality, recorded_quality
 from ncfctl.bench.runners import BundleRunner, HttpRunner, Runner, TorchRunner
 from ncfctl.bench.variants import Variant, select_variants
+from ncfctl.compile.speed import torch_threads
 from ncfctl.config import Config
 from ncfctl.data.dataset import EvalSplit, InteractionData, load_dataset
 from ncfctl.errors import NcfError
@@ -188,7 +190,12 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
     k = config.train.top_k
     tracker = _Progress(progress)
     started = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="ncfctl-bench-") as tmp, ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="ncfctl-bench-") as tmp,
+        ExitStack() as stack,
+        torch_threads(settings.threads),
+        threadpool_limits(limits=settings.threads),  # numpy's BLAS (the bundles' fast path), OpenMP
+    ):
         seen_npz = Path(tmp) / "seen_items.npz"
         indptr, indices = data.seen_items(include_val=True)
         np.savez(seen_npz, indptr=indptr, indices=indices)
@@ -223,10 +230,11 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
         }
         quality = tracker.status("quality (test split)", len(variants))
         for v in variants:
-            rows[v.name].update(
-                {key: value for key, value in measure_quality(runners[v.name], data, k).items() if key != "k"}
-            )
-            quality(v.name)
+            recorded = recorded_quality(v.artifact.manifest.metrics, data.explicit, k) if v.runtime == "torch" else None
+            measured = recorded or measure_quality(runners[v.name], data, k)
+            rows[v.name].update({key: value for key, value in measured.items() if key != "k"})
+            rows[v.name]["quality_from"] = "manifest" if recorded else "measured"
+            quality(f"{v.name} ({rows[v.name]['quality_from']})")
 
         calls = _query_calls(runners, data, k)
         advance = tracker.task(f"latency ({len(calls)} series interleaved)", settings.repeats)

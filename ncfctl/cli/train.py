@@ -56,7 +56,7 @@ def _metric_rows(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[dict
     names = {"hr": f"HR@{k} (sampled)", "ndcg": f"NDCG@{k} (sampled)", "full_hr": f"HR@{k} (full ranking)"}
     names |= {"full_ndcg": f"NDCG@{k} (full ranking)", "rmse": "RMSE", "mae": "MAE"}
     return [
-        {"metric": label, "model": metrics[key], "popularity": baseline.get(key)}
+        {"metric": label, "model": metrics[key], baseline.get("name", "baseline"): baseline.get(key)}
         for key, label in names.items()
         if key in metrics
     ]

@@ -32,6 +32,7 @@ from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
 from ncfctl.models import MODEL_FILE, NCF, count_parameters, load_model, save_model
 from ncfctl.pruning import plots, report
+from ncfctl.pruning.allocation import allocate_embedding_widths, sample_pairs, taylor_importance
 from ncfctl.pruning.magnitude import magnitude_masks
 from ncfctl.pruning.masks import (
     MASKS_FILE,
@@ -138,11 +139,19 @@ class Tracker:
         self.curve.append({"epoch": self.last_epoch if epoch is None else epoch, "step": step, self.metric: value})
 
 
-def _prune_once(model: NCF, masks: Masks | None, rate: float, config: Config) -> tuple[NCF, Masks | None]:
+def _prune_once(
+    model: NCF, masks: Masks | None, rate: float, config: Config, data: InteractionData
+) -> tuple[NCF, Masks | None]:
     """One pruning step of the configured method, ``rate`` of what is left."""
     p = config.prune
     if p.method == "structured":
-        return prune_structured(model, rate, norm=p.norm, include_embeddings=p.include_embeddings, masks=masks)
+        widths = None
+        if p.allocation == "importance" and p.include_embeddings:
+            users, items = sample_pairs(data.train, data.num_items, config.seed)
+            widths = allocate_embedding_widths(model.spec, rate, taylor_importance(model, users, items))
+        return prune_structured(
+            model, rate, norm=p.norm, include_embeddings=p.include_embeddings, embedding_widths=widths, masks=masks
+        )
     model = copy.deepcopy(model)
     masks = magnitude_masks(model, rate, scope=p.scope, include_embeddings=p.include_embeddings, masks=masks)
     apply_masks(model, masks)
@@ -289,7 +298,7 @@ def prune_model(
         between: list[dict[str, Any]] = []
         for step, rate in enumerate(rates, start=1):
             with tracker.step(f"{p.method} prune step {step}/{len(rates)}: {rate:.1%} of the remaining"):
-                model, masks = _prune_once(model, masks, rate, config)
+                model, masks = _prune_once(model, masks, rate, config, source.data)
             tracker.point(tracker.val_metric(model), step)
             if step < len(rates):
                 step_settings = dataclasses.replace(settings, seed=settings.seed + step)
@@ -305,6 +314,7 @@ def prune_model(
         "scope": p.scope if p.method == "magnitude" else None,
         "include_embeddings": p.include_embeddings,
         "norm": p.norm if p.method == "structured" else None,
+        "allocation": p.allocation if p.method == "structured" else None,
         "schedule": p.schedule,
         "step_rates": rates,
         "source_stage": source.artifact.manifest.info.get("stage"),

@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +25,7 @@ from torch import nn
 from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
+from ncfctl.models import NCF
 from ncfctl.training import distributed
 from ncfctl.training.checkpoint import TrainingState, check_fingerprint, load_checkpoint, save_checkpoint
 from ncfctl.training.sampling import (
@@ -155,61 +155,82 @@ def _epoch_examples(data_train, sampler: NegativeSampler | None, settings: FitSe
     return implicit_examples(data_train, sampler, settings.negatives, rng)
 
 
-def _run_epoch(
-    net: nn.Module,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    examples: EpochExamples,
-    settings: FitSettings,
-    device: torch.device,
-    explicit: bool,
-    after_step: StepCallback | None,
-    on_batch: BatchCallback | None,
-    scaler,
-) -> tuple[float, int]:
-    """One pass over ``examples``; returns (summed loss, examples seen) for this rank."""
-    _, world = distributed.rank_and_world()
-    users = torch.from_numpy(examples.users).to(device, non_blocking=True)
-    items = torch.from_numpy(examples.items).to(device, non_blocking=True)
-    targets = torch.from_numpy(examples.targets).to(device, non_blocking=True)
-    net.train()
-    loss_total = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
-    n = len(examples)
-    steps = (n + settings.batch_size - 1) // settings.batch_size
-    for step, start in enumerate(range(0, n, settings.batch_size), start=1):
-        stop = min(start + settings.batch_size, n)
-        part = distributed.shard(start, stop)
-        if part is None:
-            continue
-        lo, hi = part
-        with _autocast(device):
-            scores = net(users[lo:hi], items[lo:hi]).float()
-        if explicit:
-            loss_sum = F.mse_loss(scores, targets[lo:hi], reduction="sum")
-        else:
-            loss_sum = F.binary_cross_entropy_with_logits(scores, targets[lo:hi], reduction="sum")
-        # sum / global batch * world: DDP's gradient average then equals the global batch mean exactly
-        loss = loss_sum * (world / (stop - start))
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+@dataclass
+class EpochRunner:
+    """Optimizer steps over one epoch's examples, on one rank (DDP-wrapped ``net`` when distributed)."""
+
+    net: nn.Module
+    model: nn.Module  # the unwrapped model (what ``after_step`` sees)
+    optimizer: torch.optim.Optimizer
+    settings: FitSettings
+    device: torch.device
+    explicit: bool
+    after_step: StepCallback | None = None
+    on_batch: BatchCallback | None = None
+
+    def __post_init__(self) -> None:
+        self.scaler = _grad_scaler(self.device)
+
+    def run(self, examples: EpochExamples) -> tuple[float, int]:
+        """Returns (summed loss, examples seen) of this rank."""
+        _, world = distributed.rank_and_world()
+        users, items, targets = (
+            torch.from_numpy(array).to(self.device, non_blocking=True)
+            for array in (examples.users, examples.items, examples.targets)
+        )
+        self.net.train()
+        loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen, n, size = 0, len(examples), self.settings.batch_size
+        steps = (n + size - 1) // size
+        for step, start in enumerate(range(0, n, size), start=1):
+            stop = min(start + size, n)
+            part = distributed.shard(start, stop)
+            if part is None:
+                continue
+            lo, hi = part
+            loss_sum = self._loss_sum(users[lo:hi], items[lo:hi], targets[lo:hi])
+            # sum / global batch * world: DDP's gradient average then equals the global batch mean exactly
+            self._step(loss_sum * (world / (stop - start)))
+            loss_total += loss_sum.detach()
+            seen += hi - lo
+            if self.on_batch is not None:
+                self.on_batch(step, steps)
+        return float(loss_total.item()), seen
+
+    def _loss_sum(self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with _autocast(self.device):
+            scores = self.net(users, items).float()
+        if self.explicit:
+            return F.mse_loss(scores, targets, reduction="sum")
+        return F.binary_cross_entropy_with_logits(scores, targets, reduction="sum")
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
             loss.backward()
-            optimizer.step()
-        if after_step is not None:
-            after_step(model)
-        loss_total += loss_sum.detach()
-        seen += hi - lo
-        if on_batch is not None:
-            on_batch(step, steps)
-    return float(loss_total.item()), seen
+            self.optimizer.step()
+        if self.after_step is not None:
+            self.after_step(self.model)
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """Use ``threads`` intra-op threads inside the block (``None``: leave torch's setting)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def fit(
-    model: nn.Module,
+    model: NCF,
     data: InteractionData,
     settings: FitSettings,
     *,
@@ -229,53 +250,67 @@ def fit(
     explicit = _check_task(model, data, settings)
     if not 0 < settings.fraction <= 1:
         raise NcfError(f"fraction must be in (0, 1], got {settings.fraction}")
-    device = resolve_device(settings.device)
-    previous_threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    try:
-        return _fit(model, data, settings, device, explicit, on_epoch, after_step, on_batch, checkpoint, resume)
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _fit(model, data, settings, device, explicit, on_epoch, after_step, on_batch, checkpoint, resume) -> FitResult:
     started = time.perf_counter()
-    rank, world = distributed.rank_and_world()
-    model.to(device)
-    optimizer = make_optimizer(model, settings)
-    fingerprint = {"spec": _spec_dump(model), **settings.fingerprint()}
-    state = load_checkpoint(checkpoint) if (checkpoint is not None and resume) else None
-    if state is not None:
-        check_fingerprint(checkpoint, state.fingerprint, fingerprint)
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-    else:
-        state = TrainingState(fingerprint=fingerprint)
-    net: nn.Module = model
-    if world > 1:
-        device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    device = resolve_device(settings.device)
+    with torch_threads(settings.threads):
+        model.to(device)
+        optimizer = make_optimizer(model, settings)
+        state = _initial_state(model, optimizer, settings, checkpoint if resume else None)
+        net = model
+        if distributed.rank_and_world()[1] > 1:
+            device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        runner = EpochRunner(net, model, optimizer, settings, device, explicit, after_step, on_batch)
+        stopped_early = _train_epochs(runner, data, state, checkpoint, on_epoch)
+        if not state.best_state:
+            raise NcfError(f"no epoch was trained (epochs={settings.epochs}, checkpoint already at {state.epoch})")
+        model.load_state_dict(state.best_state)
+        model.eval()
+        best = next(record for record in state.history if record["epoch"] == state.best_epoch)
+        test_metrics: dict[str, float] = {}
+        if distributed.is_main():
+            scorer = torch_score_fn(model, device)
+            test_metrics = evaluate(scorer, data, "test", k=settings.top_k, full_ranking=settings.full_ranking)
+    return FitResult(
+        history=list(state.history),
+        best_epoch=state.best_epoch,
+        val_metrics={key: best[key] for key in (("rmse", "mae") if explicit else ("hr", "ndcg"))},
+        test_metrics=test_metrics,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - started,
+        settings=asdict(settings),
+    )
+
+
+def _initial_state(model, optimizer, settings: FitSettings, checkpoint) -> TrainingState:
+    """A fresh state, or the checkpoint's (after checking it belongs to this run) loaded into place."""
+    spec = getattr(model, "spec", None)
+    fingerprint = {"spec": spec.model_dump() if spec is not None else type(model).__name__, **settings.fingerprint()}
+    state = load_checkpoint(checkpoint) if checkpoint is not None else None
+    if state is None:
+        return TrainingState(fingerprint=fingerprint)
+    check_fingerprint(checkpoint, state.fingerprint, fingerprint)
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    return state
+
+
+def _train_epochs(runner: EpochRunner, data, state: TrainingState, checkpoint, on_epoch) -> bool:
+    """Epochs ``state.epoch + 1 ..`` with validation, selection and checkpoints; True if stopped early."""
+    settings, model, device = runner.settings, runner.model, runner.device
     train_rows = subsample(data.train, settings.fraction, settings.seed)
-    sampler = None if explicit else NegativeSampler(train_rows, data.num_items)
-    scaler = _grad_scaler(device)
-    score_fn = torch_score_fn(model, device)
-    stopped_early = False
+    sampler = None if runner.explicit else NegativeSampler(train_rows, data.num_items)
+    scorer = torch_score_fn(model, device)
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         if settings.patience and state.bad_epochs >= settings.patience:
-            stopped_early = True
-            break
+            return True
         tick = time.perf_counter()
         torch.manual_seed(settings.seed * 1_000_003 + epoch)  # dropout: same per epoch on resume
-        examples = _epoch_examples(train_rows, sampler, settings, epoch)
-        loss_sum, seen = _run_epoch(
-            net, model, optimizer, examples, settings, device, explicit, after_step, on_batch, scaler
-        )
+        loss_sum, seen = runner.run(_epoch_examples(train_rows, sampler, settings, epoch))
         loss_sum, seen = distributed.all_sum([loss_sum, float(seen)], device)
         train_seconds = time.perf_counter() - tick
-        val = evaluate(score_fn, data, "val", k=settings.top_k, full_ranking=False)
-        seconds = time.perf_counter() - tick
-        score = selection_score(val, explicit)
+        val = evaluate(scorer, data, "val", k=settings.top_k, full_ranking=False)
+        score = selection_score(val, runner.explicit)
         (improved,) = distributed.broadcast_flags([not state.best_score or score > state.best_score], device)
         if improved:
             state.best_state, state.best_epoch, state.best_score, state.bad_epochs = _copy_state(model), epoch, score, 0
@@ -285,47 +320,15 @@ def _fit(model, data, settings, device, explicit, on_epoch, after_step, on_batch
             "epoch": epoch,
             "loss": loss_sum / max(seen, 1.0),
             **{name: value for name, value in val.items() if name != "k"},
-            "seconds": seconds,  # the whole epoch: sampling, training steps, validation
-            "samples_per_s": seen / train_seconds,  # training throughput: sampling + steps, all ranks
+            "seconds": time.perf_counter() - tick,  # the whole epoch: sampling, steps, validation
+            "samples_per_s": seen / train_seconds,  # training throughput (sampling + steps), all ranks
             "kept": improved,
         }
         state.history.append(record)
         state.epoch = epoch
-        state.model, state.optimizer = _copy_state(model), optimizer.state_dict()
-        if checkpoint is not None and rank == 0:
+        state.model, state.optimizer = _copy_state(model), runner.optimizer.state_dict()
+        if checkpoint is not None and distributed.is_main():
             save_checkpoint(checkpoint, state)
         if on_epoch is not None:
             on_epoch(record)
-    if not state.best_state:
-        raise NcfError(f"no epoch was trained (train.epochs={settings.epochs}, checkpoint already at {state.epoch})")
-    model.load_state_dict(state.best_state)
-    model.eval()
-    best = next(record for record in state.history if record["epoch"] == state.best_epoch)
-    val_metrics = {key: best[key] for key in _metric_keys(explicit)}
-    test_metrics: dict[str, float] = {}
-    if rank == 0:
-        test_metrics = evaluate(score_fn, data, "test", k=settings.top_k, full_ranking=settings.full_ranking)
-    return FitResult(
-        history=list(state.history),
-        best_epoch=state.best_epoch,
-        val_metrics=val_metrics,
-        test_metrics=test_metrics,
-        stopped_early=stopped_early,
-        seconds=time.perf_counter() - started,
-        settings=asdict(settings),
-    )
-
-
-def _metric_keys(explicit: bool) -> tuple[str, ...]:
-    return ("rmse", "mae") if explicit else ("hr", "ndcg")
-
-
-def _spec_dump(model: nn.Module) -> dict[str, Any]:
-    spec = getattr(model, "spec", None)
-    return spec.model_dump() if spec is not None else {"class": type(model).__name__}
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch and numpy's legacy global generator (model initialisation uses torch's)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
+    return False

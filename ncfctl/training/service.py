@@ -217,8 +217,7 @@ def register_model(
 ) -> Artifact:
     """Commit a trained model with its metrics, history and curve; point ``ncf_model_latest.pt`` at it."""
     k = config.train.top_k
-    with torch.inference_mode():
-        baseline = evaluate(popularity_score_fn(data), data, "test", k=k, full_ranking=True)
+    baseline = baseline_metrics(data, k)
     spec = model.spec
     run_info = {
         "stage": "trained",
@@ -228,7 +227,7 @@ def register_model(
         "best_epoch": result["best_epoch"],
         "stopped_early": result["stopped_early"],
         "val_metrics": result["val_metrics"],
-        "baseline": {"name": "popularity", **baseline},
+        "baseline": baseline,
         "history": result["history"],
         "train_seconds": round(result["seconds"], 3),
         "threads": config.train.threads,
@@ -254,6 +253,12 @@ def register_model(
     artifact = writer.artifact
     link_latest_model(workspace, artifact)
     return artifact
+
+
+def baseline_metrics(data: InteractionData, k: int) -> dict[str, Any]:
+    """The non-personalised baseline on the test split, named: popularity, or item mean for ratings."""
+    name = "item mean" if data.explicit else "popularity"
+    return {"name": name, **evaluate(popularity_score_fn(data), data, "test", k=k)}
 
 
 def link_latest_model(workspace: Workspace, artifact: Artifact) -> Path:
@@ -287,7 +292,7 @@ def evaluate_model(
     torch.set_num_threads(config.train.threads)
     k = config.train.top_k
     metrics = evaluate(torch_score_fn(model), data, "test", k=k)
-    baseline = evaluate(popularity_score_fn(data), data, "test", k=k)
+    baseline = baseline_metrics(data, k)
     if progress is not None:
         progress.update(task, total=1, completed=1)
     return {"model": artifact.id, "dataset": dataset.id, "metrics": metrics, "baseline": baseline}
