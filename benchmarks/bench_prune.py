@@ -10,7 +10,9 @@ default NeuMF (factors 32, layers 128,64,32) and the default fine-tuning setting
 4. speed: scoring every item for one user with the dense, the magnitude-pruned and the
    structured-pruned model, side by side in one process, interleaved round-robin (a busy shared
    machine slows all alike), in three runtimes: torch eager, ONNX Runtime and the serving
-   container's numpy fast path. Bar: structured >= 1.6x faster than dense (torch eager).
+   container's numpy fast path; with warm caches (blocks of 20 calls per model, like a server)
+   and cold (models alternating call by call). Bar: structured >= 1.6x faster than dense (torch
+   eager, warm).
 
 Usage::
 
@@ -31,9 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dataset", default="ml-latest-small", help="its data.dataset name")
     parser.add_argument("--workdir", help="workspace to (re)use (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=1, help="threads for torch, onnxruntime and BLAS")
-    parser.add_argument("--repeats", type=int, default=300, help="timed calls per model and runtime")
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--allocation", help="structured: prune.allocation (default: the config's)")
+    parser.add_argument("--repeats", type=int, default=1000, help="timed calls per model and runtime")
+    parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args()
 
@@ -64,6 +65,7 @@ from ncfctl.workspace import Artifact, Workspace  # noqa: E402
 
 BARS = {"magnitude": 0.005, "structured": 0.01}
 SPEED_BAR = 1.6
+WARM_BLOCK = 20
 SPEC_KEYS = {"model_type", "factors", "mlp_user_dim", "mlp_item_dim", "hidden"}
 
 
@@ -114,21 +116,27 @@ def all_item_scorers(model: NCF, folder: Path, num_items: int) -> dict[str, obje
     return {"torch_eager": torch_eager, "onnxruntime": onnxruntime, "fastpath": fastpath}
 
 
-def speed(models: dict[str, NCF], scratch: Path) -> dict[str, dict[str, float]]:
-    """p50/p99 per runtime and model, all interleaved in one loop, and the dense/structured ratio."""
+def speed(models: dict[str, NCF], scratch: Path, block: int) -> dict[str, dict[str, float]]:
+    """Per-call p50/p99 (ms) per runtime and model, all interleaved in one loop, and speedups vs dense.
+
+    Each timed unit is ``block`` consecutive calls of one contender. ``block=1`` alternates
+    contenders call by call: every call finds its tables evicted by the other eight models
+    (cold caches). A server scores with one model all day, so ``block=20`` (warm caches within
+    a block, still interleaved across blocks against drift) is the serving-like figure.
+    """
     calls = {}
     for name, model in models.items():
-        folder = scratch / name
+        folder = scratch / f"{name}-{block}"
         folder.mkdir()
         for runtime, fn in all_item_scorers(model, folder, model.spec.num_items).items():
-            calls[f"{runtime}/{name}"] = fn
-    samples = interleaved_timings(calls, warmup=ARGS.warmup, repeats=ARGS.repeats)
-    stats = {key: summarize(values).as_dict() for key, values in samples.items()}
+            calls[f"{runtime}/{name}"] = lambda rep, fn=fn: [fn(rep * block + j) for j in range(block)]
+    samples = interleaved_timings(calls, warmup=max(1, ARGS.warmup // block), repeats=max(1, ARGS.repeats // block))
     out: dict[str, dict[str, float]] = {}
-    for key, value in stats.items():
+    for key, values in samples.items():
+        stats = summarize(np.asarray(values) / block)
         runtime, name = key.split("/")
-        out.setdefault(runtime, {})[f"{name}_p50_ms"] = value["p50_ms"]
-        out[runtime][f"{name}_p99_ms"] = value["p99_ms"]
+        out.setdefault(runtime, {})[f"{name}_p50_ms"] = stats.p50_ms
+        out[runtime][f"{name}_p99_ms"] = stats.p99_ms
     for values in out.values():
         values["structured_speedup"] = values["dense_p50_ms"] / values["structured_p50_ms"]
         values["magnitude_speedup"] = values["dense_p50_ms"] / values["magnitude_p50_ms"]
@@ -145,16 +153,16 @@ def main() -> int:
         dense = trained_model(load_config(overrides=base), workspace)
         tuned = {}
         for method in BARS:
-            overrides = {"prune.method": method, "prune.rate": 0.5, "prune.allocation": ARGS.allocation}
-            config = load_config(overrides={**base, **overrides})
+            config = load_config(overrides={**base, "prune.method": method, "prune.rate": 0.5})
             tuned[method] = prune_model(config, workspace, dense.id, finetune=True).finetuned
         models = {"dense": load_model(dense.file(MODEL_FILE))}
         models |= {method: load_model(artifact.file(MODEL_FILE)) for method, artifact in tuned.items()}
-        timings = speed(models, Path(tmp))
+        timings = {f"block_{block}": speed(models, Path(tmp), block) for block in (WARM_BLOCK, 1)}
     config = load_config(overrides=base)
     gaps = {method: quality(dense, artifact) for method, artifact in tuned.items()}
     bars = {f"{method}_hr_gap<={bar}": gaps[method]["hr_gap"] <= bar for method, bar in BARS.items()}
-    bars[f"structured_speedup>={SPEED_BAR}"] = timings["torch_eager"]["structured_speedup"] >= SPEED_BAR
+    warm = timings[f"block_{WARM_BLOCK}"]["torch_eager"]["structured_speedup"]
+    bars[f"structured_speedup>={SPEED_BAR} (torch eager, warm)"] = warm >= SPEED_BAR
     report = {
         "dataset": ARGS.dataset,
         "workdir": str(workdir) if ARGS.workdir else None,
@@ -185,15 +193,14 @@ def print_report(report: dict) -> None:
             f"NDCG@10 {q['dense_ndcg']:.4f} -> {q['ndcg']:.4f}  "
             f"full HR@10 {q['dense_full_hr']:.4f} -> {q['full_hr']:.4f}"
         )
-    print(
-        f"scoring all items for one user, p50 ms ({report['threads']} thread(s), {report['repeats']} interleaved calls)"
-    )
-    for runtime, values in report["speed_all_items_one_user"].items():
-        print(
-            f"  {runtime:12s} dense {values['dense_p50_ms']:.3f}  magnitude {values['magnitude_p50_ms']:.3f} "
-            f"(x{values['magnitude_speedup']:.2f})  structured {values['structured_p50_ms']:.3f} "
-            f"(x{values['structured_speedup']:.2f})"
-        )
+    for mode, timings in report["speed_all_items_one_user"].items():
+        print(f"scoring all items for one user, p50 ms per call ({mode}, {report['threads']} thread(s))")
+        for runtime, values in timings.items():
+            print(
+                f"  {runtime:12s} dense {values['dense_p50_ms']:.3f}  magnitude {values['magnitude_p50_ms']:.3f} "
+                f"(x{values['magnitude_speedup']:.2f})  structured {values['structured_p50_ms']:.3f} "
+                f"(x{values['structured_speedup']:.2f})"
+            )
     for bar, ok in report["bars"].items():
         print(f"  bar {bar}: {'PASS' if ok else 'FAIL'}")
 

@@ -80,7 +80,6 @@ class PruneConfig(_Section):
     scope: Literal["global", "layer"]
     include_embeddings: bool
     norm: Literal["l1", "l2"]
-    allocation: Literal["importance", "uniform"]
     schedule: Literal["oneshot", "gradual"]
     steps: int = Field(gt=0)
 

@@ -22,6 +22,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared and browsed
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import httpx
 import psutil
 
 from ncfctl.config import load_config
@@ -28,37 +29,39 @@ TINY_ENV = {
 VARIANTS = ["original", "pruned", "finetuned", "compiled ort", "deployed"]
 
 
-def test_pipeline_end_to_end_then_only_stale_steps_rerun(run_cli, workdir):
-    first = json.loads(run_cli("pipeline", "--json", env=TINY_ENV).stdout)
+def test_pipeline_end_to_end_then_everything_is_reused(run_cli, workdir):
+    first = json.loads(run_cli("pipeline", "--keep-serving", "--json", env=TINY_ENV).stdout)
     assert [s["step"] for s in first["steps"]] == list(STEPS)
-    assert {s["status"] for s in first["steps"]} == {"ran"}
+    status = {s["step"]: s["status"] for s in first["steps"]}
+    assert set(status[step] for step in STEPS[:-1]) == {"ran"} and status["stop"] == "skipped"
     results = first["benchmark"]["results"]
     assert [r["variant"] for r in results["rows"]] == VARIANTS
     for row in results["rows"]:
-        empty = [
-            c
-            for c in results["columns"]
-            if row.get(c) is None or (isinstance(row[c], float) and not math.isfinite(row[c]))
-        ]
+        empty = [c for c in results["columns"] if not _filled(row.get(c))]
         assert not empty, f"{row['variant']}: {empty}"
     assert results["notes"] == []
+    assert first["steps"][STEPS.index("invoke")]["detail"].startswith("top-10: 10 items")
     ws = Workspace(workdir)
     deployment = ws.get(first["steps"][STEPS.index("deploy")]["artifact"], "deployment")
-    assert deployment.manifest.info["status"] == "stopped"  # stopped after the benchmark
-    assert (
-        not psutil.pid_exists(deployment.manifest.info["pid"])
-        or psutil.Process(deployment.manifest.info["pid"]).status() == psutil.STATUS_ZOMBIE
-    )
-    invoke = first["steps"][STEPS.index("invoke")]
-    assert invoke["detail"].startswith("top-10: 10 items")
+    assert httpx.get(f"{deployment.manifest.info['url']}/ping").status_code == 200  # --keep-serving
 
     second = json.loads(run_cli("pipeline", "--json", env=TINY_ENV).stdout)
     status = {s["step"]: s["status"] for s in second["steps"]}
-    fresh = ("data", "train", "prune", "finetune", "compile", "build-image")
-    assert all(status[step] == "up to date" for step in fresh), status
-    assert [s["artifact"] for s in second["steps"][:6]] == [s["artifact"] for s in first["steps"][:6]]
-    assert status["deploy"] == status["bench"] == status["stop"] == "ran"  # the last server was stopped
-    assert len(ws.list("model")) == 3 and len(ws.list("benchmark")) == 2
+    reused = ("data", "train", "prune", "finetune", "compile", "build-image", "deploy", "bench")
+    assert all(status[step] == "up to date" for step in reused), status
+    assert status["invoke"] == status["stop"] == "ran"  # the smoke request always runs
+    assert [s["artifact"] for s in second["steps"]] == [s["artifact"] for s in first["steps"]]
+    assert len(ws.list("model")) == 3 and len(ws.list("benchmark")) == 1
+    deployment = ws.get(deployment.id, "deployment")
+    assert deployment.manifest.info["status"] == "stopped"
+    process = (
+        psutil.Process(deployment.manifest.info["pid"]) if psutil.pid_exists(deployment.manifest.info["pid"]) else None
+    )
+    assert process is None or process.status() == psutil.STATUS_ZOMBIE
+
+
+def _filled(value) -> bool:
+    return value is not None and (not isinstance(value, float) or math.isfinite(value))
 
 
 def test_find_fresh_needs_the_same_parent_and_config(tmp_path):

@@ -162,6 +162,21 @@ def test_bad_settings_are_refused_before_any_work(overrides):
         load_config(overrides=overrides)
 
 
+def test_rating_models_report_rmse(workdir):
+    torch.manual_seed(0)
+    data = tiny_interaction_data(users=40, items=30, per_user=10, explicit=True)
+    spec = NCFSpec.from_layers(
+        model_type="neumf", num_users=40, num_items=30, factors=4, layers=[8, 4], task="explicit"
+    )
+    commit_model_artifact(workdir, NCF(spec), data)
+    config = load_config(overrides={"prune.method": "structured", "finetune.epochs": 1, "train.batch_size": 128})
+    tuned = prune_model(config, Workspace(workdir), finetune=True).finetuned
+    info = tuned.manifest.info
+    assert {"rmse", "mae"} <= set(info["stages"][-1]) and "hr" not in info["stages"][-1]
+    assert info["curve_metric"] == "validation RMSE" and "rmse" in info["curve"][-1]
+    assert tuned.manifest.metrics["rmse"] == info["stages"][-1]["rmse"]
+
+
 def test_gradual_on_sagemaker_is_refused(trained, workdir):
     config = load_config(overrides={"prune.schedule": "gradual", "finetune.backend": "sagemaker"})
     with pytest.raises(NcfError, match="gradual"):

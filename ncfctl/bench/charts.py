@@ -20,11 +20,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from ncfctl import fileio  # noqa: E402
 
 QUERIES = (("b1", "one pair"), ("b64", "64 pairs"), ("topk", "top-K, all items"))
 DPI = 120
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-scale ticks at 1-2-5 steps written 0.2, 0.5, 1 rather than matplotlib's 2x10^-1."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -54,6 +62,7 @@ def _latency(rows: list[dict[str, Any]], path: Path) -> None:
             linewidth=0.8,
         )
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis)
     ax.set_ylabel("latency per call, ms (whisker: p99)")
     ax.set_xticks(x, names, rotation=15, ha="right")
     ax.set_title("Latency")
@@ -96,6 +105,7 @@ def _quality_vs_speed(rows: list[dict[str, Any]], explicit: bool, k: int, path: 
             row["variant"], (row["topk_p50_ms"], row[key]), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel(f"top-{k} latency p50, ms (log)")
     ax.set_ylabel(label)
     ax.set_title("Quality vs speed")

@@ -30,9 +30,9 @@ from ncfctl.bench.latency import interleaved_timings, summarize, throughput
 from ncfctl.bench.memory import probe_many_peak_rss_mb, process_peak_rss_mb
 from ncfctl.bench.quality import measure_quality, recorded_quality
 from ncfctl.bench.runners import BundleRunner, HttpRunner, Runner, TorchRunner
-from ncfctl.bench.variants import Variant, select_variants
+from ncfctl.bench.variants import Selection, Variant, select_variants
 from ncfctl.compile.speed import torch_threads
-from ncfctl.config import Config
+from ncfctl.config import BenchConfig, Config
 from ncfctl.data.dataset import EvalSplit, InteractionData, load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE
@@ -181,15 +181,67 @@ def _ratios(rows: list[dict[str, Any]], baseline: str, explicit: bool) -> None:
             row[f"delta_{key}"] = row[key] - base[key]
 
 
-def run_benchmark(config: Config, workspace: Workspace, compare: str | None = None, progress=None) -> Artifact:
-    """Compare the variants named by ``compare`` (default ``bench.compare``); the ``benchmark`` artifact."""
-    settings = config.bench
-    selection = select_variants(workspace, compare or settings.compare)
-    notes = list(selection.notes)
-    data = load_dataset(workspace.get(selection.baseline.dataset_id, "dataset"))
-    k = config.train.top_k
-    tracker = _Progress(progress)
-    started = datetime.now(UTC)
+def _open_runners(
+    selection: Selection, seen_npz: Path, config: Config, stack: ExitStack, notes: list[str], tracker: _Progress
+) -> dict[str, tuple[Variant, Runner]]:
+    """One runner per variant, closed with ``stack``; a variant that cannot load becomes a note."""
+    opened = tracker.status("load variants", len(selection.variants))
+    runners: dict[str, tuple[Variant, Runner]] = {}
+    for variant in selection.variants:
+        try:
+            runner = _open_runner(variant, seen_npz, config)
+        except (BundleError, NcfError) as exc:
+            notes.append(f"{variant.name} ({variant.id}): skipped, cannot load: {exc}")
+            opened(f"{variant.name}: skipped")
+            continue
+        stack.callback(runner.close)
+        runners[variant.name] = (variant, runner)
+        opened(variant.name)
+    if selection.baseline.name not in runners:
+        raise NcfError(f"baseline {selection.baseline.id} could not be loaded: {'; '.join(notes)}")
+    return runners
+
+
+def _quality(
+    runners: dict[str, tuple[Variant, Runner]], data: InteractionData, k: int, tracker: _Progress
+) -> dict[str, dict[str, Any]]:
+    """Test metrics per variant name (recorded ones for torch models, measured otherwise)."""
+    done = tracker.status("quality (test split)", len(runners))
+    out: dict[str, dict[str, Any]] = {}
+    for name, (variant, runner) in runners.items():
+        recorded = (
+            recorded_quality(variant.artifact.manifest.metrics, data.explicit, k) if runner.runtime == "torch" else None
+        )
+        metrics = recorded or measure_quality(runner, data, k)
+        out[name] = {key: value for key, value in metrics.items() if key != "k"}
+        out[name]["quality_from"] = "manifest" if recorded else "measured"
+        done(f"{name} ({out[name]['quality_from']})")
+    return out
+
+
+def _speed(
+    runners: dict[str, Runner], data: InteractionData, k: int, settings: BenchConfig, tracker: _Progress
+) -> dict[str, dict[str, Any]]:
+    """p50/p99 of each query and batch-64 throughput per variant name, all series interleaved."""
+    calls = _query_calls(runners, data, k)
+    advance = tracker.task(f"latency ({len(calls)} series interleaved)", settings.repeats)
+    samples = interleaved_timings(calls, warmup=settings.warmup, repeats=settings.repeats, on_round=lambda _: advance())
+    out: dict[str, dict[str, Any]] = {name: {} for name in runners}
+    for key, seconds in samples.items():
+        name, query = key.split("|")
+        stats = summarize(seconds)
+        out[name][f"{query}_p50_ms"] = stats.p50_ms
+        out[name][f"{query}_p99_ms"] = stats.p99_ms
+        if query == "b64":
+            out[name]["throughput"] = throughput(BATCH, seconds)
+    return out
+
+
+def _measure(
+    selection: Selection, data: InteractionData, config: Config, notes: list[str], tracker: _Progress
+) -> list[dict[str, Any]]:
+    """Every column of every loadable variant, in selection order (ratios not yet filled)."""
+    settings, k = config.bench, config.train.top_k
     with (
         tempfile.TemporaryDirectory(prefix="ncfctl-bench-") as tmp,
         ExitStack() as stack,
@@ -199,74 +251,49 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
         seen_npz = Path(tmp) / "seen_items.npz"
         indptr, indices = data.seen_items(include_val=True)
         np.savez(seen_npz, indptr=indptr, indices=indices)
-
-        opened = tracker.status("load variants", len(selection.variants))
-        runners: dict[str, Runner] = {}
-        variants: list[Variant] = []
-        for variant in selection.variants:
-            try:
-                runner = _open_runner(variant, seen_npz, config)
-            except (BundleError, NcfError) as exc:
-                notes.append(f"{variant.name} ({variant.id}): skipped, cannot load: {exc}")
-                opened(f"{variant.name}: skipped")
-                continue
-            stack.callback(runner.close)
-            runners[variant.name] = runner
-            variants.append(variant)
-            opened(variant.name)
-        if selection.baseline not in variants:
-            raise NcfError(f"baseline {selection.baseline.id} could not be loaded: {'; '.join(notes)}")
-
-        rows: dict[str, dict[str, Any]] = {
-            v.name: {
-                "variant": v.name,
-                "runtime": v.runtime,
-                "id": v.id,
-                "role": v.role,
-                "model_id": v.model_id,
-                "threads": config.bench.threads if v.runtime != "http" else None,
-            }
-            for v in variants
+        runners = _open_runners(selection, seen_npz, config, stack, notes, tracker)
+        variants = [variant for variant, _ in runners.values()]
+        quality = _quality(runners, data, k, tracker)
+        speed = _speed({name: runner for name, (_, runner) in runners.items()}, data, k, settings, tracker)
+        sizing = tracker.status("size + peak memory (one process per model)", 2)
+        sizes = {v.name: _footprint(v, notes) for v in variants}
+        sizing("sizes counted")
+        peaks = _peak_rss(variants, seen_npz, data, config)
+        sizing("peak RSS measured")
+    return [
+        {
+            "variant": v.name,
+            "runtime": v.runtime,
+            # the deployed server's own setting (NCF_THREADS unset: the bundle's serving.json)
+            "threads": bundle_threads(v.bundle) if v.runtime == "http" else settings.threads,
+            "id": v.id,
+            "role": v.role,
+            "model_id": v.model_id,
+            **quality[v.name],
+            **speed[v.name],
+            **sizes[v.name],
+            "peak_rss_mb": peaks[v.name],
         }
-        quality = tracker.status("quality (test split)", len(variants))
-        for v in variants:
-            recorded = recorded_quality(v.artifact.manifest.metrics, data.explicit, k) if v.runtime == "torch" else None
-            measured = recorded or measure_quality(runners[v.name], data, k)
-            rows[v.name].update({key: value for key, value in measured.items() if key != "k"})
-            rows[v.name]["quality_from"] = "manifest" if recorded else "measured"
-            quality(f"{v.name} ({rows[v.name]['quality_from']})")
+        for v in variants
+    ]
 
-        calls = _query_calls(runners, data, k)
-        advance = tracker.task(f"latency ({len(calls)} series interleaved)", settings.repeats)
-        samples = interleaved_timings(
-            calls, warmup=settings.warmup, repeats=settings.repeats, on_round=lambda _: advance()
-        )
-        for key, seconds in samples.items():
-            name, query = key.split("|")
-            stats = summarize(seconds)
-            rows[name][f"{query}_p50_ms"] = stats.p50_ms
-            rows[name][f"{query}_p99_ms"] = stats.p99_ms
-            if query == "b64":
-                rows[name]["throughput"] = throughput(BATCH, seconds)
 
-        measured = tracker.status("size + peak memory (one process per model)", 2)
-        for v in variants:
-            rows[v.name].update(_footprint(v, notes))
-            if v.runtime == "http":  # the server's own setting (NCF_THREADS unset: the bundle's)
-                rows[v.name]["threads"] = bundle_threads(v.bundle)
-        measured("sizes counted")
-        for name, peak in _peak_rss(variants, seen_npz, data, config).items():
-            rows[name]["peak_rss_mb"] = peak
-        measured("peak RSS measured")
-
-    ordered = [rows[v.name] for v in variants]
-    _ratios(ordered, selection.baseline.name, data.explicit)
+def run_benchmark(config: Config, workspace: Workspace, compare: str | None = None, progress=None) -> Artifact:
+    """Compare the variants named by ``compare`` (default ``bench.compare``); the ``benchmark`` artifact."""
+    settings = config.bench
+    selection = select_variants(workspace, compare or settings.compare)
+    notes = list(selection.notes)
+    data = load_dataset(workspace.get(selection.baseline.dataset_id, "dataset"))
+    k = config.train.top_k
+    started, machine = datetime.now(UTC), _machine()
+    rows = _measure(selection, data, config, notes, _Progress(progress))
+    _ratios(rows, selection.baseline.name, data.explicit)
     dataset_id = selection.baseline.dataset_id
     with workspace.create(
         "benchmark",
         parent=selection.baseline.id,
         config={"bench": settings.model_dump(), "top_k": k},
-        info={"dataset": dataset_id, "baseline": selection.baseline.id, "variants": [v.id for v in variants]},
+        info={"dataset": dataset_id, "baseline": selection.baseline.id, "variants": [row["id"] for row in rows]},
     ) as writer:
         results = {
             "id": writer.id,
@@ -280,13 +307,13 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
             "threads": settings.threads,
             "warmup": settings.warmup,
             "repeats": settings.repeats,
-            "machine": _machine(),
+            "machine": machine,
             "columns": [c.key for c in report.columns(data.explicit, k)],
-            "rows": ordered,
+            "rows": rows,
             "notes": notes,
             "figures": [],
         }
         results["figures"] = charts.render_charts(writer.path, results)
         report.write_reports(writer.path, results)
-        writer.manifest.metrics.update({r["variant"]: {c: r[c] for c in HEADLINE} for r in ordered})
+        writer.manifest.metrics.update({r["variant"]: {c: r[c] for c in HEADLINE} for r in rows})
     return writer.artifact

@@ -45,8 +45,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole flow with defaults; steps whose artifact is up to date are skipped.
 
-        data (default dataset) -> train -> prune -> finetune -> neo compile (local unless AWS is configured) ->
-        build-image (context) -> deploy (local) -> invoke (smoke request) -> bench --compare all -> stop.
+        data (default dataset), train, prune (--rate), finetune, neo compile (local unless AWS is
+        configured), build-image (context), deploy (local), invoke (a smoke request), bench --compare
+        all, then stop the deployment unless --keep-serving. --force redoes every step.
         """
         from ncfctl.pipeline import run_pipeline
 

@@ -85,14 +85,6 @@ def prune(
         ),
     ] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="structured: rank units by l1 or l2 norm.")] = None,
-    allocation: Annotated[
-        str | None,
-        typer.Option(
-            "--allocation",
-            help="structured: dimensions per embedding table by measured importance per parameter "
-            "(importance) or the same fraction of each (uniform).",
-        ),
-    ] = None,
     schedule: Annotated[
         str | None,
         typer.Option("--schedule", help="oneshot, or gradual (cubic schedule, fine-tuning between steps)."),
@@ -121,7 +113,6 @@ def prune(
             "prune.scope": scope,
             "prune.include_embeddings": include_embeddings,
             "prune.norm": norm,
-            "prune.allocation": allocation,
             "prune.schedule": schedule,
             "prune.steps": steps,
             "finetune.epochs": epochs,

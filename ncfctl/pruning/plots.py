@@ -41,7 +41,7 @@ def weight_distributions(
     right.hist(np.clip(new[new != 0], -limit, limit), bins=bins, color="tab:orange")
     right.set_title(f"after: {len(new):,} weights, {zeros:,} exactly zero (not drawn)")
     for ax in (left, right):
-        ax.set_xlabel("weight value")
+        ax.set_xlabel(f"weight value (clipped at +-{limit:.3g}, the 99.9th percentile of |w| before)")
         ax.set_yscale("log")
     left.set_ylabel("count (log)")
     fig.suptitle(title)

@@ -32,7 +32,6 @@ from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
 from ncfctl.models import MODEL_FILE, NCF, count_parameters, load_model, save_model
 from ncfctl.pruning import plots, report
-from ncfctl.pruning.allocation import allocate_embedding_widths, sample_pairs, taylor_importance
 from ncfctl.pruning.magnitude import magnitude_masks
 from ncfctl.pruning.masks import (
     MASKS_FILE,
@@ -48,7 +47,7 @@ from ncfctl.pruning.masks import (
 from ncfctl.pruning.schedule import RATE_CONVENTION, compose, step_rates
 from ncfctl.pruning.structured import prune_structured
 from ncfctl.training.loop import FitSettings, fit
-from ncfctl.training.service import RUNS_DIR, EpochProgress
+from ncfctl.training.service import RUNS_DIR, EpochProgress, worker_job
 from ncfctl.workspace import Artifact, Workspace
 
 WEIGHTS_PNG = "weights.png"
@@ -91,10 +90,15 @@ def load_source(workspace: Workspace, ref: str | None, hint: str, where: dict[st
     return Source(artifact, model, masks, dataset, data)
 
 
-def finetune_settings(config: Config) -> FitSettings:
-    """``fit`` settings: the training section, with the fine-tuning epochs, lr and data fraction."""
+def finetune_settings(config: Config, model: NCF) -> FitSettings:
+    """``fit`` settings: the training section, with the fine-tuning epochs, lr and data fraction.
+
+    The task is the model's own (a rating model stays one whatever ``train.task`` says now).
+    """
     ft = config.finetune
-    return FitSettings.from_config(config.train, config.seed, epochs=ft.epochs, lr=ft.lr, fraction=ft.fraction)
+    return FitSettings.from_config(
+        config.train, config.seed, epochs=ft.epochs, lr=ft.lr, fraction=ft.fraction, task=model.spec.task
+    )
 
 
 @contextmanager
@@ -139,19 +143,11 @@ class Tracker:
         self.curve.append({"epoch": self.last_epoch if epoch is None else epoch, "step": step, self.metric: value})
 
 
-def _prune_once(
-    model: NCF, masks: Masks | None, rate: float, config: Config, data: InteractionData
-) -> tuple[NCF, Masks | None]:
+def _prune_once(model: NCF, masks: Masks | None, rate: float, config: Config) -> tuple[NCF, Masks | None]:
     """One pruning step of the configured method, ``rate`` of what is left."""
     p = config.prune
     if p.method == "structured":
-        widths = None
-        if p.allocation == "importance" and p.include_embeddings:
-            users, items = sample_pairs(data.train, data.num_items, config.seed)
-            widths = allocate_embedding_widths(model.spec, rate, taylor_importance(model, users, items))
-        return prune_structured(
-            model, rate, norm=p.norm, include_embeddings=p.include_embeddings, embedding_widths=widths, masks=masks
-        )
+        return prune_structured(model, rate, norm=p.norm, include_embeddings=p.include_embeddings, masks=masks)
     model = copy.deepcopy(model)
     masks = magnitude_masks(model, rate, scope=p.scope, include_embeddings=p.include_embeddings, masks=masks)
     apply_masks(model, masks)
@@ -159,7 +155,13 @@ def _prune_once(
 
 
 def _finetune_here(
-    model: NCF, masks: Masks | None, data: InteractionData, settings: FitSettings, tracker: Tracker, step: int, label
+    model: NCF,
+    masks: Masks | None,
+    data: InteractionData,
+    settings: FitSettings,
+    tracker: Tracker,
+    step: int,
+    label: str,
 ) -> dict[str, Any]:
     """``fit`` in this process with the masks locked; epochs go on the tracker's curve."""
     bars = EpochProgress(tracker.progress, label, settings.epochs, settings.top_k)
@@ -187,7 +189,6 @@ def _finetune_sagemaker(
 ) -> tuple[NCF, dict[str, Any], dict[str, Any]]:
     """The same fine-tuning as a SageMaker training job (the training module's job path, masks shipped)."""
     from ncfctl.aws.training_job import run_training_job  # boto3 only when asked for
-    from ncfctl.training.service import worker_job
 
     folder = workspace.root / RUNS_DIR / f"finetune-{source.artifact.id}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -234,7 +235,7 @@ def _commit(
         "layers": [*layers, total],
         "size": {**sizes, "note": report.size_note(bool(masks), total["parameters"] < total["source_parameters"])},
         "curve": tracker.curve,
-        "curve_metric": f"validation {tracker.metric}" + ("" if tracker.metric == "rmse" else f"@{tracker.k}"),
+        "curve_metric": "validation RMSE" if tracker.metric == "rmse" else f"validation HR@{tracker.k}",
     }
     sections = {"seed": config.seed, "prune": config.prune.model_dump(), "finetune": config.finetune.model_dump()}
     with workspace.create("model", parent=source.artifact.id, config=sections, info={**base, **info}) as writer:
@@ -272,7 +273,8 @@ def _title(model: NCF, stage: str, info: dict[str, Any]) -> str:
     finetune = info.get("finetune")
     if finetune:
         parts.append(
-            f"fine-tuned (lr {finetune['lr']:g}, {finetune['epochs']} epochs, {finetune['fraction']:.0%} data)"
+            f"fine-tuned (lr {finetune['lr']:g}, {finetune['epochs']} epoch{'s' * (finetune['epochs'] != 1)}, "
+            f"{finetune['fraction']:.0%} data)"
         )
     return ", ".join(parts) if len(parts) > 1 else f"{parts[0]} {stage}"
 
@@ -288,7 +290,7 @@ def prune_model(
             "is supported for one-shot pruning and for ncfctl finetune"
         )
     source = load_source(workspace, model_ref, "train one first: ncfctl train", {"stage": "trained"})
-    settings = finetune_settings(config)
+    settings = finetune_settings(config, source.model)
     with torch_threads(config.train.threads):
         tracker = Tracker(progress, source.data, config.train.top_k)
         before = tracker.test_metrics(source.model, "source model")
@@ -298,7 +300,7 @@ def prune_model(
         between: list[dict[str, Any]] = []
         for step, rate in enumerate(rates, start=1):
             with tracker.step(f"{p.method} prune step {step}/{len(rates)}: {rate:.1%} of the remaining"):
-                model, masks = _prune_once(model, masks, rate, config, source.data)
+                model, masks = _prune_once(model, masks, rate, config)
             tracker.point(tracker.val_metric(model), step)
             if step < len(rates):
                 step_settings = dataclasses.replace(settings, seed=settings.seed + step)
@@ -314,7 +316,6 @@ def prune_model(
         "scope": p.scope if p.method == "magnitude" else None,
         "include_embeddings": p.include_embeddings,
         "norm": p.norm if p.method == "structured" else None,
-        "allocation": p.allocation if p.method == "structured" else None,
         "schedule": p.schedule,
         "step_rates": rates,
         "source_stage": source.artifact.manifest.info.get("stage"),
@@ -357,7 +358,7 @@ def prune_model(
 def finetune_model(config: Config, workspace: Workspace, model_ref: str | None = None, *, progress=None) -> Artifact:
     """Fine-tune ``model_ref`` (default: the latest pruned model) with its masks locked."""
     source = load_source(workspace, model_ref, "prune one first: ncfctl prune", {"stage": "pruned"})
-    settings = finetune_settings(config)
+    settings = finetune_settings(config, source.model)
     source_info = source.artifact.manifest.info
     with torch_threads(config.train.threads):
         tracker = Tracker(progress, source.data, config.train.top_k, source_info.get("curve"))

@@ -16,11 +16,9 @@ item columns' norms (they multiply), a neuron's incoming weight row. Measured on
 (NeuMF, 50%, before fine-tuning) this kept HR@10 at 0.63 where "norm in x norm out" scores, which
 also weigh the consumer side, did no better than a random choice (0.60 vs 0.59).
 
-Each tower layer loses ``round(rate * width)`` neurons (at least one is kept), so ``rate`` is
-the fraction of the *remaining* units. The embedding tables lose ``rate`` of their dimensions
-each, or, with widths from :mod:`ncfctl.pruning.allocation` (the service's default), ``rate``
-of their parameters split by measured importance. Either way the parameter count shrinks by
-about ``rate`` (embeddings dominate) and tower FLOPs by more.
+Each group loses ``round(rate * width)`` units (at least one is kept), so ``rate`` is the
+fraction of the *remaining* units, and the parameter count shrinks by about ``rate``
+(embeddings dominate), tower FLOPs by more.
 
 Removing a unit is exactly equivalent to zeroing its weights in the dense model
 (:meth:`StructuredPlan.equivalent_masks`): a removed neuron outputs ReLU(0) = 0, a removed
@@ -138,44 +136,22 @@ class StructuredPlan:
         return masks
 
 
-def plan_structured(
-    model: NCF,
-    rate: float,
-    *,
-    norm: Norm = "l1",
-    include_embeddings: bool = True,
-    embedding_widths: dict[str, int] | None = None,
-) -> StructuredPlan:
-    """Keep the most salient units of each group: ``1 - rate`` of each by default.
-
-    ``embedding_widths`` overrides how many dimensions the embedding groups keep (see
-    :mod:`ncfctl.pruning.allocation`); ``include_embeddings=False`` keeps them all.
-    """
+def plan_structured(model: NCF, rate: float, *, norm: Norm = "l1", include_embeddings: bool = True) -> StructuredPlan:
+    """Keep the ``1 - rate`` most salient units of each group (embedding groups only if asked)."""
     if not 0 < rate < 1:
         raise ValueError(f"rate must be in (0, 1), got {rate}")
     keep = {}
     for group, scores in unit_saliency(model, norm).items():
-        if group.startswith("hidden."):
-            width = round(len(scores) * (1 - rate))
-        elif not include_embeddings:
-            width = len(scores)
+        if group.startswith("hidden.") or include_embeddings:
+            keep[group] = _top(scores, max(1, round(len(scores) * (1 - rate))))
         else:
-            width = (embedding_widths or {}).get(group, round(len(scores) * (1 - rate)))
-        keep[group] = _top(scores, max(1, width))
+            keep[group] = torch.arange(len(scores))
     return StructuredPlan(keep)
 
 
 def prune_structured(
-    model: NCF,
-    rate: float,
-    *,
-    norm: Norm = "l1",
-    include_embeddings: bool = True,
-    embedding_widths: dict[str, int] | None = None,
-    masks: Masks | None = None,
+    model: NCF, rate: float, *, norm: Norm = "l1", include_embeddings: bool = True, masks: Masks | None = None
 ) -> tuple[NCF, Masks | None]:
     """The smaller model, plus ``masks`` (from an earlier magnitude pass) cut to its shapes."""
-    plan = plan_structured(
-        model, rate, norm=norm, include_embeddings=include_embeddings, embedding_widths=embedding_widths
-    )
+    plan = plan_structured(model, rate, norm=norm, include_embeddings=include_embeddings)
     return plan.build(model), (plan.slice(model, masks) if masks else None)
