@@ -208,10 +208,10 @@ class TorchScorer:
         out = torch.empty(len(u), num_items, device=self.device)
         step = max(1, self.pairs_per_block // num_items)
         for start in range(0, len(u), step):
-            h = torch.relu(user_side[start : start + step, None, :] + item_side[None, :, :])
+            h = (user_side[start : start + step, None, :] + item_side[None, :, :]).relu_()
             h = h.reshape(-1, h.shape[-1])
             for layer in rest:
-                h = torch.relu(layer(h))
+                h = layer(h).relu_()
             out[start : start + step] = (h @ out_weight).reshape(-1, num_items)
         return out
 

@@ -14,8 +14,9 @@ from ncfctl.training import fit
 from ncfctl.training.service import fit_settings, initial_model, model_spec
 from ncfctl.workspace import Workspace
 
-ARGS = ["--epochs", "3", "--patience", "0", "--factors", "8", "--layers", "16,8", "--batch-size", "256"]
+ARGS = ["--epochs", "3", "--patience", "0", "--factors", "8", "--layers", "16,8", "--batch-size", "256", "--lr", "0.01"]
 SAME = {"train.epochs": 3, "train.patience": 0, "model.factors": 8, "model.layers": [16, 8], "train.batch_size": 256}
+SAME |= {"train.lr": 0.01}  # learns fast enough that no two epochs tie on validation (a tie could pick either)
 
 
 def test_two_processes_match_one(run_cli, workdir):
@@ -34,6 +35,7 @@ def test_two_processes_match_one(run_cli, workdir):
     # same global batches and seeds: DDP's averaged gradients equal the single-process ones
     for a, b in zip(one.history, two["history"], strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-4 and abs(a["hr"] - b["hr"]) <= 0.02
+    assert one.best_epoch == two["best_epoch"]
     assert abs(one.test_metrics["hr"] - two["metrics"]["hr"]) <= 0.02
     ddp = load_model(workspace.get(two["model"]).path / "model.pt").state_dict()
     assert max((value - ddp[name]).abs().max().item() for name, value in single.state_dict().items()) < 1e-3
