@@ -31,12 +31,12 @@ from ncfctl.bench.memory import probe_many_peak_rss_mb, process_peak_rss_mb
 from ncfctl.bench.quality import measure_quality, recorded_quality
 from ncfctl.bench.runners import BundleRunner, HttpRunner, Runner, TorchRunner
 from ncfctl.bench.variants import Selection, Variant, select_variants
-from ncfctl.compile.speed import torch_threads
 from ncfctl.config import BenchConfig, Config
 from ncfctl.data.dataset import EvalSplit, InteractionData, load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE
 from ncfctl.serving.deploy_local import our_process
+from ncfctl.threads import torch_threads
 from ncfctl.workspace import Artifact, Workspace
 
 BATCH = 64

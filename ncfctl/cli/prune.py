@@ -60,6 +60,18 @@ def _render(cc: CommandContext, artifact: Artifact) -> None:
     out.success(f"{info['stage']} model {artifact.id} -> {artifact.path} ({figures})")
 
 
+def _finetune_overrides(epochs, lr, fraction, backend, threads, seed) -> dict[str, Any]:
+    """Flags shared by `prune --finetune` and `finetune`, as dotted config overrides."""
+    return {
+        "finetune.epochs": epochs,
+        "finetune.lr": lr,
+        "finetune.fraction": fraction,
+        "finetune.backend": backend,
+        "train.threads": threads,
+        "seed": seed,
+    }
+
+
 def prune(
     ctx: typer.Context,
     model: Annotated[
@@ -115,12 +127,7 @@ def prune(
             "prune.norm": norm,
             "prune.schedule": schedule,
             "prune.steps": steps,
-            "finetune.epochs": epochs,
-            "finetune.lr": lr,
-            "finetune.fraction": fraction,
-            "finetune.backend": backend,
-            "train.threads": threads,
-            "seed": seed,
+            **_finetune_overrides(epochs, lr, fraction, backend, threads, seed),
         },
         json_output=json,
     )
@@ -152,14 +159,7 @@ def finetune(
     """Fine-tune a pruned model with its pruned weights held at exactly zero; saves stage 'finetuned'."""
     cc = command_context(
         ctx,
-        overrides={
-            "finetune.epochs": epochs,
-            "finetune.lr": lr,
-            "finetune.fraction": fraction,
-            "finetune.backend": backend,
-            "train.threads": threads,
-            "seed": seed,
-        },
+        overrides=_finetune_overrides(epochs, lr, fraction, backend, threads, seed),
         json_output=json,
     )
     from ncfctl.pruning.service import finetune_model

@@ -23,6 +23,7 @@ from ncfctl.compile.base import CompileOutput, CompileRequest
 from ncfctl.errors import NcfError
 from ncfctl.export.preflight import DYNAMIC_PARITY_BATCHES, check_parity, export_checked, random_pairs
 from ncfctl.export.runners import ort_scorer, ort_session, torch_scorer
+from ncfctl.threads import torch_threads
 
 MODEL_FILE = "model.onnx"
 HARDWARE_SPECIFIC_PASSES = ("NchwcTransformer",)
@@ -88,7 +89,7 @@ class OnnxRuntimeCompiler:
         ]
         diff, checked = check_parity(torch_scorer(model), ort_scorer(shipped), pairs, request.tolerance, MODEL_FILE)
         step("speed vs PyTorch eager")
-        with speed.torch_threads(request.threads):
+        with torch_threads(request.threads):
             timings = speed.compare(
                 {"torch": torch_scorer(model), "onnxruntime": ort_scorer(shipped)},
                 request.num_users,

@@ -9,28 +9,15 @@ busy neighbour on a shared host slows every runtime alike and the ratios stay ho
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import numpy as np
-import torch
 
 from ncfctl.bench.latency import LatencyStats, interleaved_timings, summarize
 from ncfctl.export.runners import ScoreFn
 
 QUERIES = ("pair", "all_items")
 DISTINCT_USERS = 16  # inputs prepared ahead and cycled: no allocation inside the timed call
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run torch eager with ``threads`` intra-op threads, restoring the previous setting after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _inputs(query: str, num_users: int, num_items: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

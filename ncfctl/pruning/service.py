@@ -46,6 +46,7 @@ from ncfctl.pruning.masks import (
 )
 from ncfctl.pruning.schedule import RATE_CONVENTION, compose, step_rates
 from ncfctl.pruning.structured import prune_structured
+from ncfctl.threads import torch_threads
 from ncfctl.training.loop import FitSettings, fit
 from ncfctl.training.service import RUNS_DIR, EpochProgress, worker_job
 from ncfctl.workspace import Artifact, Workspace
@@ -99,17 +100,6 @@ def finetune_settings(config: Config, model: NCF) -> FitSettings:
     return FitSettings.from_config(
         config.train, config.seed, epochs=ft.epochs, lr=ft.lr, fraction=ft.fraction, task=model.spec.task
     )
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Evaluation here uses ``train.threads`` like training does; the caller's setting comes back after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class Tracker:

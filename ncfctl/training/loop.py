@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
 from ncfctl.models import NCF
+from ncfctl.threads import torch_threads
 from ncfctl.training import distributed
 from ncfctl.training.checkpoint import TrainingState, check_fingerprint, load_checkpoint, save_checkpoint
 from ncfctl.training.sampling import (
@@ -215,18 +216,6 @@ class EpochRunner:
             self.optimizer.step()
         if self.after_step is not None:
             self.after_step(self.model)
-
-
-@contextmanager
-def torch_threads(threads: int | None):
-    """Use ``threads`` intra-op threads inside the block (``None``: leave torch's setting)."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def fit(
