@@ -37,6 +37,7 @@ from ncfctl.config import load_config
 from ncfctl.export.preflight import export_checked
 from ncfctl.export.runners import ort_scorer, ort_session, torch_scorer
 from ncfctl.models import NCF, NCFSpec, load_model
+from ncfctl.threads import torch_threads
 
 PAIR_BAR = 4.0  # compiled pair latency must be at least this many times lower than eager
 ALL_ITEMS_BAR = 1.0  # compiled all-items latency must be no higher than eager
@@ -90,7 +91,7 @@ def run(model: NCF, threads: int, repeats: dict[str, int], warmup: int) -> dict:
             "onnx_exported": ort_scorer(ort_session(exported.path, threads=threads, level=no_rewrites)),
             "onnx_compiled": ort_scorer(ort_session(compiled_dir / MODEL_FILE, threads=threads, level=no_rewrites)),
         }
-        with speed.torch_threads(threads):
+        with torch_threads(threads):
             results = speed.compare(
                 runners, model.spec.num_users, model.spec.num_items, repeats=repeats, warmup=warmup, seed=1
             )
