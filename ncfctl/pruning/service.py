@@ -27,9 +27,10 @@ from typing import Any
 import torch
 
 from ncfctl.config import Config
-from ncfctl.data.dataset import InteractionData, load_dataset
+from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
+from ncfctl.model_artifacts import dataset_of
 from ncfctl.models import MODEL_FILE, NCF, count_parameters, load_model, save_model
 from ncfctl.pruning import plots, report
 from ncfctl.pruning.magnitude import magnitude_masks
@@ -78,16 +79,7 @@ def load_source(workspace: Workspace, ref: str | None, hint: str, where: dict[st
     model = load_model(artifact.file(MODEL_FILE))
     masks_path = artifact.path / MASKS_FILE
     masks = load_masks(masks_path, model) if masks_path.exists() else None
-    dataset_id = artifact.manifest.info.get("dataset")
-    if not dataset_id:
-        raise NcfError(f"model {artifact.id}: manifest info has no 'dataset' (cannot evaluate or fine-tune it)")
-    dataset = workspace.get(dataset_id, "dataset")
-    data = load_dataset(dataset)
-    if (model.spec.num_users, model.spec.num_items) != (data.num_users, data.num_items):
-        raise NcfError(
-            f"model {artifact.id} is sized {model.spec.num_users} users x {model.spec.num_items} items, "
-            f"its dataset {dataset.id} has {data.num_users} x {data.num_items}"
-        )
+    dataset, data = dataset_of(workspace, artifact, model)
     return Source(artifact, model, masks, dataset, data)
 
 

@@ -26,6 +26,7 @@ from ncfctl.config import Config
 from ncfctl.data.dataset import InteractionData, load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, popularity_score_fn, torch_score_fn
+from ncfctl.model_artifacts import dataset_of
 from ncfctl.models import MODEL_FILE, NCF, NCFSpec, count_parameters, load_model, save_model
 from ncfctl.training.loop import FitSettings, fit
 from ncfctl.training.plots import training_curve
@@ -278,16 +279,7 @@ def evaluate_model(
     """Metrics of a saved model on its dataset's test split, beside the popularity baseline's."""
     artifact = workspace.get(model_ref, "model")
     model = load_model(artifact.file(MODEL_FILE))
-    dataset_ref = dataset_ref or artifact.manifest.info.get("dataset")
-    if not dataset_ref:
-        raise NcfError(f"model {artifact.id} does not record its dataset", hint="pass --dataset-id")
-    dataset = workspace.get(dataset_ref, "dataset")
-    data = load_dataset(dataset)
-    if (model.spec.num_users, model.spec.num_items) != (data.num_users, data.num_items):
-        raise NcfError(
-            f"model {artifact.id} is sized {model.spec.num_users} users x {model.spec.num_items} items, "
-            f"dataset {dataset.id} has {data.num_users} x {data.num_items}"
-        )
+    dataset, data = dataset_of(workspace, artifact, model, dataset_ref)
     task = progress.add_task(f"evaluate {artifact.id}", total=None, status="") if progress else None
     torch.set_num_threads(config.train.threads)
     k = config.train.top_k
