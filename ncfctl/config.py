@@ -80,6 +80,7 @@ class PruneConfig(_Section):
     scope: Literal["global", "layer"]
     include_embeddings: bool
     norm: Literal["l1", "l2"]
+    allocation: Literal["mlp-first", "uniform"]
     schedule: Literal["oneshot", "gradual"]
     steps: int = Field(gt=0)
 

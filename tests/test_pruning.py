@@ -14,7 +14,7 @@ from ncfctl.pruning import plots, report
 from ncfctl.pruning.magnitude import magnitude_masks
 from ncfctl.pruning.masks import apply_masks, check_locked, mask_lock, prunable_weights, sparsity
 from ncfctl.pruning.schedule import compose, cubic_sparsities, step_rates
-from ncfctl.pruning.structured import plan_structured, prune_structured, unit_saliency
+from ncfctl.pruning.structured import keep_counts, plan_structured, unit_saliency
 from ncfctl.training import FitSettings, fit
 
 torch.set_num_threads(1)
@@ -113,23 +113,33 @@ VARIANTS = [
 ]
 
 
+# (factors, mlp_user_dim, mlp_item_dim) kept at rate 0.5 from SPEC's 8 / 12 / 6. mlp-first: rows keep
+# round(0.5 * (8 + 12)) = 10 and round(0.5 * (8 + 6)) = 7 dims; GMF keeps min(8, 9, 6) = 6 (one MLP dim each side).
+KEPT = {
+    "uniform": {"neumf": (4, 6, 3), "gmf": (4,), "mlp": (6, 3)},
+    "mlp-first": {"neumf": (6, 4, 1), "gmf": (4,), "mlp": (6, 3)},
+}
+
+
 @pytest.mark.parametrize("spec", VARIANTS, ids=lambda s: s.model_type)
 @pytest.mark.parametrize("norm", ["l1", "l2"])
-def test_structured_model_is_smaller_and_scores_like_the_masked_dense_model(spec, norm):
+@pytest.mark.parametrize("allocation", ["uniform", "mlp-first"])
+def test_structured_model_is_smaller_and_scores_like_the_masked_dense_model(spec, norm, allocation):
     model = separated_ncf(spec)
-    plan = plan_structured(model, 0.5, norm=norm)
+    plan = plan_structured(model, 0.5, norm=norm, allocation=allocation)
     smaller = plan.build(model).eval()
     s = smaller.spec
+    kept = KEPT[allocation][spec.model_type]
     if spec.has_gmf:
-        assert s.factors == 4
-        assert smaller.gmf_user.weight.shape == (spec.num_users, 4)
-        assert smaller.gmf_item.weight.shape == (spec.num_items, 4)
+        assert s.factors == kept[0]
+        assert smaller.gmf_user.weight.shape == (spec.num_users, kept[0])
+        assert smaller.gmf_item.weight.shape == (spec.num_items, kept[0])
         # GMF factors multiply elementwise: the SAME columns survive on both sides
         assert torch.equal(smaller.gmf_user.weight, model.gmf_user.weight[:, plan.keep["gmf"]])
         assert torch.equal(smaller.gmf_item.weight, model.gmf_item.weight[:, plan.keep["gmf"]])
     if spec.has_mlp:
-        assert (s.mlp_user_dim, s.mlp_item_dim, s.hidden) == (6, 3, [5, 3])
-        assert [tuple(layer.weight.shape) for layer in smaller.linear_layers()] == [(5, 9), (3, 5)]
+        assert (s.mlp_user_dim, s.mlp_item_dim, s.hidden) == (*kept[-2:], [5, 3])
+        assert [tuple(layer.weight.shape) for layer in smaller.linear_layers()] == [(5, sum(kept[-2:])), (3, 5)]
     assert sum(p.numel() for p in smaller.parameters()) < sum(p.numel() for p in model.parameters())
 
     masked = copy.deepcopy(model).eval()
@@ -149,17 +159,28 @@ def test_structured_removes_the_units_with_the_smallest_weights():
         model.mlp_item.weight[:, 5].mul_(1e-3)
     saliency = unit_saliency(model)
     assert saliency["hidden.0"][3] == 0 and saliency["hidden.0"].argmin() == 3
-    keep = plan_structured(model, 0.2).keep
+    keep = plan_structured(model, 0.2, allocation="uniform").keep
     assert 3 not in keep["hidden.0"].tolist() and 1 not in keep["hidden.1"].tolist()
     assert 2 not in keep["gmf"].tolist() and 5 not in keep["mlp_item"].tolist()
     assert len(keep["gmf"]) == 6 and len(keep["hidden.0"]) == 8  # round(0.8 * width)
+
+
+def test_mlp_first_spends_the_embedding_budget_of_uniform_and_keeps_gmf_factors_while_it_can():
+    default = NCFSpec(num_users=610, num_items=9724, factors=32, mlp_user_dim=64, mlp_item_dim=64, hidden=[128, 64, 32])
+    uniform = keep_counts(default, 0.5, allocation="uniform")
+    first = keep_counts(default, 0.5, allocation="mlp-first")
+    assert uniform == {"gmf": 16, "mlp_user": 32, "mlp_item": 32, "hidden.0": 64, "hidden.1": 32, "hidden.2": 16}
+    assert first == {**uniform, "gmf": 32, "mlp_user": 16, "mlp_item": 16}  # same row width: 48 of 96
+    deep = keep_counts(default, 0.75, allocation="mlp-first")  # 24 of 96: less than the GMF factors alone
+    assert (deep["gmf"], deep["mlp_user"], deep["mlp_item"]) == (23, 1, 1)
+    assert keep_counts(default, 0.5, include_embeddings=False)["gmf"] == 32
 
 
 def test_structured_keeps_embeddings_when_asked_and_slices_earlier_masks():
     model = separated_ncf(SPEC)
     masks = magnitude_masks(model, 0.5)
     apply_masks(model, masks)
-    smaller, sliced = prune_structured(model, 0.5, include_embeddings=False, masks=masks)
+    smaller, sliced = plan_structured(model, 0.5, include_embeddings=False).apply(model, masks)
     assert (smaller.spec.factors, smaller.spec.mlp_user_dim, smaller.spec.mlp_item_dim) == (8, 12, 6)
     assert smaller.spec.hidden == [5, 3]
     params = dict(smaller.named_parameters())
@@ -208,7 +229,7 @@ def test_dense_size_is_not_smaller_but_compact_is_and_decodes_losslessly():
 
 def test_layer_rows_count_removed_against_the_source():
     model = separated_ncf(SPEC)
-    smaller = plan_structured(model, 0.5).build(model)
+    smaller = plan_structured(model, 0.5, allocation="uniform").build(model)
     rows = report.layer_rows(smaller, model)
     total = report.totals(rows)
     assert [r["layer"] for r in rows] == ["gmf_user", "gmf_item", "mlp_user", "mlp_item", "mlp.0", "mlp.2", "predict"]

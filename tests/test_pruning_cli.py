@@ -79,9 +79,11 @@ def test_prune_magnitude_with_finetune(run_cli, trained, workdir):
 
 
 def test_structured_prune_builds_a_smaller_model(run_cli, trained):
-    result = json.loads(run_cli("prune", "--method", "structured", "--rate", "0.5", "--norm", "l2", "--json").stdout)
+    args = ("--method", "structured", "--rate", "0.5", "--norm", "l2", "--allocation", "uniform", "--json")
+    result = json.loads(run_cli("prune", *args).stdout)
     pruned = result["pruned"]
     assert result["finetuned"] is None
+    assert pruned["pruning"]["allocation"] == "uniform"
     after = pruned["pruning"]["spec_after"]
     assert (after["factors"], after["mlp_user_dim"], after["mlp_item_dim"], after["hidden"]) == (4, 4, 4, [4])
     folder = trained.path.parent / pruned["id"]
@@ -154,7 +156,14 @@ def test_missing_models_are_one_line_and_exit_2(trained, monkeypatch, capsys, ar
 
 
 @pytest.mark.parametrize(
-    "overrides", [{"prune.rate": 0.0}, {"prune.scope": "row"}, {"prune.norm": "l3"}, {"finetune.fraction": 0.0}]
+    "overrides",
+    [
+        {"prune.rate": 0.0},
+        {"prune.scope": "row"},
+        {"prune.norm": "l3"},
+        {"prune.allocation": "even"},
+        {"finetune.fraction": 0.0},
+    ],
 )
 def test_bad_settings_are_refused_before_any_work(overrides):
     key = next(iter(overrides))

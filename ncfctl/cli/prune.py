@@ -97,6 +97,13 @@ def prune(
         ),
     ] = None,
     norm: Annotated[str | None, typer.Option("--norm", help="structured: rank units by l1 or l2 norm.")] = None,
+    allocation: Annotated[
+        str | None,
+        typer.Option(
+            "--allocation",
+            help="structured: mlp-first (keep GMF factors, cut MLP embeddings harder) or uniform (each group by rate).",
+        ),
+    ] = None,
     schedule: Annotated[
         str | None,
         typer.Option("--schedule", help="oneshot, or gradual (cubic schedule, fine-tuning between steps)."),
@@ -125,6 +132,7 @@ def prune(
             "prune.scope": scope,
             "prune.include_embeddings": include_embeddings,
             "prune.norm": norm,
+            "prune.allocation": allocation,
             "prune.schedule": schedule,
             "prune.steps": steps,
             **_finetune_overrides(epochs, lr, fraction, backend, threads, seed),

@@ -46,7 +46,7 @@ from ncfctl.pruning.masks import (
     sparsity,
 )
 from ncfctl.pruning.schedule import RATE_CONVENTION, compose, step_rates
-from ncfctl.pruning.structured import prune_structured
+from ncfctl.pruning.structured import plan_structured
 from ncfctl.threads import torch_threads
 from ncfctl.training.loop import FitSettings, fit
 from ncfctl.training.service import RUNS_DIR, EpochProgress, worker_job
@@ -129,7 +129,10 @@ def _prune_once(model: NCF, masks: Masks | None, rate: float, config: Config) ->
     """One pruning step of the configured method, ``rate`` of what is left."""
     p = config.prune
     if p.method == "structured":
-        return prune_structured(model, rate, norm=p.norm, include_embeddings=p.include_embeddings, masks=masks)
+        plan = plan_structured(
+            model, rate, norm=p.norm, include_embeddings=p.include_embeddings, allocation=p.allocation
+        )
+        return plan.apply(model, masks)
     model = copy.deepcopy(model)
     masks = magnitude_masks(model, rate, scope=p.scope, include_embeddings=p.include_embeddings, masks=masks)
     apply_masks(model, masks)
@@ -298,6 +301,7 @@ def prune_model(
         "scope": p.scope if p.method == "magnitude" else None,
         "include_embeddings": p.include_embeddings,
         "norm": p.norm if p.method == "structured" else None,
+        "allocation": p.allocation if p.method == "structured" else None,
         "schedule": p.schedule,
         "step_rates": rates,
         "source_stage": source.artifact.manifest.info.get("stage"),
