@@ -250,11 +250,12 @@ def _commit(
 
 
 def _title(model: NCF, stage: str, info: dict[str, Any]) -> str:
-    """E.g. "neumf, magnitude 50% oneshot, fine-tuned (lr 0.001, 3 epochs)"."""
+    """E.g. "neumf, structured (mlp-first) 50% oneshot, fine-tuned (lr 0.001, 3 epochs, 100% data)"."""
     parts = [model.spec.model_type]
     pruning = info.get("pruning")
     if pruning:
-        parts.append(f"{pruning['method']} {pruning['rate']:.0%} {pruning['schedule']}")
+        method = f"{pruning['method']} ({pruning['allocation']})" if pruning.get("allocation") else pruning["method"]
+        parts.append(f"{method} {pruning['rate']:.0%} {pruning['schedule']}")
     finetune = info.get("finetune")
     if finetune:
         parts.append(
