@@ -114,7 +114,8 @@ VARIANTS = [
 
 
 # (factors, mlp_user_dim, mlp_item_dim) kept at rate 0.5 from SPEC's 8 / 12 / 6. mlp-first: rows keep
-# round(0.5 * (8 + 12)) = 10 and round(0.5 * (8 + 6)) = 7 dims; GMF keeps min(8, 9, 6) = 6 (one MLP dim each side).
+# round(0.5 * (8 + 12)) = 10 and round(0.5 * (8 + 6)) = 7 dims; the MLP floors are round(0.25 * 6) = 2 and
+# max(1, round(0.25 * 3)) = 1, so GMF keeps min(8, 10 - 2, 7 - 1) = 6 and the MLP sides 4 and 1.
 KEPT = {
     "uniform": {"neumf": (4, 6, 3), "gmf": (4,), "mlp": (6, 3)},
     "mlp-first": {"neumf": (6, 4, 1), "gmf": (4,), "mlp": (6, 3)},
@@ -172,7 +173,7 @@ def test_mlp_first_spends_the_embedding_budget_of_uniform_and_keeps_gmf_factors_
     assert uniform == {"gmf": 16, "mlp_user": 32, "mlp_item": 32, "hidden.0": 64, "hidden.1": 32, "hidden.2": 16}
     assert first == {**uniform, "gmf": 32, "mlp_user": 16, "mlp_item": 16}  # same row width: 48 of 96
     deep = keep_counts(default, 0.75, allocation="mlp-first")  # 24 of 96: less than the GMF factors alone
-    assert (deep["gmf"], deep["mlp_user"], deep["mlp_item"]) == (23, 1, 1)
+    assert (deep["gmf"], deep["mlp_user"], deep["mlp_item"]) == (20, 4, 4)  # MLP floor: a quarter of uniform's 16
     assert keep_counts(default, 0.5, include_embeddings=False)["gmf"] == 32
 
 

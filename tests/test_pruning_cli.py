@@ -184,7 +184,7 @@ def test_rating_models_report_rmse(workdir):
     assert {"rmse", "mae"} <= set(info["stages"][-1]) and "hr" not in info["stages"][-1]
     assert info["curve_metric"] == "validation RMSE" and "rmse" in info["curve"][-1]
     assert tuned.manifest.metrics["rmse"] == info["stages"][-1]["rmse"]
-    after = info["pruning"]["spec_after"]  # mlp-first: 4 of 8 dims per row, GMF keeps 3 of its 4 factors
+    after = info["pruning"]["spec_after"]  # mlp-first: 4 of 8 dims per row, GMF keeps 3 of 4 (MLP floor 1)
     assert info["pruning"]["allocation"] == "mlp-first"
     assert (after["factors"], after["mlp_user_dim"], after["mlp_item_dim"]) == (3, 1, 1)
 

@@ -22,12 +22,19 @@ parameters, keep ``(1 - rate)`` of each row's width (GMF factors + MLP dimension
 ``allocation``:
 
 * ``mlp-first`` (default): the cut comes out of the MLP embedding dimensions first; the GMF
-  factors go only once the MLP side is down to one dimension. Measured on ml-latest-small
-  (default NeuMF, 50%, 3 fine-tuning epochs, 8 seeds) the fine-tuned model ended 0.008 HR@10
-  *above* the dense one (SE 0.002), where ``uniform`` ended 0.020 below (SE 0.003) with the same
-  parameter count. Right after pruning it is the other way round (0.17 vs 0.12 below dense):
-  a GMF factor is one rank of the user-item interaction and is not learnt back, while the tower
-  re-learns to use fewer MLP dimensions. So damage before fine-tuning is a poor guide here.
+  factors go only once each MLP embedding is down to a quarter of what ``uniform`` would leave
+  it (``MLP_FLOOR``). Measured on ml-latest-small (default NeuMF, 3 fine-tuning epochs, 8 seeds,
+  HR@10 gap to dense after fine-tuning, GMF / MLP dims kept per row):
+
+  - 50%: 32 / 16 (mlp-first) -0.008 (0.008 *above* dense, SE 0.002); 24 / 24 -0.002;
+    16 / 32 (uniform) +0.020 (SE 0.003). Same parameter count.
+  - 75%: 23 / 1 +0.047; 22 / 2 +0.024; 20 / 4 (mlp-first, the floor) +0.009; 18 / 6 +0.010;
+    16 / 8 +0.014; 12 / 12 +0.022; 8 / 16 (uniform) +0.044.
+
+  Right after pruning, before fine-tuning, it is the other way round (at 50%: 0.17 vs 0.12
+  below dense): a GMF factor is one rank of the user-item interaction and is not learnt back,
+  while the tower re-learns to use fewer MLP dimensions, down to a point. So the damage before
+  fine-tuning is a poor guide here.
 * ``uniform``: every group (GMF factors, each MLP embedding) keeps ``(1 - rate)`` of its units.
 
 Either way ``rate`` is the fraction of the *remaining* units, the parameter count shrinks by
@@ -50,6 +57,7 @@ from ncfctl.pruning.masks import Masks
 
 Norm = Literal["l1", "l2"]
 Allocation = Literal["mlp-first", "uniform"]
+MLP_FLOOR = 0.25  # mlp-first: each MLP embedding keeps at least this share of its uniform width (measured)
 Selections = dict[str, list[tuple[int, torch.Tensor]]]  # param name -> [(dim, kept indices)]
 
 
@@ -171,7 +179,8 @@ def keep_counts(
     if allocation == "uniform" or not (spec.has_gmf and spec.has_mlp):
         return counts | {group: kept(width) for group, width in widths.items()}
     user_row, item_row = kept(spec.factors + spec.mlp_user_dim), kept(spec.factors + spec.mlp_item_dim)
-    gmf = max(1, min(spec.factors, user_row - 1, item_row - 1))  # GMF columns leave both tables together
+    user_floor, item_floor = (max(1, round(MLP_FLOOR * kept(dim))) for dim in (spec.mlp_user_dim, spec.mlp_item_dim))
+    gmf = max(1, min(spec.factors, user_row - user_floor, item_row - item_floor))  # leaves both tables together
     return counts | {"gmf": gmf, "mlp_user": max(1, user_row - gmf), "mlp_item": max(1, item_row - gmf)}
 
 
