@@ -1,17 +1,20 @@
 """What the image relies on, checked without a Docker engine: a torch-free server, pinned requirements
-that match what the tests ran, and a Dockerfile/buildspec that keep SageMaker's contract."""
+that match the lock the tests were installed from, and a Dockerfile/buildspec that keep SageMaker's contract."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
-from importlib.metadata import version
+import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
 
-CONTAINER = Path(__file__).resolve().parent.parent / "container"
+ROOT = Path(__file__).resolve().parent.parent
+CONTAINER = ROOT / "container"
 
 
 def test_server_imports_neither_torch_nor_ncfctl(tiny_bundle):
@@ -25,21 +28,43 @@ def test_server_imports_neither_torch_nor_ncfctl(tiny_bundle):
     assert proc.stdout.strip() == "[]"
 
 
-def pinned(path: Path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s#]+)", line.strip())
-        if match:
-            pins[match.group(1)] = match.group(2)
-    return pins
+def load_lock_tool():
+    """``tools/lock.py`` is a script, not a package module: load it by path to share its pin parser."""
+    spec = importlib.util.spec_from_file_location("lock_tool", ROOT / "tools" / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_requirements_pin_what_the_tests_ran_with():
-    for name in ("requirements.txt", "requirements-onnxruntime.txt", "requirements-dlr.txt"):
-        for package, pin in pinned(CONTAINER / name).items():
-            assert version(package) == pin, f"container/{name} pins {package}=={pin}, tests ran {version(package)}"
-    assert "torch" not in pinned(CONTAINER / "requirements.txt") | pinned(CONTAINER / "requirements-onnxruntime.txt")
-    assert version("torch").split("+")[0] == pinned(CONTAINER / "requirements-torchscript.txt")["torch"]
+def test_container_pins_match_the_lock():
+    """The image installs exactly the versions CI installed: every container pin is the lock's pin."""
+    tool = load_lock_tool()
+    lock = tool.read_pins(ROOT / "requirements.lock")
+    for name in ("requirements.txt", "requirements-onnxruntime.txt", "requirements-dlr.txt",
+                 "requirements-torchscript.txt"):
+        pins = tool.read_pins(CONTAINER / name)
+        assert pins, f"container/{name} pins nothing"
+        for package, pin in pins.items():
+            assert lock.get(package) == pin, f"container/{name} pins {package}=={pin}, the lock {lock.get(package)}"
+    assert "torch" not in tool.read_pins(CONTAINER / "requirements.txt") | tool.read_pins(
+        CONTAINER / "requirements-onnxruntime.txt")
+
+
+def test_lock_pins_every_declared_dependency_within_its_range():
+    """A dependency added to pyproject.toml without `python tools/lock.py` fails here, not on a fresh machine."""
+    tool = load_lock_tool()
+    lock = tool.read_pins(ROOT / "requirements.lock")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+    for line in declared:
+        requirement = Requirement(line)
+        if requirement.marker and not requirement.marker.evaluate():
+            continue
+        name = tool.canonical(requirement.name)
+        assert name in lock, f"{requirement.name} is declared in pyproject.toml but not pinned in requirements.lock"
+        assert requirement.specifier.contains(lock[name], prereleases=True), (
+            f"requirements.lock pins {name}=={lock[name]}, outside pyproject.toml's {requirement}")
+    assert lock["torch"].endswith("+cpu"), "the lock must keep torch on the CPU build"
 
 
 def test_dockerfile_keeps_the_sagemaker_contract():
