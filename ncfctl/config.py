@@ -166,6 +166,13 @@ class BenchConfig(_Section):
     threads: int = Field(gt=0)
 
 
+class ArchiveConfig(_Section):
+    """Bounds on ``.tar.gz`` archives ncfctl unpacks (SageMaker Neo and training-job outputs)."""
+
+    max_bytes: int = Field(gt=0)
+    max_members: int = Field(gt=0)
+
+
 class PipelineConfig(_Section):
     """``ncfctl pipeline``: its own epochs and rate so the whole flow stays a few minutes long."""
 
@@ -192,6 +199,7 @@ class Config(_Section):
     deploy: DeployConfig
     aws: AwsConfig
     bench: BenchConfig
+    archive: ArchiveConfig
     pipeline: PipelineConfig
 
 
