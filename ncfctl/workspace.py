@@ -12,7 +12,10 @@ Layout under the work directory (default ``./output``)::
 Each artifact folder holds ``manifest.json``: kind, id, created, parent artifact id, the config
 that made it, metrics, free-form info and the sha256 of each file. An artifact is built in a
 staging folder under ``.staging/`` and renamed into place only when complete, so an interrupted
-command never leaves a half-written artifact that a later command would pick up.
+command never leaves a half-written artifact that a later command would pick up. A staging
+folder's name ends with the pid of the process building it (``<id>.pid<N>``): a process killed
+mid-write cannot remove its own, so the next artifact written removes staging folders whose
+process is gone, never one whose process still runs.
 """
 
 from __future__ import annotations
@@ -106,6 +109,22 @@ def _hash_files(root: Path) -> dict[str, str]:
     }
 
 
+def _staging_owner(folder: Path) -> int | None:
+    """The pid in a staging folder's name (``<id>.pid<N>``); None for any other name."""
+    _, marker, pid = folder.name.rpartition(".pid")
+    return int(pid) if marker and pid.isdigit() and int(pid) > 0 else None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
 def read_manifest(folder: Path) -> Manifest:
     path = folder / MANIFEST
     try:
@@ -144,7 +163,8 @@ class Workspace:
         """
         final_dir = self.kind_dir(kind)
         artifact_id = new_id(kind)
-        staging = self.root / STAGING / artifact_id
+        self.remove_stale_staging()
+        staging = self.root / STAGING / f"{artifact_id}.pid{os.getpid()}"
         staging.mkdir(parents=True, exist_ok=False)
         manifest = Manifest(
             kind=kind,
@@ -164,6 +184,22 @@ class Workspace:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         writer.artifact = Artifact(final_dir / artifact_id, writer.manifest)
+
+    def remove_stale_staging(self) -> list[Path]:
+        """Delete staging folders left by processes that have exited (killed mid-write); the removed ones.
+
+        A folder whose process still runs is being written and is kept, as is one whose name
+        carries no pid (nothing proves its writer is gone).
+        """
+        staging_root = self.root / STAGING
+        stale = [
+            folder
+            for folder in (staging_root.iterdir() if staging_root.is_dir() else [])
+            if (pid := _staging_owner(folder)) is not None and not _process_exists(pid)
+        ]
+        for folder in stale:
+            shutil.rmtree(folder, ignore_errors=True)
+        return stale
 
     def update(self, artifact: Artifact, **fields: Any) -> Artifact:
         """Rewrite a committed artifact's manifest (e.g. a deployment's status) atomically."""
