@@ -112,6 +112,7 @@ class ServingConfig(_Section):
     max_batch: int = Field(gt=0)
     max_top_k: int = Field(gt=0)
     max_body_bytes: int = Field(gt=0)
+    request_read_seconds: int = Field(ge=1, le=3600)
 
 
 class ImageConfig(_Section):

@@ -19,6 +19,10 @@ import httpx
 import psutil
 import pytest
 from conftest import ServingProcess
+from ncf_serving.settings import Settings
+
+from ncfctl.config import load_config
+from ncfctl.serving.server_env import server_environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from slow_clients import slow_connections  # noqa: E402 - the benchmark's probe, on sys.path just above
@@ -191,3 +195,8 @@ def test_serving_opens_no_outbound_connection(tiny_bundle, tmp_path):
         if "htons(53)" in line or ("AF_INET" in line and not re.search(r'"127\.0\.0\.1"|"::1"', line))
     ]
     assert outbound == [] and foreign == set()
+
+
+def test_ncfctl_passes_its_read_deadline_to_the_server():
+    environment = server_environment(load_config().serving)
+    assert Settings.from_env(environment).request_read_seconds == Settings(model_dir=Path()).request_read_seconds == 20
