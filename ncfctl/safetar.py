@@ -98,7 +98,7 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike, limits: 
     except _Refused as exc:
         raise NcfError(f"refusing to extract {archive}: {exc}") from None
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise NcfError(f"{archive} is not a readable tar archive: {exc}") from None
+        raise NcfError(f"{archive} is not a readable tar archive: {exc}".splitlines()[0]) from None
     except OSError as exc:
         raise NcfError(f"cannot extract {archive} into {target}: {exc}") from None
     finally:

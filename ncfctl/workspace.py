@@ -13,16 +13,18 @@ Each artifact folder holds ``manifest.json``: kind, id, created, parent artifact
 that made it, metrics, free-form info and the sha256 of each file. An artifact is built in a
 staging folder under ``.staging/`` and renamed into place only when complete, so an interrupted
 command never leaves a half-written artifact that a later command would pick up. A staging
-folder's name ends with the pid of the process building it (``<id>.pid<N>``): a process killed
-mid-write cannot remove its own, so the next artifact written removes staging folders whose
-process is gone, never one whose process still runs.
+folder's name carries the pid and host of the process building it (``<id>.pid<N>.<host>``): a
+process killed mid-write cannot remove its own, so the next artifact written removes staging
+folders whose process is gone, never one whose process still runs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -109,20 +111,23 @@ def _hash_files(root: Path) -> dict[str, str]:
     }
 
 
-def _staging_owner(folder: Path) -> int | None:
-    """The pid in a staging folder's name (``<id>.pid<N>``); None for any other name."""
-    _, marker, pid = folder.name.rpartition(".pid")
-    return int(pid) if marker and pid.isdigit() and int(pid) > 0 else None
+def _staging_name(artifact_id: str) -> str:
+    """``<id>.pid<N>.<host>``: who is writing it (the host, so a shared work directory is safe too)."""
+    return f"{artifact_id}.pid{os.getpid()}.{socket.gethostname()}"
 
 
-def _process_exists(pid: int) -> bool:
+def _writer_gone(folder: Path) -> bool:
+    """True only when ``folder`` names a process of this host that no longer exists."""
+    match = re.fullmatch(r".+\.pid(\d+)\.(.+)", folder.name)
+    if match is None or match.group(2) != socket.gethostname() or int(match.group(1)) <= 0:
+        return False  # another host's, or an older name without an owner: nothing proves it is stale
     try:
-        os.kill(pid, 0)  # signal 0: existence check only
+        os.kill(int(match.group(1)), 0)  # signal 0: an existence check, nothing is sent
     except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
         return True
-    return True
+    except PermissionError:  # another user's process: it exists
+        pass
+    return False
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -164,7 +169,7 @@ class Workspace:
         final_dir = self.kind_dir(kind)
         artifact_id = new_id(kind)
         self.remove_stale_staging()
-        staging = self.root / STAGING / f"{artifact_id}.pid{os.getpid()}"
+        staging = self.root / STAGING / _staging_name(artifact_id)
         staging.mkdir(parents=True, exist_ok=False)
         manifest = Manifest(
             kind=kind,
@@ -185,21 +190,16 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
         writer.artifact = Artifact(final_dir / artifact_id, writer.manifest)
 
-    def remove_stale_staging(self) -> list[Path]:
-        """Delete staging folders left by processes that have exited (killed mid-write); the removed ones.
+    def remove_stale_staging(self) -> None:
+        """Delete staging folders whose writing process has exited (killed mid-write).
 
-        A folder whose process still runs is being written and is kept, as is one whose name
-        carries no pid (nothing proves its writer is gone).
+        A folder whose process still runs is being written and is kept, as is one of another host
+        or with no owner in its name (nothing proves its writer is gone).
         """
         staging_root = self.root / STAGING
-        stale = [
-            folder
-            for folder in (staging_root.iterdir() if staging_root.is_dir() else [])
-            if (pid := _staging_owner(folder)) is not None and not _process_exists(pid)
-        ]
-        for folder in stale:
-            shutil.rmtree(folder, ignore_errors=True)
-        return stale
+        for folder in staging_root.iterdir() if staging_root.is_dir() else []:
+            if _writer_gone(folder):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def update(self, artifact: Artifact, **fields: Any) -> Artifact:
         """Rewrite a committed artifact's manifest (e.g. a deployment's status) atomically."""

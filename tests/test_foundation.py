@@ -73,9 +73,13 @@ def test_staging_of_a_killed_writer_is_removed_and_a_live_one_kept(tmp_path):
         writers[0].send_signal(signal.SIGKILL)
         writers[0].wait(10)
         assert killed.is_dir() and live.is_dir()
+        elsewhere = tmp_path / ".staging" / "model-x.pid999999999.another-host"  # a shared work directory
+        unowned = tmp_path / ".staging" / "model-y"  # no owner in the name: nothing proves it stale
+        elsewhere.mkdir()
+        unowned.mkdir()
         with Workspace(tmp_path).create("model") as w:
             (w.path / "f.txt").write_text("x")
-        assert not killed.exists() and (live / "half.bin").is_file()
+        assert not killed.exists() and (live / "half.bin").is_file() and elsewhere.is_dir() and unowned.is_dir()
     finally:
         for writer in writers:
             writer.kill()
