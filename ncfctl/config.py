@@ -112,6 +112,7 @@ class ServingConfig(_Section):
     max_batch: int = Field(gt=0)
     max_top_k: int = Field(gt=0)
     max_body_bytes: int = Field(gt=0)
+    request_read_seconds: int = Field(ge=1, le=3600)
 
 
 class ImageConfig(_Section):
@@ -166,6 +167,13 @@ class BenchConfig(_Section):
     threads: int = Field(gt=0)
 
 
+class ArchiveConfig(_Section):
+    """Bounds on ``.tar.gz`` archives ncfctl unpacks (SageMaker Neo and training-job outputs)."""
+
+    max_bytes: int = Field(gt=0)
+    max_members: int = Field(gt=0)
+
+
 class PipelineConfig(_Section):
     """``ncfctl pipeline``: its own epochs and rate so the whole flow stays a few minutes long."""
 
@@ -192,6 +200,7 @@ class Config(_Section):
     deploy: DeployConfig
     aws: AwsConfig
     bench: BenchConfig
+    archive: ArchiveConfig
     pipeline: PipelineConfig
 
 

@@ -12,14 +12,19 @@ Layout under the work directory (default ``./output``)::
 Each artifact folder holds ``manifest.json``: kind, id, created, parent artifact id, the config
 that made it, metrics, free-form info and the sha256 of each file. An artifact is built in a
 staging folder under ``.staging/`` and renamed into place only when complete, so an interrupted
-command never leaves a half-written artifact that a later command would pick up.
+command never leaves a half-written artifact that a later command would pick up. A staging
+folder's name carries the pid and host of the process building it (``<id>.pid<N>.<host>``): a
+process killed mid-write cannot remove its own, so the next artifact written removes staging
+folders whose process is gone, never one whose process still runs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -106,6 +111,25 @@ def _hash_files(root: Path) -> dict[str, str]:
     }
 
 
+def _staging_name(artifact_id: str) -> str:
+    """``<id>.pid<N>.<host>``: who is writing it (the host, so a shared work directory is safe too)."""
+    return f"{artifact_id}.pid{os.getpid()}.{socket.gethostname()}"
+
+
+def _writer_gone(folder: Path) -> bool:
+    """True only when ``folder`` names a process of this host that no longer exists."""
+    match = re.fullmatch(r".+\.pid(\d+)\.(.+)", folder.name)
+    if match is None or match.group(2) != socket.gethostname() or int(match.group(1)) <= 0:
+        return False  # another host's, or an older name without an owner: nothing proves it is stale
+    try:
+        os.kill(int(match.group(1)), 0)  # signal 0: an existence check, nothing is sent
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: it exists
+        pass
+    return False
+
+
 def read_manifest(folder: Path) -> Manifest:
     path = folder / MANIFEST
     try:
@@ -144,7 +168,8 @@ class Workspace:
         """
         final_dir = self.kind_dir(kind)
         artifact_id = new_id(kind)
-        staging = self.root / STAGING / artifact_id
+        self.remove_stale_staging()
+        staging = self.root / STAGING / _staging_name(artifact_id)
         staging.mkdir(parents=True, exist_ok=False)
         manifest = Manifest(
             kind=kind,
@@ -164,6 +189,17 @@ class Workspace:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         writer.artifact = Artifact(final_dir / artifact_id, writer.manifest)
+
+    def remove_stale_staging(self) -> None:
+        """Delete staging folders whose writing process has exited (killed mid-write).
+
+        A folder whose process still runs is being written and is kept, as is one of another host
+        or with no owner in its name (nothing proves its writer is gone).
+        """
+        staging_root = self.root / STAGING
+        for folder in staging_root.iterdir() if staging_root.is_dir() else []:
+            if _writer_gone(folder):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def update(self, artifact: Artifact, **fields: Any) -> Artifact:
         """Rewrite a committed artifact's manifest (e.g. a deployment's status) atomically."""

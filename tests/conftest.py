@@ -249,7 +249,14 @@ def separated_ncf(spec, seed: int = 0):
 class ServingProcess:
     """``python -m ncf_serving serve`` on a free loopback port, its log in a file; stopped by SIGTERM."""
 
-    def __init__(self, model_dir: Path, log_path: Path, env: dict[str, str] | None = None, flags: bool = True):
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        flags: bool = True,
+        wrapper: tuple[str, ...] = (),
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.model_dir = model_dir
@@ -261,7 +268,7 @@ class ServingProcess:
                 {"NCF_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(self.port), "NCF_MODEL_DIR": str(model_dir)}
             )
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, "-m", "ncf_serving", "serve", *args]
+        command = [*wrapper, sys.executable, "-m", "ncf_serving", "serve", *args]  # wrapper: e.g. strace
         self.proc = subprocess.Popen(command, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def log(self) -> str:

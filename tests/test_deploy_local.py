@@ -8,9 +8,11 @@ that now belongs to some other process (which --stop must leave alone).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +21,7 @@ import onnxruntime as ort
 import psutil
 import pytest
 
-from ncfctl.serving.deploy_local import our_process
+from ncfctl.serving.deploy_local import SERVER_MODULE, our_process
 from ncfctl.workspace import Workspace
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
@@ -137,3 +139,54 @@ def test_stop_leaves_a_foreign_process_alone(run_cli, workdir):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def _gone(proc: psutil.Process, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _deploy_killed_during_start_up(workdir) -> psutil.Process:
+    """Run `ncfctl deploy` with a very long warm-up, SIGKILL it once its server listens; the server left behind."""
+    env = {**os.environ, "NCFCTL_WORKDIR": str(workdir), "NCF_WARMUP_ROUNDS": "10000000"}
+    command = [sys.executable, "-m", "ncfctl", "deploy", "--backend", "local"]
+    deploy = subprocess.Popen(
+        command, env=env, cwd=workdir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            assert deploy.poll() is None and time.monotonic() < deadline, "deploy ended before its server listened"
+            servers = [p for p in psutil.Process(deploy.pid).children() if SERVER_MODULE in " ".join(p.cmdline())]
+            if servers and any(c.status == psutil.CONN_LISTEN for c in servers[0].net_connections()):
+                return servers[0]  # listening, /ping 503 while it warms up: deploy is waiting for it
+            time.sleep(0.05)
+    finally:
+        deploy.kill()
+        deploy.wait()
+
+
+@pytest.mark.slow
+def test_a_deploy_killed_during_start_up_leaves_no_unknown_server(run_cli, image, workdir):
+    """SIGKILL of `ncfctl deploy` while its server warms up: `deploy --stop` stops it, and so does a later deploy."""
+    orphans = []
+    try:
+        orphans.append(_deploy_killed_during_start_up(workdir))
+        stopped = cli_json(run_cli, "deploy", "--stop")
+        assert stopped["pid"] == orphans[0].pid and stopped["stop"] == "terminated" and _gone(orphans[0])
+
+        orphans.append(_deploy_killed_during_start_up(workdir))
+        deployed = cli_json(run_cli, "deploy", "--backend", "local")
+        assert deployed["status"] == "running" and _gone(orphans[1])
+        (abandoned,) = [d for d in Workspace(workdir).list("deployment") if d.manifest.info["pid"] == orphans[1].pid]
+        assert abandoned.manifest.info["status"] == "failed" and abandoned.manifest.info["stop"] == "terminated"
+        assert "start-up abandoned: ncfctl deploy (pid" in abandoned.manifest.info["error"]
+        assert cli_json(run_cli, "deploy", "--stop")["deployment"] == deployed["deployment"]
+    finally:
+        for orphan in orphans:
+            if orphan.is_running():
+                orphan.kill()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +52,38 @@ def test_workspace_failure_leaves_nothing(tmp_path):
         raise RuntimeError("killed")
     assert ws.latest("model") is None
     assert not any((tmp_path / ".staging").iterdir())
+
+
+WRITER = """
+import sys, time
+from ncfctl.workspace import Workspace
+with Workspace(sys.argv[1]).create("model") as writer:
+    (writer.path / "half.bin").write_bytes(b"x")
+    print(writer.path, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_staging_of_a_killed_writer_is_removed_and_a_live_one_kept(tmp_path):
+    """A write interrupted by SIGKILL leaves its staging folder; the next write removes it, not a live one."""
+    command = [sys.executable, "-c", WRITER, str(tmp_path)]
+    writers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        killed, live = (Path(w.stdout.readline().strip()) for w in writers)
+        writers[0].send_signal(signal.SIGKILL)
+        writers[0].wait(10)
+        assert killed.is_dir() and live.is_dir()
+        elsewhere = tmp_path / ".staging" / "model-x.pid999999999.another-host"  # a shared work directory
+        unowned = tmp_path / ".staging" / "model-y"  # no owner in the name: nothing proves it stale
+        elsewhere.mkdir()
+        unowned.mkdir()
+        with Workspace(tmp_path).create("model") as w:
+            (w.path / "f.txt").write_text("x")
+        assert not killed.exists() and (live / "half.bin").is_file() and elsewhere.is_dir() and unowned.is_dir()
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait()
 
 
 def test_cli_version_and_error_exit(run_cli):

@@ -78,7 +78,7 @@ def test_dockerfile_keeps_the_sagemaker_contract():
     user = re.findall(r"^USER (\S+)", text, flags=re.M)
     assert user and user[-1] not in ("root", "0")
     assert "requirements-${RUNTIME}.txt" in text and "COPY --chown=root:root model/ /opt/ml/model/" in text
-    assert "disable-dlr-phone-home" in text
+    assert "disable-dlr-phone-home" in text and re.search(r"^\s+ORT_DISABLE_TELEMETRY=1$", text, flags=re.M)
     for name in ("requirements.txt", "pyproject.toml", "ncf_serving"):
         assert (CONTAINER / name).exists()
 

@@ -20,9 +20,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ncf_serving.answers import answer, kind_of
 from ncf_serving.bundle import BundleError
+from ncf_serving.connections import broken_body
 from ncf_serving.invocations import RequestError, parse_invocation
 from ncf_serving.metrics import Metrics
 from ncf_serving.predictor import Predictor
@@ -31,6 +34,7 @@ from ncf_serving.settings import Settings
 log = logging.getLogger("ncf_serving")
 access_log = logging.getLogger("ncf_serving.access")
 ROUTES = ("/ping", "/invocations", "/metrics")
+NO_ROUTE = "not served here; the routes are GET /ping, POST /invocations and GET /metrics"
 
 
 def json_response(status: int, document: dict[str, Any]) -> Response:
@@ -76,14 +80,22 @@ class AccessLog:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or a 413 once it passes ``limit`` bytes (the rest is drained, not stored)."""
+    """The request body, or a 413 once it passes ``limit`` bytes (the rest is drained, not stored).
+
+    A body that ends early is a RequestError too (499/408/400, see :func:`broken_body`): nobody is
+    left to answer, but the access line and ``/metrics`` record it as what it is, not as a 500.
+    """
     declared = request.headers.get("content-length")
     too_large = declared is not None and declared.isdigit() and int(declared) > limit
     body = bytearray()
-    async for chunk in request.stream():
-        if not too_large:
-            body += chunk
-            too_large = len(body) > limit
+    try:
+        async for chunk in request.stream():
+            if not too_large:
+                body += chunk
+                too_large = len(body) > limit
+    except ClientDisconnect:
+        status, message = broken_body(request.scope["state"])
+        raise RequestError(status, "body", message) from None
     if too_large:
         raise RequestError(413, "body", f"larger than the {limit}-byte limit")
     return bytes(body)
@@ -126,9 +138,16 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
         threading.Thread(target=load, name="model-loader", daemon=True).start()
         yield
 
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # redirect_slashes=False: FastAPI would answer POST /invocations/ with a 307 that clients do not
+    # re-POST; SageMaker calls exactly /invocations and /ping, anything else is a JSON 404/405.
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     app.state.server = state
     app.add_middleware(AccessLog, metrics=metrics)
+
+    @app.exception_handler(HTTPException)
+    async def no_route(request: Request, exc: HTTPException) -> Response:
+        field = "method" if exc.status_code == 405 else "path"
+        return json_response(exc.status_code, {"error": f"{field}: {NO_ROUTE}", "field": field})
 
     @app.get("/ping")
     async def ping() -> Response:

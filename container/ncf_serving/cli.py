@@ -15,7 +15,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ncf_serving.settings import Settings, SettingsError, bundle_threads
+from ncf_serving.settings import PORTS, Settings, SettingsError, bounded_int, bundle_threads
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TVM_NUM_THREADS")
 
@@ -23,13 +23,13 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 def serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
+        if args.port is not None:
+            settings = replace(settings, port=bounded_int("--port", args.port, *PORTS))
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.model_dir:
         settings = replace(settings, model_dir=Path(args.model_dir))
-    if args.port is not None:
-        settings = replace(settings, port=args.port)
     if args.host:
         settings = replace(settings, host=args.host)
     threads = settings.threads or bundle_threads(settings.model_dir)
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve /ping and /invocations (SageMaker contract)")
     serve_parser.add_argument("--model-dir", help="serving bundle folder (default: NCF_MODEL_DIR or /opt/ml/model)")
-    serve_parser.add_argument("--port", type=int, help="port (default: SAGEMAKER_BIND_TO_PORT, NCF_PORT or 8080)")
+    serve_parser.add_argument("--port", help="port 0-65535 (default: SAGEMAKER_BIND_TO_PORT, NCF_PORT or 8080)")
     serve_parser.add_argument("--host", help="bind address (default: NCF_HOST or 0.0.0.0)")
     commands.add_parser("disable-dlr-phone-home", help="write DLR's ccm_config.json (run at image build time)")
     args = parser.parse_args(argv)

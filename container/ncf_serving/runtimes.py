@@ -25,10 +25,25 @@ class ModelRuntime(Protocol):
     def run(self, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...
 
 
+def disable_onnxruntime_telemetry() -> None:
+    """Keep ONNX Runtime from phoning home; call before the first ``import onnxruntime``.
+
+    ORT 1.32 on Linux starts a 1DS telemetry uploader when it is imported: DNS lookups of
+    mobile.events.data.microsoft.com and a device id plus an event cache under
+    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime`` ("Failed to persist telemetry device ID" where
+    the home folder is not writable, as for the image's user). ``ORT_DISABLE_TELEMETRY=1`` set
+    before the import turns it off for the process; ``onnxruntime.disable_telemetry_events()``
+    after the import does not stop the uploader (both measured with strace). Forced, not defaulted:
+    the serving image never reports, whatever it inherits.
+    """
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+
 class OnnxModel:
     """ONNX Runtime, CPU provider, a fixed number of intra-op threads (session.run is thread-safe)."""
 
     def __init__(self, path: Path, threads: int, input_names: list[str]):
+        disable_onnxruntime_telemetry()
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -9,12 +9,14 @@ the signal's default action.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 
 import uvicorn
 
 from ncf_serving.app import create_app
+from ncf_serving.connections import DeadlineHttpProtocol
 from ncf_serving.logs import configure_logging
 from ncf_serving.settings import Settings
 
@@ -36,6 +38,7 @@ def run(settings: Settings) -> int:
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=settings.graceful_seconds,
+        http=functools.partial(DeadlineHttpProtocol, read_seconds=settings.request_read_seconds),
     )
     server = uvicorn.Server(config)
     received: list[int] = []

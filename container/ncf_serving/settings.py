@@ -1,18 +1,20 @@
 """Server settings from the environment (a container is configured by env, not flags).
 
-=========================  =====================================================  ==============
-Variable                   Meaning                                                Default
-=========================  =====================================================  ==============
-``NCF_MODEL_DIR``          the serving bundle (``SM_MODEL_DIR`` also honoured)    /opt/ml/model
-``SAGEMAKER_BIND_TO_PORT`` port SageMaker asks for (wins over ``NCF_PORT``)       8080
-``NCF_HOST``               bind address                                          0.0.0.0
-``NCF_MAX_BATCH``          most pairs in one ``instances`` request               10000
-``NCF_MAX_TOP_K``          largest ``top_k``                                     1000
-``NCF_MAX_BODY_BYTES``     largest request body (SageMaker's limit is 6 MB)       6291456
-``NCF_THREADS``            runtime/BLAS threads (else ``serving.json`` threads)   from bundle
-``NCF_WARMUP_ROUNDS``      warm-up inferences before ``/ping`` says ready         20
-``NCF_GRACEFUL_SECONDS``   drain time for open requests after SIGTERM             10
-=========================  =====================================================  ==============
+============================  ====================================================  =============
+Variable                      Meaning                                               Default
+============================  ====================================================  =============
+``NCF_MODEL_DIR``             the serving bundle (``SM_MODEL_DIR`` also honoured)   /opt/ml/model
+``SAGEMAKER_BIND_TO_PORT``    port SageMaker asks for (wins over ``NCF_PORT``)      8080
+``NCF_HOST``                  bind address                                          0.0.0.0
+``NCF_MAX_BATCH``             most pairs in one ``instances`` request               10000
+``NCF_MAX_TOP_K``             largest ``top_k``                                     1000
+``NCF_MAX_BODY_BYTES``        largest request body (SageMaker's limit is 6 MB)      6291456
+``NCF_THREADS``               runtime/BLAS threads (else ``serving.json`` threads)  from bundle
+``NCF_WARMUP_ROUNDS``         warm-up inferences before ``/ping`` says ready        20
+``NCF_GRACEFUL_SECONDS``      drain time for open requests after SIGTERM            10
+``NCF_REQUEST_READ_SECONDS``  seconds to deliver a whole request (headers + body)   20
+                              from connect or the last response; else closed
+============================  ====================================================  =============
 
 The limits' defaults match the ``serving`` section of ncfctl's ``configs/default.yaml``; ncfctl
 passes its configured values through these variables. Only the standard library is used here so
@@ -36,17 +38,28 @@ class SettingsError(Exception):
     """An environment variable holds a value the server cannot use."""
 
 
+PORTS = (0, 65535)
+
+
+def bounded_int(name: str, raw: str, minimum: int, maximum: int) -> int:
+    """``raw`` as an integer in ``[minimum, maximum]``; SettingsError naming ``name`` otherwise.
+
+    The one validator for every number the server takes, from the environment or a flag (``--port``).
+    """
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{name}={value} must be between {minimum} and {maximum}")
+    return value
+
+
 def _int(environ: Mapping[str, str], name: str, default: int, minimum: int, maximum: int = 2**31) -> int:
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"environment variable {name}={raw!r} is not an integer") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"environment variable {name}={value} must be between {minimum} and {maximum}")
-    return value
+    return bounded_int(f"environment variable {name}", raw, minimum, maximum)
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ class Settings:
     threads: int | None = None
     warmup_rounds: int = 20
     graceful_seconds: int = 10
+    request_read_seconds: int = 20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,13 +84,14 @@ class Settings:
         return cls(
             model_dir=Path(env.get("NCF_MODEL_DIR") or env.get("SM_MODEL_DIR") or DEFAULT_MODEL_DIR),
             host=env.get("NCF_HOST") or defaults.host,
-            port=_int(env, port_variable, defaults.port, 0, 65535),
+            port=_int(env, port_variable, defaults.port, *PORTS),
             max_batch=_int(env, "NCF_MAX_BATCH", defaults.max_batch, 1),
             max_top_k=_int(env, "NCF_MAX_TOP_K", defaults.max_top_k, 1),
             max_body_bytes=_int(env, "NCF_MAX_BODY_BYTES", defaults.max_body_bytes, 1),
             threads=threads or None,
             warmup_rounds=_int(env, "NCF_WARMUP_ROUNDS", defaults.warmup_rounds, 1, 10**7),
             graceful_seconds=_int(env, "NCF_GRACEFUL_SECONDS", defaults.graceful_seconds, 0, 25),
+            request_read_seconds=_int(env, "NCF_REQUEST_READ_SECONDS", defaults.request_read_seconds, 1, 3600),
         )
 
 

@@ -22,7 +22,7 @@ import botocore.exceptions
 from ncfctl import safetar
 from ncfctl.aws import s3
 from ncfctl.aws.clients import client, error_message, require, require_credentials
-from ncfctl.config import AwsConfig, Config
+from ncfctl.config import ArchiveConfig, AwsConfig, Config
 from ncfctl.errors import NcfError
 from ncfctl.training.entry import TEST_FILES, TRAIN_FILES, job_hyperparameters
 from ncfctl.training.worker import METRICS_FILE, WorkerJob
@@ -159,13 +159,15 @@ def wait_for_job(aws: AwsConfig, name: str, progress=None) -> dict[str, Any]:
     return described
 
 
-def download_output(aws: AwsConfig, described: dict[str, Any], dest: Path, progress=None) -> tuple[str, Path]:
-    """Fetch and safely unpack the job's ``model.tar.gz`` into ``dest``."""
+def download_output(
+    aws: AwsConfig, limits: ArchiveConfig, described: dict[str, Any], dest: Path, progress=None
+) -> tuple[str, Path]:
+    """Fetch and safely unpack (within ``limits``) the job's ``model.tar.gz`` into ``dest``."""
     model_data = described.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if not model_data:
         raise NcfError(f"training job {described['TrainingJobName']} reports no model artifacts")
     archive = s3.download_file(aws, model_data, dest / "model.tar.gz", progress=progress)
-    safetar.safe_extract(archive, dest / "model")
+    safetar.safe_extract(archive, dest / "model", limits)
     return model_data, dest / "model"
 
 
@@ -200,7 +202,7 @@ def run_training_job(
     except botocore.exceptions.ClientError as exc:
         raise NcfError(f"create training job {name}: {error_message(exc)}") from None
     described = wait_for_job(aws, name, progress=progress)
-    model_data, model_dir = download_output(aws, described, work_dir / "output", progress=progress)
+    model_data, model_dir = download_output(aws, config.archive, described, work_dir / "output", progress=progress)
     metrics_path = model_dir / METRICS_FILE
     if not (model_dir / "model.pt").is_file() or not metrics_path.is_file():
         raise NcfError(f"{model_data} lacks model.pt or {METRICS_FILE}: not written by the ncfctl entry point")

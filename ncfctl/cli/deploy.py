@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         c.out.result(result, render)
 
 
-HIDDEN = {"pid_started"}  # bookkeeping for --stop; in --json only
+HIDDEN = {"pid_started", "deployer"}  # bookkeeping for --stop and abandoned start-ups; in --json only
 
 
 def _render(out: Any, result: dict[str, Any], title: str) -> None:

@@ -28,7 +28,7 @@ from ncfctl import safetar
 from ncfctl.aws import s3
 from ncfctl.aws.clients import client, error_message, require, require_credentials
 from ncfctl.compile.base import CompileOutput, CompileRequest
-from ncfctl.config import AwsConfig, CompileConfig
+from ncfctl.config import ArchiveConfig, AwsConfig, CompileConfig
 from ncfctl.errors import NcfError
 from ncfctl.export.preflight import ExportReport, export_checked
 
@@ -175,11 +175,11 @@ def output_uri(aws: AwsConfig, description: dict[str, Any]) -> str:
     return s3.uri(bucket, archives[0])
 
 
-def fetch(aws: AwsConfig, source: str, folder: Path, progress=None) -> list[str]:
-    """Download ``source`` and safely extract it into ``folder``; it must hold a compiled library."""
+def fetch(aws: AwsConfig, limits: ArchiveConfig, source: str, folder: Path, progress=None) -> list[str]:
+    """Download ``source`` and extract it within ``limits`` into ``folder``; it must hold a compiled library."""
     with tempfile.TemporaryDirectory(prefix="ncfctl-neo-") as tmp:
         archive = s3.download_file(aws, source, Path(tmp) / "compiled.tar.gz", progress)
-        files = safetar.safe_extract(archive, folder)
+        files = safetar.safe_extract(archive, folder, limits)
     if not any(name.endswith(".so") for name in files):
         raise NcfError(f"Neo output {source} holds no compiled library (.so): {', '.join(sorted(files)) or 'no files'}")
     return files
@@ -204,9 +204,10 @@ class NeoCompiler:
 
     name = "sagemaker"
 
-    def __init__(self, aws: AwsConfig, settings: CompileConfig):
+    def __init__(self, aws: AwsConfig, settings: CompileConfig, archive_limits: ArchiveConfig):
         self.aws = aws
         self.settings = settings
+        self.archive_limits = archive_limits
 
     def _ready(self) -> tuple[str, str]:
         """Credentials, role and an existing bucket; returns (bucket, role)."""
@@ -275,7 +276,7 @@ class NeoCompiler:
         outputs = {}
         for job in jobs:
             outputs[job.name] = output_uri(self.aws, outcomes[job.name])
-            fetch(self.aws, outputs[job.name], folder / job.folder, progress)
+            fetch(self.aws, self.archive_limits, outputs[job.name], folder / job.folder, progress)
         return CompileOutput(
             runtime="dlr",
             models=[{"batch_size": job.batch_size, "path": job.folder} for job in jobs],

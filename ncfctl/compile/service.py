@@ -53,7 +53,7 @@ def choose_backend(config: Config) -> BackendChoice:
 def make_compiler(backend: str, config: Config) -> Compiler:
     if backend == "local":
         return OnnxRuntimeCompiler()
-    return NeoCompiler(config.aws, config.compile)
+    return NeoCompiler(config.aws, config.compile, config.archive)
 
 
 def compile_model(config: Config, workspace: Workspace, model_ref: str | None = None, progress=None) -> Artifact:

@@ -45,21 +45,30 @@ def deploy(
     return deploy_local.start_local(config, workspace, image, on_wait=waiting)
 
 
-def find_deployment(workspace: Workspace, ref: str | None, running: bool = True) -> Artifact:
-    """``ref``, else the newest running deployment (or the newest of any status)."""
+LIVE = ("running",)
+
+
+def find_deployment(workspace: Workspace, ref: str | None, statuses: tuple[str, ...] | None = LIVE) -> Artifact:
+    """``ref``, else the newest deployment whose status is one of ``statuses`` (None: any status)."""
     if ref:
         return workspace.get(ref, "deployment")
-    where = {"status": "running"} if running else None
-    found = workspace.latest("deployment", where)
+    found = next(
+        (
+            deployment
+            for deployment in reversed(workspace.list("deployment"))
+            if statuses is None or deployment.manifest.info.get("status") in statuses
+        ),
+        None,
+    )
     if found is None:
-        what = "running deployment" if running else "deployment"
+        what = "deployment" if statuses is None else "running deployment"
         raise NcfError(f"no {what} in {workspace.root}", hint=DEPLOY_HINT)
     return found
 
 
 def status(config: Config, workspace: Workspace, ref: str | None = None) -> dict[str, Any]:
     """The recorded deployment plus its live state (process + /ping, or SageMaker's view)."""
-    deployment = find_deployment(workspace, ref, running=False) if ref else _newest(workspace)
+    deployment = find_deployment(workspace, ref) if ref else _newest(workspace)
     info = deployment.manifest.info
     live = (
         deploy_local.local_status(deployment)
@@ -72,14 +81,14 @@ def status(config: Config, workspace: Workspace, ref: str | None = None) -> dict
 def _newest(workspace: Workspace) -> Artifact:
     """For --status: the newest running deployment, else the newest at all (to say it stopped)."""
     try:
-        return find_deployment(workspace, None, running=True)
+        return find_deployment(workspace, None)
     except NcfError:
-        return find_deployment(workspace, None, running=False)
+        return find_deployment(workspace, None, statuses=None)
 
 
 def stop(config: Config, workspace: Workspace, ref: str | None = None) -> dict[str, Any]:
-    """Stop a local deployment by its recorded pid."""
-    deployment = find_deployment(workspace, ref)
+    """Stop a local deployment by its recorded pid (also one still ``creating``: a deploy killed during start-up)."""
+    deployment = find_deployment(workspace, ref, statuses=(*LIVE, "creating"))
     if deployment.manifest.info["backend"] != "local":
         raise NcfError(f"deployment {deployment.id} is on SageMaker: use --delete to remove the endpoint")
     stopped = deploy_local.stop_local(config, workspace, deployment)

@@ -5,6 +5,11 @@ The server is exactly what the image would run (the context's own copy of ``ncf_
 tested locally is what ships. It runs in its own session, outliving the CLI, and writes its log
 into the deployment artifact. The artifact records the pid *and* the process start time: a pid
 alone can be recycled by an unrelated process, and ``--stop`` must never signal one of those.
+
+The artifact is committed (status ``creating``) as soon as the server is spawned, before the wait
+for ``/ping``, so a deploy killed during start-up (even by SIGKILL) leaves a record that
+``--stop`` acts on; the record also names the deploying ncfctl process, so a later ``deploy``
+recognises such an abandoned start-up and stops its server.
 """
 
 from __future__ import annotations
@@ -142,19 +147,58 @@ def stop_process(proc: psutil.Process, grace: float) -> str:
         return "already gone"
 
 
+def process_identity(proc: psutil.Process) -> dict[str, Any]:
+    return {"pid": proc.pid, "started": proc.create_time()}
+
+
+def same_process(pid: Any, started: Any) -> psutil.Process | None:
+    """Process ``pid`` if it still runs and started at ``started`` (else the pid was recycled or it ended)."""
+    try:
+        proc = psutil.Process(int(pid))
+        if abs(proc.create_time() - float(started)) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError, ValueError):
+        return None
+
+
+def our_process(info: dict[str, Any]) -> psutil.Process | None:
+    """The recorded server process if it still runs and is still ours (same start time, our module)."""
+    proc = same_process(info.get("pid"), info.get("pid_started"))
+    try:
+        return proc if proc is not None and SERVER_MODULE in " ".join(proc.cmdline()) else None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def stop_abandoned_starts(config: Config, workspace: Workspace) -> None:
+    """Stop servers whose ``deploy`` died before ``/ping`` answered (a deploy still waiting is left alone)."""
+    for deployment in workspace.list("deployment"):
+        info = deployment.manifest.info
+        if info.get("backend") != "local" or info.get("status") != "creating":
+            continue
+        deployer = info.get("deployer") or {}
+        if same_process(deployer.get("pid"), deployer.get("started")) is not None:
+            continue
+        proc = our_process(info)
+        how = stop_process(proc, config.deploy.stop_grace) if proc is not None else "not running"
+        error = f"start-up abandoned: ncfctl deploy (pid {deployer.get('pid')}) ended before /ping answered"
+        workspace.update(deployment, info={**info, "status": "failed", "error": error, "stop": how})
+
+
 def start_local(config: Config, workspace: Workspace, image: str | None = None, on_wait=None) -> Artifact:
     """Serve an image's build context on ``serving.host``; the committed ``deployment`` artifact."""
     source = workspace.resolve(image, "image", IMAGE_HINT)
     context = source.path / source.manifest.info.get("context", CONTEXT_DIR)
     if not (context / MODEL_DIR).is_dir():
         raise NcfError(f"image {source.id} has no build context with a model at {context / MODEL_DIR}")
+    stop_abandoned_starts(config, workspace)
     host = config.serving.host
     if config.deploy.port:
         check_port_free(host, config.deploy.port)
     port = config.deploy.port or free_port(host)
     url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"  # a wildcard bind is reached via loopback
     proc = None
-    failure: NcfError | None = None
     try:
         with workspace.create(
             "deployment",
@@ -163,45 +207,37 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
             info={"backend": "local", "image": source.id, "compiled": source.manifest.info.get("compiled")},
         ) as writer:
             log_path = workspace.kind_dir("deployment") / writer.id / SERVER_LOG  # where it lands on commit
-            writer.manifest.info.update(url=url, model_dir=str(context / MODEL_DIR), log=str(log_path))
             proc = spawn_server(config, context, port, writer.path / SERVER_LOG)
-            try:
-                ready = wait_ready(url, proc, writer.path / SERVER_LOG, config.deploy.start_timeout, on_wait)
-            except NcfError as exc:  # keep the attempt and its log: that is where the reason is
-                if proc.poll() is None:  # timed out while still running
-                    stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
-                failure = exc
-                writer.manifest.info.update(status="failed", error=str(exc))
-            else:
-                writer.manifest.info.update(
-                    status="running",
-                    pid=proc.pid,
-                    pid_started=psutil.Process(proc.pid).create_time(),
-                    runtime=source.manifest.info.get("runtime"),
-                )
-                writer.manifest.metrics["startup_seconds"] = round(ready, 3)
-    except BaseException:
-        if proc is not None and proc.poll() is None:
-            stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
+            server = process_identity(psutil.Process(proc.pid))
+            writer.manifest.info.update(
+                url=url,
+                model_dir=str(context / MODEL_DIR),
+                log=str(log_path),
+                status="creating",
+                pid=server["pid"],
+                pid_started=server["started"],
+                runtime=source.manifest.info.get("runtime"),
+                deployer=process_identity(psutil.Process()),
+            )
+    except BaseException:  # no record was committed: nothing else would ever stop this server
+        if proc is not None:
+            proc.kill()
         raise
-    if failure is not None:
-        raise NcfError(f"{failure.message} (log: {log_path})", hint=failure.hint)
-    return writer.artifact
-
-
-def our_process(info: dict[str, Any]) -> psutil.Process | None:
-    """The recorded server process if it still runs and is still ours (same start time, our module)."""
+    deployment = writer.artifact  # committed: from here on --stop and a later deploy know this server
+    info = deployment.manifest.info
     try:
-        proc = psutil.Process(int(info["pid"]))
-        if abs(proc.create_time() - float(info["pid_started"])) > 0.01:
-            return None
-        if SERVER_MODULE not in " ".join(proc.cmdline()):
-            return None
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc
-    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
-        return None
+        ready = wait_ready(url, proc, log_path, config.deploy.start_timeout, on_wait)
+    except BaseException as exc:
+        if proc.poll() is None:  # timed out or interrupted while still running
+            stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
+        error = str(exc) if isinstance(exc, NcfError) else f"interrupted ({type(exc).__name__})"
+        workspace.update(deployment, info={**info, "status": "failed", "error": error})
+        if isinstance(exc, NcfError):  # keep the attempt and its log: that is where the reason is
+            raise NcfError(f"{exc.message} (log: {log_path})", hint=exc.hint) from None
+        raise
+    return workspace.update(
+        deployment, info={**info, "status": "running"}, metrics={"startup_seconds": round(ready, 3)}
+    )
 
 
 def local_status(deployment: Artifact) -> dict[str, Any]:

@@ -14,4 +14,5 @@ def server_environment(serving: ServingConfig) -> dict[str, str]:
         "NCF_MAX_BATCH": str(serving.max_batch),
         "NCF_MAX_TOP_K": str(serving.max_top_k),
         "NCF_MAX_BODY_BYTES": str(serving.max_body_bytes),
+        "NCF_REQUEST_READ_SECONDS": str(serving.request_read_seconds),
     }
