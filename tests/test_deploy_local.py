@@ -65,8 +65,11 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
     top = cli_json(run_cli, "invoke", "--user", "u1", "--top-k", "5")["results"][0]["response"]
     scores = [i["score"] for i in top["items"]]
     assert len(top["items"]) == 5 and scores == sorted(scores, reverse=True)
-    with np.load(model_dir / "seen_items.npz") as seen:
-        seen_u1 = {f"i{i}" for i in seen["indices"][seen["indptr"][1] : seen["indptr"][2]]}
+    indptr, indices = (
+        np.load(model_dir / "seen_items" / "indptr.npy"),
+        np.load(model_dir / "seen_items" / "indices.npy"),
+    )
+    seen_u1 = {f"i{i}" for i in indices[indptr[1] : indptr[2]]}
     assert seen_u1 and not seen_u1 & {i["item_id"] for i in top["items"]}
 
     requests = tmp_path / "requests.jsonl"
@@ -100,12 +103,12 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
 
 
 def test_server_that_dies_reports_its_log_tail(run_cli, image, workdir):
-    (Path(image["context"]) / "model" / "fastpath.npz").unlink()  # the server cannot load this bundle
+    (Path(image["context"]) / "model" / "fastpath" / "out_bias.npy").unlink()  # the server cannot load this bundle
     proc = run_cli("deploy", "--backend", "local", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     message = " ".join(proc.stderr.split())  # undo Rich's wrapping
     assert "server exited with code 1 before /ping answered: model failed to load:" in message
-    assert "fastpath.npz not found" in message
+    assert "lacks arrays ['out_bias']" in message
     (failed,) = Workspace(workdir).list("deployment")  # the attempt is recorded, with the server's log
     assert failed.manifest.info["status"] == "failed" and f"(log: {failed.path / 'server.log'})" in message
     assert '"level": "error"' in (failed.path / "server.log").read_text()

@@ -74,7 +74,8 @@ def test_deploy_creates_model_config_endpoint_and_autoscaling(run_cli, image_art
     sm("s3").download_file(bucket, key, str(tmp_path / "model.tar.gz"))
     with tarfile.open(tmp_path / "model.tar.gz") as tar:
         names = set(tar.getnames())
-    assert {"serving.json", "model.onnx", "fastpath.npz", "seen_items.npz", "ids.npz"} <= names  # at the root
+    arrays = {"fastpath/item_pre.npy", "seen_items/indices.npy", "ids/item_ids.npy", "ids/item_order.npy"}
+    assert {"serving.json", "model.onnx", *arrays} <= names  # at the root
 
     config = sm("sagemaker").describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
     (variant,) = config["ProductionVariants"]

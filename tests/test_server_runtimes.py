@@ -60,7 +60,7 @@ def test_warm_up_refuses_a_fastpath_from_another_model(tmp_path):
     served, other = separated_ncf(SPEC, seed=1), separated_ncf(SPEC, seed=2)
     export_onnx(served, tmp_path / "model.onnx")
     predictor = Predictor.load(bundle(tmp_path, other, "onnxruntime", [{"batch_size": None, "path": "model.onnx"}]))
-    with pytest.raises(BundleError, match="fastpath.npz disagrees with the onnxruntime model"):
+    with pytest.raises(BundleError, match="fastpath/ disagrees with the onnxruntime model"):
         predictor.warm_up()
 
 

@@ -1,4 +1,4 @@
-"""Exact top-K for one user in numpy, over the item-side work precomputed in ``fastpath.npz``.
+"""Exact top-K for one user in numpy, over the item-side work precomputed in the bundle's ``fastpath/``.
 
 Scoring every item through the runtime model repeats the item half of the network for each
 request. NeuMF splits cleanly: the first MLP layer is ``W1 [u; i] + b1 = W1_user u + (W1_item i + b1)``
