@@ -112,6 +112,7 @@ class ServingConfig(_Section):
     max_batch: int = Field(gt=0)
     max_top_k: int = Field(gt=0)
     max_body_bytes: int = Field(gt=0)
+    workers: int | None = Field(default=None, gt=0, le=1024)
 
 
 class ImageConfig(_Section):

@@ -36,7 +36,8 @@ def image(compiled_artifact, workdir):
     for deployment in Workspace(workdir).list("deployment"):
         proc = our_process(deployment.manifest.info) if "pid" in deployment.manifest.info else None
         if proc is not None:
-            proc.kill()
+            for process in [*proc.children(recursive=True), proc]:  # the server's workers outlive a killed master
+                process.kill()
 
 
 def cli_json(run_cli, *args: str) -> dict:
@@ -50,11 +51,12 @@ def onnx_score(model_dir, user: int, item: int) -> float:
 
 
 def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
-    deployed = cli_json(run_cli, "deploy", "--backend", "local", "--port", "0")
+    deployed = cli_json(run_cli, "deploy", "--backend", "local", "--port", "0", "--workers", "3")
     url, model_dir = deployed["url"], Path(image["context"]) / "model"
     assert deployed["status"] == "running" and deployed["image"] == image["image_artifact"]
     assert url.startswith("http://127.0.0.1:") and httpx.get(f"{url}/ping").status_code == 200
-    assert psutil.pid_exists(deployed["pid"])
+    workers = psutil.Process(deployed["pid"]).children()
+    assert deployed["workers"] == len(workers) == 3 and deployed["threads"] >= 1  # --workers reached the server
 
     pair = cli_json(run_cli, "invoke", "--user", "u1", "--item", "i3")
     assert pair["deployment"] == deployed["deployment"] and pair["target"] == url
@@ -96,7 +98,8 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
 
     stopped = cli_json(run_cli, "deploy", "--stop")
     assert stopped["status"] == "stopped" and stopped["stop"] == "terminated"  # SIGTERM was enough
-    assert not psutil.pid_exists(deployed["pid"]) or psutil.Process(deployed["pid"]).status() == psutil.STATUS_ZOMBIE
+    for pid in [deployed["pid"], *(w.pid for w in workers)]:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     log = Path(deployed["log"]).read_text()
     assert '"message": "server stopped"' in log and '"signal": "SIGTERM"' in log  # graceful shutdown
     assert cli_json(run_cli, "deploy", "--status")["live"]["state"] == "stopped"

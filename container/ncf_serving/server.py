@@ -89,8 +89,8 @@ def run(settings: Settings) -> int:
     failure = readiness.failure()
     shutil.rmtree(run_dir, ignore_errors=True)
     failed = code not in (0, None)
+    if failure is not None:  # restated by the master, so the log's last errors give the reason
+        log.error("model failed to load", extra={"fields": {"model_dir": str(settings.model_dir), "error": failure}})
     fields = {"exit_code": int(failed), "signal": master.stop_signal}
-    if failure is not None:
-        fields["error"] = failure
     log.log(logging.ERROR if failed else logging.INFO, "server stopped", extra={"fields": fields})
     return 1 if failed else 0

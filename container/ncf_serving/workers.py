@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.errors import HaltServer
 
 from ncf_serving.settings import Settings
 
@@ -75,7 +76,26 @@ class Application(BaseApplication):
 
 
 class Master(Arbiter):
+    """gunicorn's arbiter, remembering which signal stopped it (for the last log line).
+
+    When a bundle cannot load, every worker fails to boot at about the same time. gunicorn halts on
+    the first; while halting it reaps the others and would raise the same halt again from inside
+    its own shutdown, skipping the rest of it: once stopping, a further failed boot is only reaped.
+    """
+
     stop_signal: str | None = None
+    stopping = False
+
+    def stop(self, graceful: bool = True) -> None:
+        self.stopping = True
+        super().stop(graceful)
+
+    def reap_workers(self) -> None:
+        try:
+            super().reap_workers()
+        except HaltServer:
+            if not self.stopping:
+                raise
 
     def handle_term(self) -> None:
         self.stop_signal = "SIGTERM"

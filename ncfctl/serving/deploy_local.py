@@ -2,13 +2,16 @@
 
 The server is exactly what the image would run (the context's own copy of ``ncf_serving`` first on
 ``PYTHONPATH``, the context's ``model/`` as the model directory) on ``serving.host``, so what is
-tested locally is what ships. It runs in its own session, outliving the CLI, and writes its log
-into the deployment artifact. The artifact records the pid *and* the process start time: a pid
-alone can be recycled by an unrelated process, and ``--stop`` must never signal one of those.
+tested locally is what ships: a master process and its workers (``serving.workers``, passed as
+``NCF_WORKERS``; default one per vCPU). It runs in its own session, outliving the CLI, and writes
+its log into the deployment artifact. The artifact records the master's pid *and* its start time
+(a pid alone can be recycled by an unrelated process, and ``--stop`` must never signal one of
+those), and the workers and threads per worker the server reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -128,14 +131,30 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float,
         time.sleep(0.2)
 
 
+def server_plan(url: str) -> dict[str, int] | None:
+    """The running server's worker processes and threads per worker (its ``/metrics`` gauges), or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5.0).text
+        samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if "ncf_workers" not in samples or "ncf_worker_threads" not in samples:
+        return None
+    return {"workers": int(samples["ncf_workers"]), "threads": int(samples["ncf_worker_threads"])}
+
+
 def stop_process(proc: psutil.Process, grace: float) -> str:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; how it ended."""
+    """SIGTERM (the server drains its workers), then SIGKILL to it and its workers after ``grace`` seconds."""
     try:
         proc.terminate()
         proc.wait(grace)
         return "terminated"
     except psutil.TimeoutExpired:
-        proc.kill()
+        for process in [*proc.children(recursive=True), proc]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
         proc.wait(5)
         return "killed"
     except psutil.NoSuchProcess:
@@ -178,6 +197,7 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
                     pid=proc.pid,
                     pid_started=psutil.Process(proc.pid).create_time(),
                     runtime=source.manifest.info.get("runtime"),
+                    **(server_plan(url) or {}),
                 )
                 writer.manifest.metrics["startup_seconds"] = round(ready, 3)
     except BaseException:
