@@ -93,9 +93,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def create_app(
-    settings: Settings, readiness: Readiness, metrics: Metrics, on_fatal: Callable[[str], None] | None = None
-) -> FastAPI:
+def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fatal: Callable[[str], None]) -> FastAPI:
     state = ServerState()
 
     def load() -> None:
@@ -124,8 +122,7 @@ def create_app(
         log.error(
             "model failed to load", extra={"fields": {"model_dir": str(settings.model_dir), "error": state.error}}
         )
-        if on_fatal is not None:
-            on_fatal(state.error)
+        on_fatal(state.error)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
