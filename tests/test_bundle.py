@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import separated_ncf, tiny_interaction_data
+from ncf_serving import fastpath
 from ncf_serving.bundle import BundleError, load_bundle
 from ncf_serving.fastpath import FastPath
 from ncf_serving.ids import IdMap
@@ -33,8 +34,10 @@ def torch_scores(model, user: int, num_items: int) -> np.ndarray:
         return model(torch.full((num_items,), user), torch.arange(num_items)).numpy()
 
 
+@pytest.mark.parametrize("block", [fastpath.BLOCK_ITEMS, 7])  # one block; 40 items in blocks of 7 (and 5)
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_fastpath_matches_the_model_exactly(name):
+def test_fastpath_matches_the_model_exactly(name, block, monkeypatch):
+    monkeypatch.setattr(fastpath, "BLOCK_ITEMS", block)
     data = tiny_interaction_data()
     model = separated_ncf(NCFSpec(num_users=data.num_users, num_items=data.num_items, **SPECS[name]))
     fast = FastPath(fastpath_arrays(model))
