@@ -8,12 +8,15 @@ training run. Raw ids are the integers 1..N, as in MovieLens.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ncfctl.compile.onnxruntime_local import HARDWARE_SPECIFIC_PASSES, MODEL_FILE
 from ncfctl.data.dataset import EvalSplit, InteractionData, Interactions
+from ncfctl.export.runners import ort_session
 from ncfctl.models import NCF, NCFSpec
 from ncfctl.serving.bundle import write_serving_bundle
 
@@ -33,7 +36,8 @@ def _ml1m_shaped_data(rng: np.random.Generator, users: int = USERS, items: int =
 
 
 def write_synthetic_bundle(folder: Path, users: int = USERS, items: int = ITEMS) -> Path:
-    """The ONNX serving bundle ``ncfctl neo compile --backend local`` would write, into ``folder``."""
+    """The ONNX serving bundle ``ncfctl neo compile --backend local`` would write, into ``folder``: the
+    exported graph optimised by ONNX Runtime, its weights in ``model.onnx.data``."""
     torch.manual_seed(0)
     spec = NCFSpec(num_users=users, num_items=items, factors=32, mlp_user_dim=64, mlp_item_dim=64, hidden=[64, 32])
     model = NCF(spec).eval()
@@ -41,12 +45,15 @@ def write_synthetic_bundle(folder: Path, users: int = USERS, items: int = ITEMS)
     folder.mkdir(parents=True, exist_ok=True)
     pair = (torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
     axes = {"user": {0: "n"}, "item": {0: "n"}, "score": {0: "n"}}
-    torch.onnx.export(
-        model, pair, str(folder / "model.onnx"), dynamo=False, opset_version=12,
-        input_names=["user", "item"], output_names=["score"], dynamic_axes=axes,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="synthetic-export-") as tmp:
+        exported = Path(tmp) / MODEL_FILE
+        torch.onnx.export(
+            model, pair, str(exported), dynamo=False, opset_version=12,
+            input_names=["user", "item"], output_names=["score"], dynamic_axes=axes,
+        )  # fmt: skip
+        ort_session(exported, optimized_path=folder / MODEL_FILE, disabled_optimizers=HARDWARE_SPECIFIC_PASSES)
     write_serving_bundle(
-        folder, model, data, runtime="onnxruntime", models=[{"batch_size": None, "path": "model.onnx"}],
+        folder, model, data, runtime="onnxruntime", models=[{"batch_size": None, "path": MODEL_FILE}],
         source_model="bench", target="local",
     )  # fmt: skip
     return folder

@@ -4,6 +4,7 @@ without losing a request, SIGTERM draining every worker, metrics summed over wor
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -156,26 +157,33 @@ def test_metrics_count_the_requests_of_every_worker(serving_process, tiny_bundle
 
 
 def _bundle_mappings(pid: int, bundle: Path) -> dict[str, dict[str, int]]:
-    """Rss/Pss/Private_Dirty (kB) of each of the bundle's .npy files mapped by ``pid``."""
+    """Rss/Pss/Private_Dirty (kB) of each of the bundle's files mapped by ``pid``."""
     mappings: dict[str, dict[str, int]] = {}
     current: dict[str, int] | None = None
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         fields = line.split()
         if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
             path = fields[5] if len(fields) > 5 else ""
-            current = mappings.setdefault(path, {}) if path.startswith(str(bundle)) and path.endswith(".npy") else None
+            current = mappings.setdefault(path, {}) if path.startswith(str(bundle)) else None
         elif current is not None and fields[0] in ("Rss:", "Pss:", "Private_Dirty:"):
             current[fields[0][:-1]] = current.get(fields[0][:-1], 0) + int(fields[1])
     return mappings
 
 
 @pytest.mark.slow
-def test_the_bundle_arrays_are_one_copy_shared_by_the_workers(serving_process, tiny_bundle):
-    server = serving_process(tiny_bundle, env=WORKERS)
-    by_worker = [_bundle_mappings(w.pid, tiny_bundle.resolve()) for w in workers_of(server)]
-    arrays = {str(p.resolve()) for p in tiny_bundle.glob("*/*.npy")}
+def test_the_bundle_arrays_are_one_copy_shared_by_the_workers(serving_process, tiny_bundle, tmp_path):
+    import onnx
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    model = onnx.load(str(bundle / "model.onnx"))  # weights outside the graph, as `ncfctl neo compile` writes them
+    onnx.save_model(model, str(bundle / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    server = serving_process(bundle, env=WORKERS)
+    by_worker = [_bundle_mappings(w.pid, bundle.resolve()) for w in workers_of(server)]
+    shared = {str(p.resolve()) for p in [*bundle.glob("*/*.npy"), bundle / "model.onnx.data"]}
     for mappings in by_worker:
-        assert set(mappings) == arrays  # every array is mapped from its file, none copied into the heap
-        item_table = mappings[str((tiny_bundle / "fastpath" / "item_pre.npy").resolve())]
-        assert item_table["Rss"] > 0 and item_table["Pss"] < item_table["Rss"]  # its pages count half to each
+        assert set(mappings) == shared  # every array and weight is mapped from its file, none copied into the heap
+        for table in ("fastpath/item_pre.npy", "model.onnx.data"):
+            pages = mappings[str((bundle / table).resolve())]
+            assert pages["Rss"] > 0 and pages["Pss"] < pages["Rss"]  # its pages count half to each worker
         assert all(m.get("Private_Dirty", 0) == 0 for m in mappings.values())  # and none was copied on write
