@@ -35,7 +35,10 @@ log = logging.getLogger("ncf_serving")
 
 def _preload_runtime(settings: Settings) -> None:
     """Import the bundle's runtime library in the master: each worker would otherwise hold its own
-    copy of the library's Python-side state (~8 MB for onnxruntime)."""
+    copy of the library's Python-side state (~8 MB for onnxruntime). Only the import: sessions
+    (and their thread pools) are created in the workers. Importing onnxruntime starts one idle
+    native thread, which fork does not copy; workers create and run sessions without it (every
+    server test, and 120 forks in a row when this was written)."""
     try:
         runtime = read_spec(settings.model_dir).runtime
     except BundleError:
