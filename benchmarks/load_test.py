@@ -46,7 +46,6 @@ import numpy as np
 import psutil
 from ncf_serving.bundle import IDS_DIR, read_arrays
 from ncf_serving.ids import IdMap
-from synthetic_bundle import ITEMS, write_synthetic_bundle
 
 LUA = Path(__file__).resolve().with_name("wrk_bodies.lua")
 FORMS = ("top10", "pair")
@@ -247,7 +246,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
         folder = Path(tmp)
         if args.bundle is None:
-            bundle = write_synthetic_bundle(folder / "bundle", items=args.items or ITEMS)
+            from synthetic_bundle import write_synthetic_bundle  # torch and ncfctl: only to build one
+
+            bundle = write_synthetic_bundle(folder / "bundle", items=args.items)
         else:
             bundle = args.bundle
         bodies = write_bodies(bundle, folder)
@@ -257,12 +258,12 @@ def main() -> int:
             for count in workers:
                 runs.append(measure(bundle, count, bodies, args, folder / "server.log"))
     report = {
-        "bundle": str(args.bundle or f"synthetic bundle ({args.items or ITEMS} items)"),
+        "bundle": str(args.bundle or f"synthetic bundle ({args.items or 'default'} items)"),
         "connections": args.connections,
         "client_threads": args.client_threads,
         "duration_s": args.duration,
         "rounds": args.rounds,
-        "cpus": psutil.cpu_count(),
+        "cpus": len(os.sched_getaffinity(0)),  # what this run may use (taskset narrows it)
         "load_average_1m": load,
         "summary": summarize(runs, workers),
         "runs": runs,

@@ -35,9 +35,10 @@ def _ml1m_shaped_data(rng: np.random.Generator, users: int = USERS, items: int =
     return InteractionData(users, items, rows, empty, empty, *ids)
 
 
-def write_synthetic_bundle(folder: Path, users: int = USERS, items: int = ITEMS) -> Path:
+def write_synthetic_bundle(folder: Path, users: int = USERS, items: int | None = None) -> Path:
     """The ONNX serving bundle ``ncfctl neo compile --backend local`` would write, into ``folder``: the
-    exported graph optimised by ONNX Runtime, its weights in ``model.onnx.data``."""
+    exported graph optimised by ONNX Runtime, its weights in ``model.onnx.data``. ``items``: ITEMS."""
+    items = items or ITEMS
     torch.manual_seed(0)
     spec = NCFSpec(num_users=users, num_items=items, factors=32, mlp_user_dim=64, mlp_item_dim=64, hidden=[64, 32])
     model = NCF(spec).eval()
