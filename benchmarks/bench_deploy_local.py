@@ -30,18 +30,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from synthetic_bundle import ITEMS, MODEL, USERS, write_synthetic_bundle
 
 from ncfctl.config import load_config
-from ncfctl.data.dataset import EvalSplit, InteractionData, Interactions
-from ncfctl.models import NCF, NCFSpec
 from ncfctl.serving.build_image import build_image
-from ncfctl.serving.bundle import write_serving_bundle
 from ncfctl.serving.deploy import deploy, stop
 from ncfctl.serving.invoke import invoke
 from ncfctl.workspace import Workspace
-
-USERS, ITEMS, SEEN = 6040, 3706, 165
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,32 +46,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def ml1m_shaped_data(rng: np.random.Generator) -> InteractionData:
-    """Interactions with SEEN random items per user (only the seen-items index and ids are served)."""
-    users = np.repeat(np.arange(USERS), SEEN)
-    rows = Interactions(users, rng.integers(0, ITEMS, len(users)), np.ones(len(users), np.float32), users * 0)
-    empty = EvalSplit(rows.subset(np.zeros(len(users), bool)), np.zeros((0, 1), np.int64))
-    ids = np.arange(1, USERS + 1).astype(str), np.arange(1, ITEMS + 1).astype(str)
-    return InteractionData(USERS, ITEMS, rows, empty, empty, *ids)
-
-
 def write_compiled(workspace: Workspace) -> None:
-    """The ONNX serving bundle ``ncfctl neo compile --backend local`` would write, as a compiled artifact."""
-    torch.manual_seed(0)
-    spec = NCFSpec(num_users=USERS, num_items=ITEMS, factors=32, mlp_user_dim=64, mlp_item_dim=64, hidden=[64, 32])
-    model = NCF(spec).eval()
-    data = ml1m_shaped_data(np.random.default_rng(0))
+    """The default synthetic bundle as a ``compiled`` artifact (what ``ncfctl neo compile`` commits)."""
     with workspace.create("compiled", info={"runtime": "onnxruntime"}) as writer:
-        pair = (torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
-        axes = {"user": {0: "n"}, "item": {0: "n"}, "score": {0: "n"}}
-        torch.onnx.export(
-            model, pair, str(writer.path / "model.onnx"), dynamo=False, opset_version=12,
-            input_names=["user", "item"], output_names=["score"], dynamic_axes=axes,
-        )  # fmt: skip
-        write_serving_bundle(
-            writer.path, model, data, runtime="onnxruntime", models=[{"batch_size": None, "path": "model.onnx"}],
-            source_model="bench", target="local",
-        )  # fmt: skip
+        write_synthetic_bundle(writer.path)
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -118,7 +91,7 @@ def main() -> None:
             stopped = stop(config, workspace, deployment.id)
             stop_s = time.perf_counter() - start
     report = {
-        "model": f"NeuMF {USERS}x{ITEMS}, factors 32, layers 128,64,32, ONNX Runtime",
+        "model": f"{MODEL}, {USERS} users x {ITEMS} items",
         "build_context_s": round(build_s, 3),
         "deploy_ready_s": round(ready_s, 3),
         **results,

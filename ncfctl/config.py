@@ -113,6 +113,7 @@ class ServingConfig(_Section):
     max_top_k: int = Field(gt=0)
     max_body_bytes: int = Field(gt=0)
     request_read_seconds: int = Field(ge=1, le=3600)
+    workers: int | None = Field(default=None, gt=0, le=1024)
 
 
 class ImageConfig(_Section):

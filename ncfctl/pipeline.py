@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from ncf_serving.layout import IDS_NPZ
+from ncf_serving.bundle import read_arrays
+from ncf_serving.layout import IDS_DIR
 
 from ncfctl.config import Config
 from ncfctl.workspace import Artifact, Workspace
@@ -94,8 +94,8 @@ def _smoke_requests(compiled: Artifact, top_k: int) -> list[dict[str, Any]]:
     """One top-K and one pair request in the data's raw ids (the first user and item of the bundle)."""
     from ncfctl.serving.invoke import parse_id
 
-    with np.load(compiled.path / IDS_NPZ) as ids:
-        user, item = parse_id(str(ids["user_ids"][0])), parse_id(str(ids["item_ids"][0]))
+    ids = read_arrays(compiled.path / IDS_DIR, ("user_ids", "item_ids"))
+    user, item = parse_id(str(ids["user_ids"][0])), parse_id(str(ids["item_ids"][0]))
     return [{"user_id": user, "top_k": top_k}, {"user_id": user, "item_id": item}]
 
 

@@ -262,7 +262,8 @@ class ServingProcess:
         self.model_dir = model_dir
         self.log_path = log_path
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--model-dir", str(model_dir)] if flags else []
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "NCF_THREADS": "1", **(env or {})}
+        # two workers whatever the machine's vCPUs: the multi-worker path, at a fixed cost
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "NCF_THREADS": "1", "NCF_WORKERS": "2", **(env or {})}
         if not flags:  # the container's way: everything from the environment
             full_env.update(
                 {"NCF_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(self.port), "NCF_MODEL_DIR": str(model_dir)}

@@ -90,6 +90,8 @@ def test_compare_all_measures_every_variant(served):
     # measured in separate processes: a bundle served by ONNX Runtime needs far less than torch
     assert compiled["peak_rss_mb"] < base["peak_rss_mb"]
     assert results["threads"] == config.bench.threads and results["repeats"] == config.bench.repeats
+    assert deployed["workers"] == arts["deployment"].manifest.info["workers"] >= 1  # what the server reports
+    assert base["workers"] == compiled["workers"] == 1
 
     assert artifact.manifest.parent == arts["original"].id
     table = list(csv.DictReader(io.StringIO((artifact.path / RESULTS_CSV).read_text())))

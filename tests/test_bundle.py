@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import separated_ncf, tiny_interaction_data
+from ncf_serving import fastpath
 from ncf_serving.bundle import BundleError, load_bundle
 from ncf_serving.fastpath import FastPath
 from ncf_serving.ids import IdMap
@@ -33,8 +34,10 @@ def torch_scores(model, user: int, num_items: int) -> np.ndarray:
         return model(torch.full((num_items,), user), torch.arange(num_items)).numpy()
 
 
+@pytest.mark.parametrize("block", [fastpath.BLOCK_ITEMS, 7])  # one block; 40 items in blocks of 7 (and 5)
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_fastpath_matches_the_model_exactly(name):
+def test_fastpath_matches_the_model_exactly(name, block, monkeypatch):
+    monkeypatch.setattr(fastpath, "BLOCK_ITEMS", block)
     data = tiny_interaction_data()
     model = separated_ncf(NCFSpec(num_users=data.num_users, num_items=data.num_items, **SPECS[name]))
     fast = FastPath(fastpath_arrays(model))
@@ -73,7 +76,7 @@ def test_bundle_round_trip(tmp_path):
         on_disk
         == document
         == {
-            "format": 1,
+            "format": 2,
             "runtime": "onnxruntime",
             "models": ONNX_MODELS,
             "task": "implicit",
@@ -86,7 +89,10 @@ def test_bundle_round_trip(tmp_path):
             "target": "ml_c5",
         }
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastpath.npz", "ids.npz", "seen_items.npz", "serving.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastpath", "ids", "seen_items", "serving.json"]
+    assert sorted(p.name for p in (tmp_path / "ids").iterdir()) == [
+        "item_ids.npy", "item_order.npy", "user_ids.npy", "user_order.npy"
+    ]  # fmt: skip
     bundle = load_bundle(tmp_path)
     indptr, indices = data.seen_items(include_val=True)
     assert bundle.seen_indptr.tolist() == indptr.tolist()
@@ -96,6 +102,26 @@ def test_bundle_round_trip(tmp_path):
     assert set(bundle.fastpath) == expected_keys | {"mlp_w2", "mlp_b2", "mlp_w3", "mlp_b3"}
     assert all(a.dtype == np.float32 for a in bundle.fastpath.values())
     assert bundle.fastpath["item_pre"].shape == (40, 16) and bundle.fastpath["mlp_w2"].shape == (16, 8)
+    # memory-mapped, read-only: workers share the page cache's copy instead of holding their own
+    for array in (bundle.fastpath["item_pre"], bundle.seen_indices, bundle.item_ids, bundle.item_order):
+        assert isinstance(array.base, np.memmap) and not array.flags.writeable
+
+
+def test_rewriting_a_bundle_leaves_no_stale_arrays(tmp_path):
+    data = tiny_interaction_data()
+    for name in ("neumf", "gmf"):
+        model = separated_ncf(NCFSpec(num_users=60, num_items=40, **SPECS[name]))
+        write_serving_bundle(
+            tmp_path, model, data, runtime="onnxruntime", models=ONNX_MODELS, source_model=None, target=None
+        )
+    assert set(load_bundle(tmp_path).fastpath) == {"gmf_user", "gmf_item", "out_bias"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folders left
+
+
+def test_a_format_1_bundle_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / "serving.json").write_text(json.dumps({"format": 1, "runtime": "onnxruntime"}))
+    with pytest.raises(BundleError, match="bundle format 1 .* compile the model again with `ncfctl neo compile`"):
+        load_bundle(tmp_path)
 
 
 def test_static_batch_sizes_are_recorded(tmp_path):
@@ -146,12 +172,15 @@ def test_reader_names_the_broken_file(tmp_path):
     write_serving_bundle(
         tmp_path, model, data, runtime="onnxruntime", models=ONNX_MODELS, source_model=None, target=None
     )
-    ids = dict(np.load(tmp_path / "ids.npz"))
-    np.savez(tmp_path / "ids.npz", user_ids=ids["user_ids"][:-1], item_ids=ids["item_ids"])
-    with pytest.raises(BundleError, match=r"ids.npz: 'user_ids' has shape \(59,\)"):
+    order = tmp_path / "ids" / "item_order.npy"
+    np.save(order, np.load(order)[::-1])
+    with pytest.raises(BundleError, match=r"ids/item_order.npy does not sort item_ids.npy"):
         load_bundle(tmp_path)
-    (tmp_path / "fastpath.npz").write_bytes(b"not a zip")
-    with pytest.raises(BundleError, match="fastpath.npz is not a readable npz"):
+    np.save(tmp_path / "ids" / "user_ids.npy", np.load(tmp_path / "ids" / "user_ids.npy")[:-1])
+    with pytest.raises(BundleError, match=r"ids/user_ids.npy has shape \(59,\)"):
+        load_bundle(tmp_path)
+    (tmp_path / "fastpath" / "gmf_item.npy").write_bytes(b"not an array")
+    with pytest.raises(BundleError, match="fastpath/gmf_item.npy is not a readable .npy"):
         load_bundle(tmp_path)
     spec = json.loads((tmp_path / "serving.json").read_text())
     (tmp_path / "serving.json").write_text(json.dumps({**spec, "runtime": "tvm"}))
@@ -165,7 +194,19 @@ def test_reader_names_the_broken_file(tmp_path):
 def test_id_map_speaks_the_data_ids():
     numeric = IdMap(np.array(["10", "7", "300"]))
     assert numeric.lookup(7) == 1 and numeric.lookup("7") == 1 and numeric.lookup(-7) is None
+    assert numeric.lookup(3000) is None and numeric.lookup(1) is None and numeric.lookup("3") is None
     assert numeric.to_public(np.array([2, 0])) == [300, 10]
     text = IdMap(np.array(["u1", "007", "8"]))
-    assert text.lookup("007") == 1 and text.lookup(7) is None
+    assert text.lookup("007") == 1 and text.lookup(7) is None and text.lookup("u10") is None
     assert text.to_public(np.array([1, 2])) == ["007", "8"]
+    assert IdMap(np.array(["5", "+6"])).to_public(np.array([0, 1])) == ["5", "+6"]  # "+6" would not round-trip
+
+
+def test_id_map_finds_every_id_of_a_large_table():
+    rng = np.random.default_rng(0)
+    raw = np.unique(rng.integers(-(10**12), 10**12, 20_000)).astype(str)
+    rng.shuffle(raw)
+    ids = IdMap(raw, np.argsort(raw, kind="stable"))
+    assert all(ids.lookup(int(raw[i])) == i for i in range(0, len(raw), 7))
+    assert ids.to_public(np.arange(3)) == [int(v) for v in raw[:3]]
+    assert ids.lookup(10**13) is None

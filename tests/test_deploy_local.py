@@ -38,7 +38,8 @@ def image(compiled_artifact, workdir):
     for deployment in Workspace(workdir).list("deployment"):
         proc = our_process(deployment.manifest.info) if "pid" in deployment.manifest.info else None
         if proc is not None:
-            proc.kill()
+            for process in [*proc.children(recursive=True), proc]:  # the server's workers outlive a killed master
+                process.kill()
 
 
 def cli_json(run_cli, *args: str) -> dict:
@@ -52,11 +53,12 @@ def onnx_score(model_dir, user: int, item: int) -> float:
 
 
 def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
-    deployed = cli_json(run_cli, "deploy", "--backend", "local", "--port", "0")
+    deployed = cli_json(run_cli, "deploy", "--backend", "local", "--port", "0", "--workers", "3")
     url, model_dir = deployed["url"], Path(image["context"]) / "model"
     assert deployed["status"] == "running" and deployed["image"] == image["image_artifact"]
     assert url.startswith("http://127.0.0.1:") and httpx.get(f"{url}/ping").status_code == 200
-    assert psutil.pid_exists(deployed["pid"])
+    workers = psutil.Process(deployed["pid"]).children()
+    assert deployed["workers"] == len(workers) == 3 and deployed["threads"] >= 1  # --workers reached the server
 
     pair = cli_json(run_cli, "invoke", "--user", "u1", "--item", "i3")
     assert pair["deployment"] == deployed["deployment"] and pair["target"] == url
@@ -67,8 +69,11 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
     top = cli_json(run_cli, "invoke", "--user", "u1", "--top-k", "5")["results"][0]["response"]
     scores = [i["score"] for i in top["items"]]
     assert len(top["items"]) == 5 and scores == sorted(scores, reverse=True)
-    with np.load(model_dir / "seen_items.npz") as seen:
-        seen_u1 = {f"i{i}" for i in seen["indices"][seen["indptr"][1] : seen["indptr"][2]]}
+    indptr, indices = (
+        np.load(model_dir / "seen_items" / "indptr.npy"),
+        np.load(model_dir / "seen_items" / "indices.npy"),
+    )
+    seen_u1 = {f"i{i}" for i in indices[indptr[1] : indptr[2]]}
     assert seen_u1 and not seen_u1 & {i["item_id"] for i in top["items"]}
 
     requests = tmp_path / "requests.jsonl"
@@ -95,19 +100,20 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
 
     stopped = cli_json(run_cli, "deploy", "--stop")
     assert stopped["status"] == "stopped" and stopped["stop"] == "terminated"  # SIGTERM was enough
-    assert not psutil.pid_exists(deployed["pid"]) or psutil.Process(deployed["pid"]).status() == psutil.STATUS_ZOMBIE
+    for pid in [deployed["pid"], *(w.pid for w in workers)]:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     log = Path(deployed["log"]).read_text()
     assert '"message": "server stopped"' in log and '"signal": "SIGTERM"' in log  # graceful shutdown
     assert cli_json(run_cli, "deploy", "--status")["live"]["state"] == "stopped"
 
 
 def test_server_that_dies_reports_its_log_tail(run_cli, image, workdir):
-    (Path(image["context"]) / "model" / "fastpath.npz").unlink()  # the server cannot load this bundle
+    (Path(image["context"]) / "model" / "fastpath" / "out_bias.npy").unlink()  # the server cannot load this bundle
     proc = run_cli("deploy", "--backend", "local", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     message = " ".join(proc.stderr.split())  # undo Rich's wrapping
     assert "server exited with code 1 before /ping answered: model failed to load:" in message
-    assert "fastpath.npz not found" in message
+    assert "lacks arrays ['out_bias']" in message
     (failed,) = Workspace(workdir).list("deployment")  # the attempt is recorded, with the server's log
     assert failed.manifest.info["status"] == "failed" and f"(log: {failed.path / 'server.log'})" in message
     assert '"level": "error"' in (failed.path / "server.log").read_text()

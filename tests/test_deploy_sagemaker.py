@@ -59,7 +59,9 @@ def deploy_json(run_cli, *args: str) -> dict:
 
 
 def test_deploy_creates_model_config_endpoint_and_autoscaling(run_cli, image_artifact, sm, tmp_path):
-    result = deploy_json(run_cli, "--instance-count", "2", "--min-instances", "1", "--max-instances", "4")
+    result = deploy_json(
+        run_cli, "--instance-count", "2", "--min-instances", "1", "--max-instances", "4", "--workers", "4"
+    )
 
     assert result["status"] == "running" and result["endpoint_status"] == "InService"
     assert result["action"] == "created" and result["image"] == image_artifact.id
@@ -67,6 +69,7 @@ def test_deploy_creates_model_config_endpoint_and_autoscaling(run_cli, image_art
     assert model["PrimaryContainer"]["Image"] == IMAGE_URI
     assert model["ExecutionRoleArn"] == "arn:aws:iam::123456789012:role/SageMakerRole"
     assert model["PrimaryContainer"]["Environment"]["NCF_MAX_BATCH"] == "10000"  # config serving.max_batch
+    assert model["PrimaryContainer"]["Environment"]["NCF_WORKERS"] == "4"  # --workers reaches the container
     data_url = model["PrimaryContainer"]["ModelDataUrl"]
     assert data_url == result["model_data"] and data_url.endswith(f"/deployments/{result['deployment']}/model.tar.gz")
 
@@ -74,7 +77,8 @@ def test_deploy_creates_model_config_endpoint_and_autoscaling(run_cli, image_art
     sm("s3").download_file(bucket, key, str(tmp_path / "model.tar.gz"))
     with tarfile.open(tmp_path / "model.tar.gz") as tar:
         names = set(tar.getnames())
-    assert {"serving.json", "model.onnx", "fastpath.npz", "seen_items.npz", "ids.npz"} <= names  # at the root
+    arrays = {"fastpath/item_pre.npy", "seen_items/indices.npy", "ids/item_ids.npy", "ids/item_order.npy"}
+    assert {"serving.json", "model.onnx", *arrays} <= names  # at the root
 
     config = sm("sagemaker").describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
     (variant,) = config["ProductionVariants"]

@@ -13,6 +13,7 @@ import torch
 from conftest import ServingProcess, export_onnx, separated_ncf, tiny_interaction_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from ncfctl.models import NCFSpec
 from ncfctl.serving.bundle import write_serving_bundle
@@ -46,6 +47,12 @@ def served(tmp_path_factory):
 def client(served):
     with httpx.Client(base_url=served[0].url, timeout=10) as http:
         yield http
+
+
+def scrape(client: httpx.Client) -> dict[tuple[str, tuple], float]:
+    """``GET /metrics`` as {(sample name, sorted labels): value}."""
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in families for s in family.samples}
 
 
 def invoke(client: httpx.Client, document) -> httpx.Response:
@@ -206,13 +213,11 @@ def test_metrics_and_one_log_line_per_request(client, served):
     before = len([ln for ln in server.log().splitlines() if '"ncf_serving.access"' in ln])
     invoke(client, {"user_id": USER_BASE, "top_k": 3})
     invoke(client, {"user_id": USER_BASE, "top_k": 0})
-    metrics = client.get("/metrics").text
-    assert 'ncf_requests_total{path="/invocations",kind="topk",status="200"}' in metrics
-    assert 'ncf_requests_total{path="/invocations",kind="invalid",status="422"}' in metrics
-    assert (
-        "ncf_model_ready 1" in metrics
-        and 'ncf_request_seconds_bucket{path="/invocations",kind="topk",le="+Inf"}' in metrics
-    )
+    metrics = scrape(client)
+    assert metrics["ncf_requests_total", (("kind", "topk"), ("path", "/invocations"), ("status", "200"))] >= 1
+    assert metrics["ncf_requests_total", (("kind", "invalid"), ("path", "/invocations"), ("status", "422"))] >= 1
+    assert metrics["ncf_request_seconds_bucket", (("kind", "topk"), ("le", "+Inf"), ("path", "/invocations"))] >= 1
+    assert metrics["ncf_model_ready", ()] == 1
     time.sleep(0.2)
     lines = [json.loads(ln) for ln in server.log().splitlines() if '"ncf_serving.access"' in ln]
     assert len(lines) == before + 3  # two invocations + the /metrics request

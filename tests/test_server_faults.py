@@ -20,6 +20,7 @@ import psutil
 import pytest
 from conftest import ServingProcess
 from ncf_serving.settings import Settings
+from prometheus_client.parser import text_string_to_metric_families
 
 from ncfctl.config import load_config
 from ncfctl.serving.server_env import server_environment
@@ -42,12 +43,14 @@ def server(tiny_bundle, tmp_path_factory):
 
 
 def requests_total(server: ServingProcess) -> dict[str, int]:
-    """``ncf_requests_total`` for ``/invocations``, by status."""
+    """``ncf_requests_total`` for ``/invocations``, by status (summed over kinds and workers)."""
     text = httpx.get(f"{server.url}/metrics").text
-    found = re.findall(r'ncf_requests_total\{path="/invocations",kind="[^"]+",status="(\d+)"\} (\d+)', text)
     totals: dict[str, int] = {}
-    for status, count in found:
-        totals[status] = totals.get(status, 0) + int(count)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "ncf_requests_total" and sample.labels.get("path") == "/invocations":
+                status = sample.labels["status"]
+                totals[status] = totals.get(status, 0) + int(sample.value)
     return totals
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import export_onnx, separated_ncf, tiny_interaction_data
 from ncf_serving.bundle import BundleError
 from ncf_serving.predictor import Predictor
-from ncf_serving.settings import Settings, SettingsError, bundle_threads
+from ncf_serving.settings import Settings, SettingsError, bundle_threads, process_plan
 
 from ncfctl.models import NCFSpec
 from ncfctl.serving.bundle import write_serving_bundle
@@ -60,7 +60,7 @@ def test_warm_up_refuses_a_fastpath_from_another_model(tmp_path):
     served, other = separated_ncf(SPEC, seed=1), separated_ncf(SPEC, seed=2)
     export_onnx(served, tmp_path / "model.onnx")
     predictor = Predictor.load(bundle(tmp_path, other, "onnxruntime", [{"batch_size": None, "path": "model.onnx"}]))
-    with pytest.raises(BundleError, match="fastpath.npz disagrees with the onnxruntime model"):
+    with pytest.raises(BundleError, match="fastpath/ disagrees with the onnxruntime model"):
         predictor.warm_up()
 
 
@@ -87,6 +87,25 @@ def test_settings_come_from_the_environment(tmp_path):
     assert bundle_threads(tmp_path) == 1
     (tmp_path / "serving.json").write_text('{"threads": 3}')
     assert bundle_threads(tmp_path) == 3
+
+
+def test_one_worker_per_vcpu_and_threads_within_the_vcpus(tmp_path):
+    (tmp_path / "serving.json").write_text('{"threads": 4}')  # what compile chose for a one-process server
+
+    def plan(env: dict[str, str], cpus: int) -> tuple[int, int]:
+        return process_plan(Settings.from_env({"NCF_MODEL_DIR": str(tmp_path), **env}), cpus)
+
+    assert plan({}, 16) == (16, 1)  # SageMaker's convention: a worker per vCPU
+    assert plan({"NCF_WORKERS": "2"}, 16) == (2, 4)  # the bundle's 4 threads fit in 16 // 2
+    assert plan({"NCF_WORKERS": "4"}, 8) == (4, 2)  # capped: workers x threads <= vCPUs
+    assert plan({"SAGEMAKER_MODEL_SERVER_WORKERS": "3"}, 16) == (3, 4)
+    assert plan({"SAGEMAKER_MODEL_SERVER_WORKERS": "3", "NCF_WORKERS": "5"}, 16) == (5, 3)  # ours wins
+    assert plan({"NCF_WORKERS": "32"}, 16) == (32, 1)
+    assert plan({"NCF_THREADS": "8"}, 16) == (16, 8)  # an explicit choice is the operator's
+    with pytest.raises(SettingsError, match="SAGEMAKER_MODEL_SERVER_WORKERS='auto' is not an integer"):
+        Settings.from_env({"SAGEMAKER_MODEL_SERVER_WORKERS": "auto"})
+    with pytest.raises(SettingsError, match="NCF_WORKERS=-1 must be between 0 and 1024"):
+        Settings.from_env({"NCF_WORKERS": "-1"})
 
 
 def test_serve_rejects_bad_settings_with_exit_2():

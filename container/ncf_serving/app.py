@@ -1,9 +1,11 @@
 """The HTTP surface SageMaker expects: ``GET /ping``, ``POST /invocations`` (+ ``GET /metrics``).
 
-The model loads in a background thread so the port answers at once: ``/ping`` is 503 until the
-bundle is loaded and warm-up inferences passed (SageMaker then starts routing), 200 after. If
-loading fails the error is logged and ``on_fatal`` stops the server (the process exits 1), so a
-broken bundle fails the deployment fast instead of hanging in "loading".
+Each worker process runs one such app. The model loads in a background thread so the port answers
+at once: ``/ping`` is 503 until every worker has loaded its bundle and passed warm-up inferences
+(SageMaker then starts routing), 200 after (see :mod:`ncf_serving.readiness`; a replacement worker
+loads before it accepts connections instead). If loading fails the error is logged and
+``on_fatal`` stops the server (the process exits 1), so a broken bundle fails the deployment fast
+instead of hanging in "loading".
 
 Inference runs inline on the event loop: a top-K or a pair takes well under a millisecond, less
 than a thread-pool hop would cost, and runtimes like DLR are not thread-safe anyway.
@@ -11,6 +13,7 @@ than a thread-pool hop would cost, and runtimes like DLR are not thread-safe any
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -29,6 +32,7 @@ from ncf_serving.connections import broken_body
 from ncf_serving.invocations import RequestError, parse_invocation
 from ncf_serving.metrics import Metrics
 from ncf_serving.predictor import Predictor
+from ncf_serving.readiness import Readiness
 from ncf_serving.settings import Settings
 
 log = logging.getLogger("ncf_serving")
@@ -101,9 +105,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -> FastAPI:
+def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fatal: Callable[[str], None]) -> FastAPI:
     state = ServerState()
-    metrics = Metrics()
 
     def load() -> None:
         started = time.perf_counter()
@@ -117,25 +120,28 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
             state.error = f"{type(exc).__name__}: {exc}"
         else:
             state.predictor = predictor
-            metrics.model_ready = 1
+            readiness.mark_ready()
             fields = {
                 "model_dir": str(settings.model_dir),
                 "runtime": predictor.spec.runtime,
                 "source_model": predictor.spec.source_model,
                 "load_seconds": round(time.perf_counter() - started, 3),
                 "fastpath_max_gap": gap,
+                "threads": settings.threads,
             }
             log.info("model ready", extra={"fields": fields})
             return
         log.error(
             "model failed to load", extra={"fields": {"model_dir": str(settings.model_dir), "error": state.error}}
         )
-        if on_fatal is not None:
-            on_fatal()
+        on_fatal(state.error)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        threading.Thread(target=load, name="model-loader", daemon=True).start()
+        if readiness.serving():  # a replacement worker: accept no connection before the model is warm
+            await asyncio.to_thread(load)
+        else:
+            threading.Thread(target=load, name="model-loader", daemon=True).start()
         yield
 
     # redirect_slashes=False: FastAPI would answer POST /invocations/ with a 307 that clients do not
@@ -151,7 +157,7 @@ def create_app(settings: Settings, on_fatal: Callable[[], None] | None = None) -
 
     @app.get("/ping")
     async def ping() -> Response:
-        if state.predictor is not None:
+        if state.predictor is not None and readiness.serving():
             return json_response(200, {"status": "ready"})
         if state.error is not None:
             return json_response(503, {"status": "failed", "error": state.error})

@@ -1,18 +1,24 @@
 """The serving bundle: what ``ncfctl neo compile`` writes and the container mounts at ``/opt/ml/model``.
 
-This module is the single definition of the format (file names, ``serving.json`` schema, npz keys);
-the writer (``ncfctl.serving.bundle``) imports the names from here so the two sides cannot drift.
-It needs only numpy and pydantic, never torch.
+This module is the single definition of the format (file names, ``serving.json`` schema, array
+names) and holds both the array reader and writer; the writer (``ncfctl.serving.bundle``) imports
+them from here so the two sides cannot drift. It needs only numpy and pydantic, never torch.
 
 Files::
 
     serving.json    see :class:`ServingSpec`
-    fastpath.npz    numpy weights for the exact top-K fast path (keys below)
-    seen_items.npz  ``indptr`` (U+1,) int64, ``indices`` int32/int64: each user's train+val items
-    ids.npz         ``user_ids``, ``item_ids``: unicode arrays, index -> raw id from the user's data
+    fastpath/       numpy weights for the exact top-K fast path (names below)
+    seen_items/     ``indptr`` (U+1,) int64, ``indices`` int32/int64: each user's train+val items
+    ids/            ``user_ids``, ``item_ids``: unicode arrays, index -> raw id from the user's data;
+                    ``user_order``, ``item_order``: the permutations that sort them (id lookup)
     model files     ``model.onnx`` | ``model.pth`` | a DLR folder per static batch size
 
-``fastpath.npz`` keys (float32; present only for the parts the model has; NeuMF has all). The
+Each folder holds one ``<name>.npy`` per array, never compressed: the server memory-maps them
+read-only, so every worker process of a server shares one copy of the arrays in the page cache
+instead of holding its own (format 1 used ``.npz`` archives, which numpy can only copy into
+memory).
+
+``fastpath/`` arrays (float32; present only for the parts the model has; NeuMF has all). The
 score of ``(u, i)`` is ``out_bias + gmf_user[u] . gmf_item[i] + out_mlp . tower(u, i)`` where
 ``tower`` starts from ``relu(item_pre[i] + w1_user @ mlp_user[u])`` and applies each remaining
 ``relu(h @ mlp_w{k} + mlp_b{k})``. Everything that depends only on the item is precomputed, so a
@@ -33,6 +39,10 @@ top-K request costs one user-side mat-vec plus one pass over the item matrices:
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,9 +50,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ncf_serving.layout import FASTPATH_NPZ, FORMAT, IDS_NPZ, SEEN_NPZ, SERVING_JSON
+from ncf_serving.layout import FASTPATH_DIR, FORMAT, IDS_DIR, SEEN_DIR, SERVING_JSON
 
-__all__ = ["FASTPATH_NPZ", "FORMAT", "IDS_NPZ", "SEEN_NPZ", "SERVING_JSON"]
+__all__ = ["FASTPATH_DIR", "FORMAT", "IDS_DIR", "SEEN_DIR", "SERVING_JSON"]
 
 GMF_KEYS = ("gmf_user", "gmf_item")
 MLP_KEYS = ("mlp_user", "w1_user", "item_pre", "out_mlp")
@@ -50,7 +60,7 @@ OUT_BIAS = "out_bias"
 
 
 def tower_keys(layer: int) -> tuple[str, str]:
-    """npz keys of MLP layer ``layer`` (2-based: layer 1 is split into ``w1_user``/``item_pre``)."""
+    """Array names of MLP layer ``layer`` (2-based: layer 1 is split into ``w1_user``/``item_pre``)."""
     return f"mlp_w{layer}", f"mlp_b{layer}"
 
 
@@ -79,7 +89,7 @@ class ServingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal[1] = FORMAT
+    format: Literal[2] = FORMAT
     runtime: Literal["onnxruntime", "dlr", "torchscript"]
     models: list[ModelFile] = Field(min_length=1)
     task: Literal["implicit", "explicit"]
@@ -116,6 +126,8 @@ class Bundle:
     seen_indices: np.ndarray
     user_ids: np.ndarray
     item_ids: np.ndarray
+    user_order: np.ndarray
+    item_order: np.ndarray
 
 
 def read_spec(folder: Path) -> ServingSpec:
@@ -126,6 +138,11 @@ def read_spec(folder: Path) -> ServingSpec:
         raise BundleError(f"{path} not found: the model directory is not an ncfctl serving bundle") from None
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    if isinstance(raw, dict) and raw.get("format") == 1:
+        raise BundleError(
+            f"{path}: bundle format 1 (.npz arrays, written by an older ncfctl); the server reads format "
+            f"{FORMAT} (memory-mapped .npy arrays): compile the model again with `ncfctl neo compile`"
+        )
     try:
         return ServingSpec.model_validate(raw)
     except ValidationError as exc:
@@ -134,27 +151,49 @@ def read_spec(folder: Path) -> ServingSpec:
         raise BundleError(f"{path}: field '{field}': {first['msg']}") from None
 
 
-def _load_npz(path: Path, keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+def write_arrays(folder: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as ``folder/<name>.npy``, replacing the whole folder at once.
+
+    The group is written into a temp folder beside ``folder`` and renamed over it, so a reader
+    never sees half a group, and arrays of an earlier write (say a NeuMF's MLP arrays under a GMF
+    bundle) never linger.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except FileNotFoundError:
-        raise BundleError(f"{path} not found") from None
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path} is not a readable npz file: {exc}") from None
-    missing = [k for k in keys if k not in arrays]
+        for name, array in arrays.items():
+            np.save(staging / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; bundles are meant to be shared and browsed
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_arrays(folder: Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every ``folder/*.npy``, memory-mapped read-only: the page cache holds the one copy all workers share."""
+    if not folder.is_dir():
+        raise BundleError(f"{folder} not found (a folder of .npy arrays)")
+    arrays: dict[str, np.ndarray] = {}
+    for path in sorted(folder.glob("*.npy")):
+        try:
+            arrays[path.stem] = np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path} is not a readable .npy file: {exc}") from None
+    missing = [k for k in required if k not in arrays]
     if missing:
-        raise BundleError(f"{path} lacks arrays {missing}")
+        raise BundleError(f"{folder} lacks arrays {missing}")
     return arrays
 
 
 def load_bundle(folder: str | Path) -> Bundle:
-    """Read and cross-check everything except the runtime model files."""
+    """Read and cross-check everything except the runtime model files (arrays stay memory-mapped)."""
     folder = Path(folder)
     spec = read_spec(folder)
-    fastpath = _load_npz(folder / FASTPATH_NPZ, (OUT_BIAS,))
-    seen = _load_npz(folder / SEEN_NPZ, ("indptr", "indices"))
-    ids = _load_npz(folder / IDS_NPZ, ("user_ids", "item_ids"))
+    fastpath = read_arrays(folder / FASTPATH_DIR, (OUT_BIAS,))
+    seen = read_arrays(folder / SEEN_DIR, ("indptr", "indices"))
+    ids = read_arrays(folder / IDS_DIR, ("user_ids", "item_ids", "user_order", "item_order"))
     bundle = Bundle(
         folder=folder,
         spec=spec,
@@ -163,6 +202,8 @@ def load_bundle(folder: str | Path) -> Bundle:
         seen_indices=seen["indices"],
         user_ids=ids["user_ids"],
         item_ids=ids["item_ids"],
+        user_order=ids["user_order"],
+        item_order=ids["item_order"],
     )
     _check_shapes(bundle)
     return bundle
@@ -170,22 +211,32 @@ def load_bundle(folder: str | Path) -> Bundle:
 
 def _check_shapes(bundle: Bundle) -> None:
     users, items = bundle.spec.num_users, bundle.spec.num_items
-    checks = {
-        f"{IDS_NPZ}:user_ids": (bundle.user_ids.shape, (users,)),
-        f"{IDS_NPZ}:item_ids": (bundle.item_ids.shape, (items,)),
-        f"{SEEN_NPZ}:indptr": (bundle.seen_indptr.shape, (users + 1,)),
-    }
+    checks = [
+        (IDS_DIR, "user_ids", bundle.user_ids.shape, (users,)),
+        (IDS_DIR, "item_ids", bundle.item_ids.shape, (items,)),
+        (IDS_DIR, "user_order", bundle.user_order.shape, (users,)),
+        (IDS_DIR, "item_order", bundle.item_order.shape, (items,)),
+        (SEEN_DIR, "indptr", bundle.seen_indptr.shape, (users + 1,)),
+    ]
     for table, rows in (("gmf_user", users), ("mlp_user", users), ("gmf_item", items), ("item_pre", items)):
         if table in bundle.fastpath:
-            checks[f"{FASTPATH_NPZ}:{table}"] = (bundle.fastpath[table].shape[:1], (rows,))
-    for name, (got, want) in checks.items():
+            checks.append((FASTPATH_DIR, table, bundle.fastpath[table].shape[:1], (rows,)))
+    for group, array, got, want in checks:
         if tuple(got) != want:
-            file, array = name.split(":")
-            raise BundleError(f"{bundle.folder / file}: '{array}' has shape {tuple(got)}, serving.json implies {want}")
+            path = bundle.folder / group / f"{array}.npy"
+            raise BundleError(f"{path} has shape {tuple(got)}, serving.json implies {want}")
+    tables = (("user", bundle.user_ids, bundle.user_order), ("item", bundle.item_ids, bundle.item_order))
+    for name, ids, order in tables:
+        ranked = ids[order] if order.dtype.kind in "iu" and np.all((order >= 0) & (order < len(ids))) else None
+        if ranked is None or not np.all(ranked[1:] > ranked[:-1]):
+            raise BundleError(
+                f"{bundle.folder / IDS_DIR / name}_order.npy does not sort {name}_ids.npy into distinct ids"
+            )
+    seen = bundle.folder / SEEN_DIR
     indices = bundle.seen_indices
     if len(indices) and (indices.min() < 0 or indices.max() >= items):
-        raise BundleError(f"{bundle.folder / SEEN_NPZ}: 'indices' holds item indices outside [0, {items})")
+        raise BundleError(f"{seen / 'indices.npy'} holds item indices outside [0, {items})")
     if bundle.seen_indptr[-1] != len(indices) or np.any(np.diff(bundle.seen_indptr) < 0):
-        raise BundleError(f"{bundle.folder / SEEN_NPZ}: 'indptr' is not a valid CSR row pointer")
+        raise BundleError(f"{seen / 'indptr.npy'} is not a valid CSR row pointer")
     if not any(k in bundle.fastpath for k in (*GMF_KEYS, *MLP_KEYS)):
-        raise BundleError(f"{bundle.folder / FASTPATH_NPZ}: neither GMF nor MLP arrays present")
+        raise BundleError(f"{bundle.folder / FASTPATH_DIR}: neither GMF nor MLP arrays present")

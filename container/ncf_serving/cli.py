@@ -1,9 +1,9 @@
 """The command line: ``python -m ncf_serving serve`` / the image's ``serve``, and ``disable-dlr-phone-home``.
 
-Thread counts are fixed here, before numpy and the runtimes are imported, because BLAS and
-OpenMP read them once at import: ``NCF_THREADS`` or the bundle's ``serving.json`` ``threads``
-(default 1, the right choice for one request at a time on SageMaker's small CPU instances).
-Variables already set by the operator win.
+The worker count and threads per worker are fixed here (:func:`ncf_serving.settings.process_plan`),
+before numpy and the runtimes are imported, because BLAS and OpenMP read their thread counts once
+at import and the workers inherit the master's environment. Variables already set by the
+operator win.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ncf_serving.settings import PORTS, Settings, SettingsError, bounded_int, bundle_threads
+from ncf_serving.settings import PORTS, Settings, SettingsError, available_cpus, bounded_int, process_plan
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TVM_NUM_THREADS")
 
@@ -32,12 +32,12 @@ def serve(args: argparse.Namespace) -> int:
         settings = replace(settings, model_dir=Path(args.model_dir))
     if args.host:
         settings = replace(settings, host=args.host)
-    threads = settings.threads or bundle_threads(settings.model_dir)
+    workers, threads = process_plan(settings, available_cpus())
     for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, str(threads))
     from ncf_serving.server import run
 
-    return run(replace(settings, threads=threads))
+    return run(replace(settings, workers=workers, threads=threads))
 
 
 def main(argv: list[str] | None = None) -> int:

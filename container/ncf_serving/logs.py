@@ -1,4 +1,8 @@
-"""One JSON object per log line (CloudWatch and ``jq`` read it; no request bodies, no secrets)."""
+"""One JSON object per log line (CloudWatch and ``jq`` read it; no request bodies, no secrets).
+
+Each line carries the ``pid`` of the process that wrote it: the server's master and its workers
+share one log stream.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
             **getattr(record, "fields", {}),
         }

@@ -2,7 +2,7 @@
 
 :class:`Predictor` is plain Python (no HTTP), so benchmarks and tests call it directly. Loading
 ends with :meth:`Predictor.warm_up`, which runs real inferences and checks that the fast path and
-the runtime model agree on the same scores: a bundle whose ``fastpath.npz`` does not belong to
+the runtime model agree on the same scores: a bundle whose ``fastpath/`` arrays do not belong to
 its compiled model never reports ready.
 """
 
@@ -28,13 +28,13 @@ class Predictor:
         self.spec = bundle.spec
         self.scorer = scorer
         self.fastpath = FastPath(bundle.fastpath)
-        self.users = IdMap(bundle.user_ids)
-        self.items = IdMap(bundle.item_ids)
+        self.users = IdMap(bundle.user_ids, bundle.user_order)
+        self.items = IdMap(bundle.item_ids, bundle.item_order)
         self.seen_indptr = bundle.seen_indptr
         self.seen_indices = bundle.seen_indices
         if (self.fastpath.num_users, self.fastpath.num_items) != (self.spec.num_users, self.spec.num_items):
             raise BundleError(
-                f"{bundle.folder}: fastpath.npz is for {self.fastpath.num_users} users x {self.fastpath.num_items} "
+                f"{bundle.folder}: fastpath/ is for {self.fastpath.num_users} users x {self.fastpath.num_items} "
                 f"items, serving.json says {self.spec.num_users} x {self.spec.num_items}"
             )
 
@@ -70,7 +70,7 @@ class Predictor:
             if not np.allclose(fast, runtime, rtol=AGREEMENT_RTOL, atol=AGREEMENT_ATOL):
                 worst = float(np.max(np.abs(fast - runtime)))
                 raise BundleError(
-                    f"fastpath.npz disagrees with the {self.spec.runtime} model by up to {worst:.3g} on user "
+                    f"fastpath/ disagrees with the {self.spec.runtime} model by up to {worst:.3g} on user "
                     f"index {user}: the bundle's files do not belong to the same model"
                 )
             gap = max(gap, float(np.max(np.abs(fast - runtime))))

@@ -10,6 +10,7 @@ that needs them, so the image carries just one of them (torch only for ``torchsc
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from pathlib import Path
@@ -19,6 +20,17 @@ import numpy as np
 
 from ncf_serving.bundle import BundleError, ServingSpec
 from ncf_serving.dlr_phone_home import disable_dlr_phone_home
+
+LIBRARIES = {"onnxruntime": "onnxruntime", "dlr": "dlr", "torchscript": "torch"}
+
+
+def import_runtime_library(runtime: str) -> None:
+    """Import the library behind ``runtime`` now (the server's master does, before forking workers)."""
+    if runtime == "dlr":
+        disable_dlr_phone_home()
+    if runtime == "onnxruntime":
+        disable_onnxruntime_telemetry()
+    importlib.import_module(LIBRARIES[runtime])
 
 
 class ModelRuntime(Protocol):

@@ -5,7 +5,7 @@ initializers or TorchScript parameters of a bundle's model files. A DLR (Neo) mo
 sit in TVM's binary params format, which nothing installed here parses, so those counts come from
 the source model the bundle was compiled from and the row says so in a note. Size on disk is the
 model file(s) a server needs, not the manifest or plots; a bundle with one model per static batch
-size counts every copy, because a server loads them all.
+size counts every copy, because a server loads them all, and an ONNX model's external weights file.
 """
 
 from __future__ import annotations
@@ -25,6 +25,15 @@ def _bytes(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
+
+
+def _onnx_files(path: Path) -> list[Path]:
+    """An ONNX model file and the external data files its initializers live in."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    locations = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
+    return [path, *(path.parent / location for location in sorted(locations))]
 
 
 def _counts(arrays: list[np.ndarray]) -> dict[str, int]:
@@ -57,6 +66,8 @@ def bundle_footprint(bundle: Path, source_model_dir: Path) -> tuple[dict[str, in
     spec = json.loads((bundle / SERVING_JSON).read_text(encoding="utf-8"))
     files = [bundle / entry["path"] for entry in spec["models"]]
     first = files[0]  # every static batch size holds the same weights
+    if spec["runtime"] == "onnxruntime":
+        files = [f for model in files for f in _onnx_files(model)]
     note = None
     if spec["runtime"] == "onnxruntime":
         counts = _onnx_counts(first)

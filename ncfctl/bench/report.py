@@ -70,6 +70,7 @@ def columns(explicit: bool, k: int) -> list[Column]:
         Column("variant", "variant", ""),
         Column("runtime", "runtime", ""),
         Column("threads", "threads", ""),
+        Column("workers", "workers", ""),
         *quality_columns(explicit, k),
         *SPEED_COLUMNS,
         *SIZE_COLUMNS,
@@ -155,7 +156,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         "calls per cell, interleaved across variants in shuffled order; latencies in ms per call, p50/p99; "
         "×b1 / ×top-K = speed-up, the baseline's p50 over the variant's. b1 = one (user, item) pair, "
         f"b64 = 64 pairs, top-K = top-{results['k']} over all {results['num_items']:,} items for one user "
-        "(seen items excluded); samples/s at batch 64; peak RSS of a separate process serving only that model.",
+        "(seen items excluded); samples/s at batch 64; peak RSS of a separate process serving only that model "
+        "(for a deployment: its largest worker; workers = the server's worker processes, threads = per worker).",
         "",
         _quality_sources(results),
         "",

@@ -113,7 +113,7 @@ class BundleRunner:
 
 
 class HttpRunner:
-    """A running deployment over HTTP, speaking raw ids (from the bundle's ``ids.npz``) like a client.
+    """A running deployment over HTTP, speaking raw ids (from the bundle's ``ids/``) like a client.
 
     Uses the standard library's ``http.client`` on one keep-alive connection: measured here, httpx
     adds ~2 ms of client-side work per request (0.5 ms vs 2.6 ms p50 for the same pair request),
@@ -130,7 +130,8 @@ class HttpRunner:
         from ncf_serving.ids import IdMap
 
         loaded = load_bundle(bundle)
-        self.users, self.items = IdMap(loaded.user_ids), IdMap(loaded.item_ids)
+        self.users = IdMap(loaded.user_ids, loaded.user_order)
+        self.items = IdMap(loaded.item_ids, loaded.item_order)
         self.num_items = loaded.spec.num_items
         self.max_batch = max_batch
         self.url = url
@@ -158,7 +159,7 @@ class HttpRunner:
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         users, items = np.asarray(users), np.asarray(items)
         if len(users) == 1:
-            pair = {"user_id": self.users.public[int(users[0])], "item_id": self.items.public[int(items[0])]}
+            pair = {"user_id": self.users.to_public(users[:1])[0], "item_id": self.items.to_public(items[:1])[0]}
             return np.array([self._post(pair)["score"]], dtype=np.float32)
         out = []
         for start in range(0, len(users), self.max_batch):
@@ -169,7 +170,7 @@ class HttpRunner:
         return np.concatenate(out) if out else np.empty(0, np.float32)
 
     def top_k(self, user: int, k: int) -> np.ndarray:
-        answer = self._post({"user_id": self.users.public[int(user)], "top_k": int(k)})
+        answer = self._post({"user_id": self.users.to_public(np.array([user]))[0], "top_k": int(k)})
         return np.array([self.items.lookup(entry["item_id"]) for entry in answer["items"]], dtype=np.int64)
 
     def close(self) -> None:

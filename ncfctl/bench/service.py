@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 from ncf_serving.bundle import BundleError
-from ncf_serving.settings import bundle_threads
 from threadpoolctl import threadpool_limits
 
 from ncfctl.bench import charts, report
@@ -35,7 +34,7 @@ from ncfctl.config import BenchConfig, Config
 from ncfctl.data.dataset import EvalSplit, InteractionData, load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE
-from ncfctl.serving.deploy_local import our_process
+from ncfctl.serving.deploy_local import our_process, server_plan
 from ncfctl.threads import torch_threads
 from ncfctl.workspace import Artifact, Workspace
 
@@ -152,7 +151,8 @@ def _footprint(variant: Variant, notes: list[str]) -> dict[str, Any]:
 
 
 def _peak_rss(variants: list[Variant], seen_npz: Path, data: InteractionData, config: Config) -> dict[str, float]:
-    """Peak RSS per variant name: probes in child processes, the live server's own ``VmHWM``."""
+    """Peak RSS per variant name: probes in child processes; for a live server, its largest process's ``VmHWM``
+    (one worker: each serves the whole model, sharing the bundle's arrays with its siblings)."""
     probed = [v for v in variants if v.runtime != "http"]
     peaks = dict(
         zip(
@@ -164,11 +164,19 @@ def _peak_rss(variants: list[Variant], seen_npz: Path, data: InteractionData, co
     for variant in variants:
         if variant.runtime == "http":
             server = our_process(variant.artifact.manifest.info)  # the recorded pid, only if still that server
-            peak = process_peak_rss_mb(server.pid) if server is not None else None
+            processes = [server, *server.children(recursive=True)] if server is not None else []
+            peak = max((process_peak_rss_mb(p.pid) or 0.0 for p in processes), default=0.0) or None
             if peak is None:
                 raise NcfError(f"deployment {variant.id}: cannot read the server's peak RSS (recorded pid gone)")
             peaks[variant.name] = peak
     return peaks
+
+
+def _server_plan(variant: Variant) -> dict[str, int]:
+    plan = server_plan(str(variant.url))
+    if plan is None:
+        raise NcfError(f"deployment {variant.id}: its /metrics does not report workers and threads (an older server?)")
+    return plan
 
 
 def _ratios(rows: list[dict[str, Any]], baseline: str, explicit: bool) -> None:
@@ -260,12 +268,14 @@ def _measure(
         sizing("sizes counted")
         peaks = _peak_rss(variants, seen_npz, data, config)
         sizing("peak RSS measured")
+        plans = {v.name: _server_plan(v) for v in variants if v.runtime == "http"}
     return [
         {
             "variant": v.name,
             "runtime": v.runtime,
-            # the deployed server's own setting (NCF_THREADS unset: the bundle's serving.json)
-            "threads": bundle_threads(v.bundle) if v.runtime == "http" else settings.threads,
+            # a deployed server's own setting, as it reports it
+            "threads": plans[v.name]["threads"] if v.runtime == "http" else settings.threads,
+            "workers": plans[v.name]["workers"] if v.runtime == "http" else 1,  # the others run in one process
             "id": v.id,
             "role": v.role,
             "model_id": v.model_id,

@@ -29,7 +29,7 @@ def _tables(out: Output, results: dict[str, Any]) -> None:
     explicit, k = results["explicit"], results["k"]
     quality = [c.header for c in (*report.quality_columns(explicit, k), *report.delta_columns(explicit, k))]
     speed = [c.header for c in (*report.SPEED_COLUMNS, *report.RATIO_COLUMNS)]
-    size = ["runtime", "threads", *(c.header for c in report.SIZE_COLUMNS)]
+    size = ["runtime", "threads", "workers", *(c.header for c in report.SIZE_COLUMNS)]
     out.table(rows, title=f"Quality on the test split (Δ vs {results['baseline']})", columns=["variant", *quality])
     timing = f"{results['repeats']} interleaved calls per cell, p50/p99 ms; speed-up = baseline p50 / p50"
     out.table(rows, title=f"Speed ({timing})", columns=["variant", *speed])

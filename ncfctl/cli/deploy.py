@@ -27,6 +27,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="local: port (0 = free).")] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option("--workers", min=1, help="server worker processes (serving.workers; default one per vCPU)."),
+        ] = None,
         endpoint_name: Annotated[
             str | None, typer.Option("--endpoint-name", help="sagemaker: endpoint name (aws.endpoint_name).")
         ] = None,
@@ -66,6 +70,7 @@ def register(app: typer.Typer) -> None:
             overrides={
                 "deploy.backend": backend,
                 "deploy.port": port,
+                "serving.workers": workers,
                 "deploy.min_instances": min_instances,
                 "deploy.max_instances": max_instances,
                 "deploy.target_invocations": target_invocations,

