@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["moto_gaps"]  # the `moto_gaps` fixture: calls moto does not implement
 
 
 def free_port() -> int:

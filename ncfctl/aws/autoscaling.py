@@ -80,6 +80,51 @@ def configure(
     }
 
 
+def current(aws: AwsConfig, endpoint: str, variant: str) -> dict | None:
+    """The variant's registered scaling (min/max capacity, target value), or None when there is none."""
+    scaling = client(aws, "application-autoscaling")
+    rid = resource_id(endpoint, variant)
+    try:
+        targets = scaling.describe_scalable_targets(
+            ServiceNamespace=NAMESPACE, ResourceIds=[rid], ScalableDimension=DIMENSION
+        )["ScalableTargets"]
+        if not targets:
+            return None
+        policies = scaling.describe_scaling_policies(
+            ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION
+        )["ScalingPolicies"]
+    except botocore.exceptions.ClientError as exc:
+        raise NcfError(f"Application Auto Scaling for {rid}: {error_message(exc)}") from None
+    tracking = [
+        p["TargetTrackingScalingPolicyConfiguration"] for p in policies if p["PolicyType"] == "TargetTrackingScaling"
+    ]
+    return {
+        "min_instances": targets[0]["MinCapacity"],
+        "max_instances": targets[0]["MaxCapacity"],
+        "target_invocations": tracking[0]["TargetValue"] if tracking else None,
+    }
+
+
+def restore(aws: AwsConfig, endpoint: str, variant: str, settings: dict) -> dict:
+    """Register again what :func:`current` read (after an update that had to remove it)."""
+    if settings.get("target_invocations") is None:  # a target without a policy ncfctl knows: keep the range
+        scaling = client(aws, "application-autoscaling")
+        try:
+            scaling.register_scalable_target(
+                ServiceNamespace=NAMESPACE,
+                ResourceId=resource_id(endpoint, variant),
+                ScalableDimension=DIMENSION,
+                MinCapacity=settings["min_instances"],
+                MaxCapacity=settings["max_instances"],
+            )
+        except botocore.exceptions.ClientError as exc:
+            raise NcfError(
+                f"Application Auto Scaling for {resource_id(endpoint, variant)}: {error_message(exc)}"
+            ) from None
+        return {**settings, "resource_id": resource_id(endpoint, variant)}
+    return configure(aws, endpoint, variant, **settings)
+
+
 def remove(aws: AwsConfig, endpoint: str, variant: str) -> bool:
     """Delete the policy and deregister the variant; False when no scaling was registered."""
     scaling = client(aws, "application-autoscaling")

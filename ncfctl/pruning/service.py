@@ -191,7 +191,7 @@ def _finetune_sagemaker(
     start = tracker.last_epoch
     for record in result["history"]:
         tracker.point(record[tracker.metric], step, epoch=start + record["epoch"])
-    return model, result, {"sagemaker_job": outcome.job_name, "model_data": outcome.model_data}
+    return model, result, outcome.manifest_info
 
 
 def _commit(
