@@ -60,7 +60,7 @@ TRANSFORM = JobKind(
 def console_printer(progress=None) -> Callable[[str], None]:
     """Print a log line above the progress display (or on stderr), never as Rich markup."""
     if progress is not None:
-        return lambda line: progress.console.print(line, markup=False, highlight=False)
+        return lambda line: progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
     return lambda line: print(line, file=sys.stderr, flush=True)
 
 

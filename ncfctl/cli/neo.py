@@ -84,6 +84,12 @@ def register(app: typer.Typer) -> None:
             "metrics": metrics,
         }
 
+        if not info.get("servable", True):
+            c.out.warn(
+                f"{artifact.id} is native code for {info['target']}: ncfctl's serving image (linux/amd64 CPU) "
+                "cannot run it, so build-image and deploy will refuse it"
+            )
+
         def render() -> None:
             c.out.info(f"backend: [bold]{info['backend']}[/bold] ({info['backend_reason']})")
             c.out.kv(

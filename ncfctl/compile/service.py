@@ -111,6 +111,7 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
             runtime=output.runtime,
             batch_sizes=[m["batch_size"] for m in output.models],
             threads=output.threads,
+            servable=output.runtime != "dlr" or target.servable,  # by ncfctl's linux/amd64 CPU image
         )
     return writer.artifact
 
