@@ -116,9 +116,10 @@ class ServingConfig(_Section):
 
 
 class ImageConfig(_Section):
-    backend: Literal["auto", "docker", "codebuild", "none"]
+    backend: Literal["auto", "docker", "buildah", "codebuild", "none"]
     tag: str
     push: bool
+    python_image: str | None
     docker_timeout: float = Field(gt=0)
     build_timeout_minutes: int = Field(ge=5, le=2160)
 

@@ -14,6 +14,7 @@ Pipeline steps are scripted per execution with :meth:`MotoGaps.script_execution`
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -38,7 +39,7 @@ class MotoGaps:
         gaps = self
 
         def record(response, action: str) -> dict[str, Any]:
-            params = {key: response._get_param(key) for key in response._get_params()}
+            params = json.loads(response.body)  # the request exactly as boto3 serialized it (JSON protocol)
             gaps.calls[action].append(params)
             return params
 
