@@ -189,6 +189,7 @@ class PipelineConfig(_Section):
     prune_rate: float = Field(gt=0, lt=1)
     keep_serving: bool
     smoke_top_k: int = Field(gt=0)
+    min_hit_rate: float = Field(ge=0, le=1)
 
 
 class Config(_Section):

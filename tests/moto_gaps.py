@@ -1,7 +1,7 @@
 """The SageMaker / CodeBuild calls moto 5.2.5 does not implement, added to its running server.
 
 moto answers ``StopTrainingJob``, ``StopCompilationJob``, ``StopTransformJob``, ``UpdateEndpoint``,
-``UpdateProject`` and ``ListPipelineExecutionSteps`` with HTTP 500 ("action has not been
+``UpdateProject``, ``ListPipelineExecutionSteps`` and ``StopPipelineExecution`` with HTTP 500 ("action has not been
 implemented"). :class:`MotoGaps` adds each one to moto's own response classes, acting on moto's
 own backend state, so ncfctl's real boto3 calls still travel over HTTP to the server and are
 serialized and validated exactly as for AWS; only the service's answer is ours. Every call is
@@ -31,9 +31,12 @@ class MotoGaps:
         self.update_failure: str | None = None  # set: UpdateEndpoint "fails" and the endpoint keeps its config
         self.scaling_at_update: list[bool] = []  # whether the variant was a scalable target when UpdateEndpoint ran
 
-    def script_execution(self, arn: str, status: str, steps: list[dict[str, Any]], failure: str = "") -> None:
-        """Make pipeline execution ``arn`` report ``status`` and list ``steps`` (newest first, as AWS does)."""
+    def script_execution(self, status: str, steps: list[dict[str, Any]], failure: str = "", arn: str = "*") -> None:
+        """Make pipeline execution ``arn`` (``*``: every execution) report ``status`` and list ``steps``."""
         self.executions[arn] = {"status": status, "steps": steps, "failure": failure}
+
+    def _scripted(self, arn: str) -> dict[str, Any] | None:
+        return self.executions.get(arn, self.executions.get("*"))
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         gaps = self
@@ -88,14 +91,18 @@ class MotoGaps:
 
         def list_pipeline_execution_steps(self) -> ActionResult:
             params = record(self, "ListPipelineExecutionSteps")
-            scripted = gaps.executions.get(params["PipelineExecutionArn"], {"steps": []})
+            scripted = gaps._scripted(params["PipelineExecutionArn"]) or {"steps": []}
             return ActionResult({"PipelineExecutionSteps": scripted["steps"]})
+
+        def stop_pipeline_execution(self) -> ActionResult:
+            params = record(self, "StopPipelineExecution")
+            return ActionResult({"PipelineExecutionArn": params["PipelineExecutionArn"]})
 
         original_describe = SageMakerResponse.describe_pipeline_execution
 
         def describe_pipeline_execution(self) -> ActionResult:
             result = original_describe(self)
-            scripted = gaps.executions.get(self._get_param("PipelineExecutionArn"))
+            scripted = gaps._scripted(self._get_param("PipelineExecutionArn"))
             if scripted is not None:
                 result = ActionResult(
                     {
@@ -112,6 +119,7 @@ class MotoGaps:
             ("stop_transform_job", stop_transform_job),
             ("update_endpoint", update_endpoint),
             ("list_pipeline_execution_steps", list_pipeline_execution_steps),
+            ("stop_pipeline_execution", stop_pipeline_execution),
             ("describe_pipeline_execution", describe_pipeline_execution),
         ):
             monkeypatch.setattr(SageMakerResponse, name, fn, raising=False)

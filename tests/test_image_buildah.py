@@ -126,7 +126,8 @@ def image_config(image: str) -> dict:
 
 @pytest.mark.parametrize("make_bundle", [onnx_bundle, dlr_bundle, torchscript_bundle], ids=lambda f: f.__name__)
 def test_image_builds_and_serves_like_sagemaker(make_bundle, base_image, run_cli, workdir, tmp_path):
-    bundle, runtime = make_bundle(tmp_path)
+    (tmp_path / "bundle").mkdir()
+    bundle, runtime = make_bundle(tmp_path / "bundle")
     with Workspace(workdir).create("compiled", parent="model-test") as writer:
         shutil.copytree(bundle, writer.path, dirs_exist_ok=True)
     tag = f"buildah-test-{runtime}"

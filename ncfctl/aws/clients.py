@@ -58,6 +58,15 @@ def require(value: str | None, key: str, what: str) -> str:
     return value
 
 
+def not_found(exc: botocore.exceptions.ClientError) -> bool:
+    """SageMaker's "no such resource": ``ResourceNotFound``, or a ``ValidationException`` "Could not find ..."."""
+    err = exc.response.get("Error", {})
+    code, message = err.get("Code", ""), err.get("Message", "")
+    return code in {"ResourceNotFound", "ResourceNotFoundException"} or (
+        code == "ValidationException" and "Could not find" in message
+    )
+
+
 def error_message(exc: botocore.exceptions.ClientError) -> str:
     err = exc.response.get("Error", {})
     return f"{err.get('Code', 'Error')}: {err.get('Message', str(exc))}"

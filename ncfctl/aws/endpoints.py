@@ -29,7 +29,7 @@ from typing import Any
 import botocore.exceptions
 
 from ncfctl.aws import autoscaling
-from ncfctl.aws.clients import client, error_message
+from ncfctl.aws.clients import client, error_message, not_found
 from ncfctl.config import AwsConfig
 from ncfctl.errors import NcfError
 
@@ -89,17 +89,12 @@ def _call(what: str, fn: Callable, **kwargs):
         raise NcfError(f"SageMaker {what}: {error_message(exc)}") from None
 
 
-def _missing(exc: botocore.exceptions.ClientError) -> bool:
-    err = exc.response.get("Error", {})
-    return err.get("Code") in {"ValidationException", "ResourceNotFound"} and "Could not find" in err.get("Message", "")
-
-
 def describe_endpoint(aws: AwsConfig, name: str) -> dict | None:
     """The endpoint's description, or None when it does not exist."""
     try:
         return client(aws, "sagemaker").describe_endpoint(EndpointName=name)
     except botocore.exceptions.ClientError as exc:
-        if _missing(exc):
+        if not_found(exc):
             return None
         raise NcfError(f"SageMaker DescribeEndpoint '{name}': {error_message(exc)}") from None
 

@@ -10,6 +10,7 @@ Everything else ncfctl does on AWS is plain boto3.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from types import ModuleType
 
@@ -25,9 +26,11 @@ def load(aws: AwsConfig, module: str) -> ModuleType:
     """Import ``sagemaker.<module>`` with a region in place; one line when the extra is missing."""
     os.environ.setdefault("AWS_DEFAULT_REGION", aws.region)
     try:
-        return importlib.import_module(f"sagemaker.{module}")
+        loaded = importlib.import_module(f"sagemaker.{module}")
     except ImportError as exc:
         raise NcfError(f"the sagemaker SDK is not installed ({exc.name or exc})", hint=EXTRA_HINT) from None
+    logging.getLogger("sagemaker").setLevel(logging.WARNING)  # its INFO notes are not ncfctl's output
+    return loaded
 
 
 def instance_family(instance_type: str) -> str:
