@@ -12,6 +12,7 @@ the wait (the latter is reported once).
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import botocore.exceptions
 
 from ncfctl.aws.clients import client, error_message
 from ncfctl.config import AwsConfig
+from ncfctl.errors import NcfError
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,34 @@ def stop_on_interrupt(
             except botocore.exceptions.ClientError as err:
                 on_line(f"{why}: could not stop {kind.noun} {name}: {error_message(err)}")
         raise
+
+
+def wait_for(
+    aws: AwsConfig, kind: JobKind, name: str, progress=None, status_line: Callable[[dict], str] | None = None
+) -> dict:
+    """Poll ``Describe<Kind>`` every ``aws.poll_seconds`` until the job ends, streaming its logs; Ctrl-C stops it.
+
+    SageMaker enforces every job's own stopping condition, so the loop ends. Returns the final
+    description; a job that did not complete raises one line with SageMaker's ``FailureReason``.
+    """
+    task = progress.add_task(f"{kind.noun} {name}", total=None, status="") if progress else None
+    printer = console_printer(progress)
+    tail = LogTail(aws, kind.log_group, name, printer)
+    with stop_on_interrupt(aws, kind, [name], printer):
+        while True:
+            try:
+                described = kind.describe(aws, name)
+            except botocore.exceptions.ClientError as exc:
+                raise NcfError(f"{kind.noun} {name}: {error_message(exc)}") from None
+            status = kind.status(described)
+            tail.poll()
+            if progress is not None:
+                progress.update(task, status=status_line(described) if status_line else status)
+            if status in kind.terminal:
+                break
+            time.sleep(aws.poll_seconds)
+    if status.lower() != "completed":
+        raise NcfError(f"{kind.noun} {name} ended {status}: {described.get('FailureReason') or 'no reason given'}")
+    if progress is not None:
+        progress.update(task, total=1, completed=1)
+    return described

@@ -139,6 +139,12 @@ def set_approval(aws: AwsConfig, arn: str, status: str, note: str | None = None)
     return describe(aws, arn)
 
 
+def version_rows(aws: AwsConfig, group: str, status: str | None = None) -> list[dict[str, Any]]:
+    """Every version (newest first) as :func:`version_row`, with the metrics of its evaluation report."""
+    described = [describe(aws, summary["ModelPackageArn"]) for summary in list_versions(aws, group, status)]
+    return [version_row(d, evaluation(aws, d)) for d in described]
+
+
 def _when(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
 

@@ -15,7 +15,6 @@ masks, settings) runs.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,36 +184,13 @@ def upload_channels(aws: AwsConfig, uris: dict[str, str], files: dict[str, list[
 
 
 def wait_for_job(aws: AwsConfig, name: str, progress=None) -> dict[str, Any]:
-    """Poll until the job ends, streaming its CloudWatch logs; Ctrl-C stops the job.
+    """Wait for the training job (logs streamed, Ctrl-C stops it), showing its status and last metrics."""
 
-    No boto3 waiter covers every state and none streams logs, so this polls ``DescribeTrainingJob``
-    every ``aws.poll_seconds``; SageMaker enforces the job's own stopping condition, so it ends.
-    """
-    task = progress.add_task(f"training job {name}", total=None, status="") if progress else None
-    printer = jobs.console_printer(progress)
-    tail = jobs.LogTail(aws, jobs.TRAINING.log_group, name, printer)
-    with jobs.stop_on_interrupt(aws, jobs.TRAINING, [name], printer):
-        while True:
-            try:
-                described = jobs.TRAINING.describe(aws, name)
-            except botocore.exceptions.ClientError as exc:
-                raise NcfError(f"training job {name}: {error_message(exc)}") from None
-            status = described["TrainingJobStatus"]
-            tail.poll()
-            if progress is not None:
-                metrics = " ".join(
-                    f"{m['MetricName']}={m['Value']:.4f}" for m in described.get("FinalMetricDataList", [])
-                )
-                progress.update(task, status=f"{status} / {described.get('SecondaryStatus', '')} {metrics}".strip())
-            if status in jobs.TRAINING.terminal:
-                break
-            time.sleep(aws.poll_seconds)
-    if status != "Completed":
-        reason = described.get("FailureReason", "no reason given")
-        raise NcfError(f"training job {name} ended {status}: {reason}")
-    if progress is not None:
-        progress.update(task, total=1, completed=1)
-    return described
+    def status_line(described: dict[str, Any]) -> str:
+        metrics = " ".join(f"{m['MetricName']}={m['Value']:.4f}" for m in described.get("FinalMetricDataList", []))
+        return f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')} {metrics}".strip()
+
+    return jobs.wait_for(aws, jobs.TRAINING, name, progress, status_line)
 
 
 def download_output(aws: AwsConfig, described: dict[str, Any], dest: Path, progress=None) -> tuple[str, Path]:
