@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-pytest_plugins = ["moto_gaps"]  # the `moto_gaps` fixture: calls moto does not implement
+pytest_plugins = ["moto_gaps", "registered"]  # fixtures: calls moto lacks; Model Registry versions
 
 
 def free_port() -> int:
