@@ -140,6 +140,9 @@ class DeployConfig(_Section):
 
 
 class AwsConfig(_Section):
+    # `framework_version: 2.5` (YAML) or NCFCTL_AWS__FRAMEWORK_VERSION=2.5 parse as numbers: take them as text
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     region: str
     profile: str | None
     endpoint_url: str | None

@@ -224,19 +224,21 @@ def test_serverless_with_data_capture(run_cli, image_artifact, sm):
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "env", "message"),
     [
         (
             ["--instance-type", "ml.c6g.large"],
+            {},
             "instance type ml.c6g.large is arm64; the serving image is linux/amd64 CPU",
         ),
-        (["--instance-type", "ml.g5.xlarge"], "instance type ml.g5.xlarge is gpu"),
-        (["--serverless", "--min-instances", "1", "--max-instances", "2"], "--serverless scales by itself"),
-        (["--serverless", "--memory-mb", "1000"], "deploy.memory_mb"),
+        (["--instance-type", "ml.g5.xlarge"], {}, "instance type ml.g5.xlarge is gpu"),
+        (["--serverless", "--min-instances", "1", "--max-instances", "2"], {}, "--serverless scales by itself"),
+        (["--serverless", "--memory-mb", "1000"], {}, "deploy.memory_mb"),
+        ([], {"NCFCTL_AWS__REGION": "xx-nowhere-1"}, "aws.region 'xx-nowhere-1' is not a SageMaker region"),
     ],
 )
-def test_unservable_pairs_are_refused_before_anything_is_uploaded(run_cli, image_artifact, sm, args, message):
-    proc = run_cli("deploy", "--backend", "sagemaker", "--endpoint-name", ENDPOINT, *args, check=False)
+def test_unservable_pairs_are_refused_before_anything_is_uploaded(run_cli, image_artifact, sm, args, env, message):
+    proc = run_cli("deploy", "--backend", "sagemaker", "--endpoint-name", ENDPOINT, *args, env=env, check=False)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert sm("s3").list_objects_v2(Bucket="ncfctl-test").get("KeyCount", 0) == 0
     assert sm("sagemaker").list_models()["Models"] == []

@@ -243,7 +243,11 @@ def test_a_failed_execution_names_the_step_and_why(run_cli, dataset, moto_gaps, 
         ({"NCFCTL_AWS__MODEL_PACKAGE_GROUP": ""}, "needs config key 'aws.model_package_group'"),
         ({"NCFCTL_AWS__BUCKET": "missing-bucket"}, "S3 bucket 'missing-bucket' does not exist"),
         ({"NCFCTL_AWS__IMAGE_URI": ""}, "the pipeline registers an ONNX Runtime bundle"),
-        ({"NCFCTL_AWS__REGION": "xx-nowhere-1"}, "no SageMaker PyTorch training image for"),
+        ({"NCFCTL_AWS__REGION": "xx-nowhere-1"}, "aws.region 'xx-nowhere-1' is not a SageMaker region"),
+        (
+            {"NCFCTL_AWS__FRAMEWORK_VERSION": "2.5", "NCFCTL_AWS__PY_VERSION": "py310"},
+            "no SageMaker PyTorch training image",
+        ),
         ({"NCFCTL_TRAIN__TASK": "explicit"}, "needs train.task 'implicit'"),
     ],
 )
