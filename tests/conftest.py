@@ -89,6 +89,14 @@ def aws_env(moto_server, monkeypatch):
     return values
 
 
+@pytest.fixture
+def aws(aws_env, moto_server):
+    """Factory ``aws("s3")``: a boto3 client on moto's server, to read back what ncfctl created."""
+    import boto3
+
+    return lambda service: boto3.client(service, endpoint_url=moto_server, region_name="us-east-1")
+
+
 def tiny_interaction_data(
     users: int = 60,
     items: int = 40,

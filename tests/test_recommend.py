@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import httpx
 import pandas as pd
 import pytest
@@ -56,10 +55,8 @@ def test_bad_requests_are_one_line(run_cli, compiled_artifact):
     assert too_many.returncode == 2 and "must be between 1 and serving.max_top_k (1000)" in too_many.stderr
 
 
-def test_batch_transform_of_a_registered_version(  # the wait is patched to play the job, so it runs in-process
-    run_cli, aws_env, moto_server, package_bundle, serving_process, monkeypatch
-):
-    aws = lambda service: boto3.client(service, endpoint_url=moto_server, region_name="us-east-1")  # noqa: E731
+def test_batch_transform_of_a_registered_version(aws, workdir, package_bundle, serving_process, monkeypatch):
+    """In-process: the job's wait is patched to play the transform first."""
     aws("sagemaker").create_model_package_group(ModelPackageGroupName=GROUP)
     arn = register_version(aws, package_bundle[1], 0.7, status="Approved")
     server = serving_process(package_bundle[0])
@@ -113,8 +110,7 @@ def test_batch_transform_of_a_registered_version(  # the wait is patched to play
     assert users == 60
 
 
-def test_batch_transform_needs_an_approved_version(run_cli, aws_env, moto_server, package_bundle):
-    aws = lambda service: boto3.client(service, endpoint_url=moto_server, region_name="us-east-1")  # noqa: E731
+def test_batch_transform_needs_an_approved_version(run_cli, aws, package_bundle):
     aws("sagemaker").create_model_package_group(ModelPackageGroupName=GROUP)
     register_version(aws, package_bundle[1], 0.7)
     proc = run_cli("recommend", "--all-users", "--backend", "sagemaker", env=ENV, check=False)

@@ -12,21 +12,12 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 from registered import GROUP, IMAGE, register_version
 
 from ncfctl.workspace import Workspace
 
 ENV = {"NCFCTL_AWS__MODEL_PACKAGE_GROUP": GROUP}
-
-
-@pytest.fixture
-def aws(aws_env, moto_server):
-    def make(service: str):
-        return boto3.client(service, endpoint_url=moto_server, region_name="us-east-1")
-
-    return make
 
 
 @pytest.fixture

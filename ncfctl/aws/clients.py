@@ -80,6 +80,14 @@ def require(value: str | None, key: str, what: str) -> str:
     return value
 
 
+def call(what: str, fn, **kwargs):
+    """``fn(**kwargs)``; a service error becomes one line ``SageMaker <what>: <Code>: <Message>``."""
+    try:
+        return fn(**kwargs)
+    except botocore.exceptions.ClientError as exc:
+        raise NcfError(f"SageMaker {what}: {error_message(exc)}") from None
+
+
 def not_found(exc: botocore.exceptions.ClientError) -> bool:
     """SageMaker's "no such resource": ``ResourceNotFound``, or a ``ValidationException`` "Could not find ..."."""
     err = exc.response.get("Error", {})

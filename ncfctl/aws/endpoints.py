@@ -22,14 +22,14 @@ from SageMaker rather than from local records that may be stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.exceptions
 
 from ncfctl.aws import autoscaling
-from ncfctl.aws.clients import client, error_message, not_found
+from ncfctl.aws.clients import call, client, error_message, not_found
 from ncfctl.config import AwsConfig
 from ncfctl.errors import NcfError
 
@@ -82,13 +82,6 @@ class Rollout:
     retained: list[str] = field(default_factory=list)  # variant properties SageMaker kept
 
 
-def _call(what: str, fn: Callable, **kwargs):
-    try:
-        return fn(**kwargs)
-    except botocore.exceptions.ClientError as exc:
-        raise NcfError(f"SageMaker {what}: {error_message(exc)}") from None
-
-
 def describe_endpoint(aws: AwsConfig, name: str) -> dict | None:
     """The endpoint's description, or None when it does not exist."""
     try:
@@ -100,7 +93,7 @@ def describe_endpoint(aws: AwsConfig, name: str) -> dict | None:
 
 
 def _config_variants(aws: AwsConfig, config_name: str) -> list[dict[str, Any]]:
-    config = _call(
+    config = call(
         f"DescribeEndpointConfig '{config_name}'",
         client(aws, "sagemaker").describe_endpoint_config,
         EndpointConfigName=config_name,
@@ -111,7 +104,7 @@ def _config_variants(aws: AwsConfig, config_name: str) -> list[dict[str, Any]]:
 def create_model_and_config(aws: AwsConfig, plan: EndpointPlan) -> None:
     """CreateModel and CreateEndpointConfig (one variant); a failed config takes its model with it."""
     sagemaker = client(aws, "sagemaker")
-    _call(
+    call(
         f"CreateModel '{plan.model_name}'",
         sagemaker.create_model,
         ModelName=plan.model_name,
@@ -120,7 +113,7 @@ def create_model_and_config(aws: AwsConfig, plan: EndpointPlan) -> None:
     )
     extra = {"DataCaptureConfig": dict(plan.data_capture)} if plan.data_capture else {}
     try:
-        _call(
+        call(
             f"CreateEndpointConfig '{plan.config_name}'",
             sagemaker.create_endpoint_config,
             EndpointConfigName=plan.config_name,
@@ -128,7 +121,7 @@ def create_model_and_config(aws: AwsConfig, plan: EndpointPlan) -> None:
             **extra,
         )
     except NcfError:
-        _call(f"DeleteModel '{plan.model_name}'", sagemaker.delete_model, ModelName=plan.model_name)
+        call(f"DeleteModel '{plan.model_name}'", sagemaker.delete_model, ModelName=plan.model_name)
         raise
 
 
@@ -137,9 +130,9 @@ def delete_model_and_config(aws: AwsConfig, config_name: str, models: list[str] 
     sagemaker = client(aws, "sagemaker")
     if models is None:
         models = [variant["ModelName"] for variant in _config_variants(aws, config_name)]
-    _call(f"DeleteEndpointConfig '{config_name}'", sagemaker.delete_endpoint_config, EndpointConfigName=config_name)
+    call(f"DeleteEndpointConfig '{config_name}'", sagemaker.delete_endpoint_config, EndpointConfigName=config_name)
     for model in models:
-        _call(f"DeleteModel '{model}'", sagemaker.delete_model, ModelName=model)
+        call(f"DeleteModel '{model}'", sagemaker.delete_model, ModelName=model)
     return models
 
 
@@ -162,7 +155,7 @@ def start(aws: AwsConfig, plan: EndpointPlan) -> Rollout:
     create_model_and_config(aws, plan)
     if existing is None:
         try:
-            _call(
+            call(
                 f"CreateEndpoint '{plan.endpoint_name}'",
                 sagemaker.create_endpoint,
                 EndpointName=plan.endpoint_name,
@@ -181,7 +174,7 @@ def start(aws: AwsConfig, plan: EndpointPlan) -> Rollout:
         excluded = [
             p for p in ("DesiredInstanceCount", "DesiredWeight", "DataCaptureConfig") if p not in rollout.retained
         ]
-        _call(
+        call(
             f"UpdateEndpoint '{plan.endpoint_name}'",
             sagemaker.update_endpoint,
             EndpointName=plan.endpoint_name,
@@ -249,6 +242,6 @@ def delete_endpoint(aws: AwsConfig, name: str) -> dict[str, list[str]]:
     if existing is None:
         raise NcfError(f"SageMaker endpoint '{name}' does not exist")
     config_name = existing["EndpointConfigName"]
-    _call(f"DeleteEndpoint '{name}'", sagemaker.delete_endpoint, EndpointName=name)
+    call(f"DeleteEndpoint '{name}'", sagemaker.delete_endpoint, EndpointName=name)
     models = delete_model_and_config(aws, config_name)
     return {"endpoints": [name], "endpoint_configs": [config_name], "models": models}

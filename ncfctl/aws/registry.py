@@ -16,19 +16,12 @@ from typing import Any
 import botocore.exceptions
 
 from ncfctl.aws import s3
-from ncfctl.aws.clients import client, error_message
+from ncfctl.aws.clients import call, client, error_message
 from ncfctl.config import AwsConfig
 from ncfctl.errors import NcfError
 
 APPROVED, REJECTED, PENDING = "Approved", "Rejected", "PendingManualApproval"
 LATEST, LATEST_APPROVED = "latest", "latest-approved"
-
-
-def _call(what: str, fn, **kwargs):
-    try:
-        return fn(**kwargs)
-    except botocore.exceptions.ClientError as exc:
-        raise NcfError(f"SageMaker {what}: {error_message(exc)}") from None
 
 
 def _group_missing(exc: botocore.exceptions.ClientError) -> bool:
@@ -61,7 +54,7 @@ def ensure_group(aws: AwsConfig, group: str) -> tuple[str, bool]:
     described = describe_group(aws, group)
     if described is not None:
         return described["ModelPackageGroupArn"], False
-    created = _call(
+    created = call(
         f"CreateModelPackageGroup '{group}'",
         client(aws, "sagemaker").create_model_package_group,
         ModelPackageGroupName=group,
@@ -90,7 +83,7 @@ def list_versions(aws: AwsConfig, group: str, status: str | None = None) -> list
 
 
 def describe(aws: AwsConfig, arn: str) -> dict[str, Any]:
-    return _call(f"DescribeModelPackage '{arn}'", client(aws, "sagemaker").describe_model_package, ModelPackageName=arn)
+    return call(f"DescribeModelPackage '{arn}'", client(aws, "sagemaker").describe_model_package, ModelPackageName=arn)
 
 
 def resolve(aws: AwsConfig, group: str, ref: str) -> dict[str, Any]:
@@ -135,7 +128,7 @@ def set_approval(aws: AwsConfig, arn: str, status: str, note: str | None = None)
     args: dict[str, Any] = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
     if note:
         args["ApprovalDescription"] = note
-    _call(f"UpdateModelPackage '{arn}'", client(aws, "sagemaker").update_model_package, **args)
+    call(f"UpdateModelPackage '{arn}'", client(aws, "sagemaker").update_model_package, **args)
     return describe(aws, arn)
 
 
