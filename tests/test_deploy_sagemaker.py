@@ -360,3 +360,11 @@ def test_auto_backend_picks_sagemaker_only_for_an_ecr_image_with_credentials(wor
     assert choose_backend(
         load_config(overrides={"deploy.backend": "local"}), Workspace(workdir), image_artifact.id
     ) == ("local")
+
+
+def test_sagemaker_only_settings_are_refused_for_a_local_deployment(run_cli, image_artifact):
+    for flags in (["--serverless"], ["--capture-percent", "5"]):
+        proc = run_cli("deploy", "--backend", "local", *flags, check=False)
+        assert proc.returncode == 2 and "are SageMaker endpoint settings" in proc.stderr
+    proc = run_cli("deploy", "--backend", "local", "--model-package", "latest-approved", check=False)
+    assert proc.returncode == 2 and "--model-package deploys a registered version on SageMaker" in proc.stderr
