@@ -65,7 +65,13 @@ def register_version(aws, archive, hr: float, status: str = "PendingManualApprov
             "SupportedContentTypes": ["application/json", "application/jsonlines"],
             "SupportedResponseMIMETypes": ["application/json"],
         },
-        ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
-                                                      "S3Uri": f"s3://ncfctl-test/runs/{n}/evaluation/evaluation.json"}}},
+        ModelMetrics={
+            "ModelQuality": {
+                "Statistics": {
+                    "ContentType": "application/json",
+                    "S3Uri": f"s3://ncfctl-test/runs/{n}/evaluation/evaluation.json",
+                }
+            }
+        },
         CustomerMetadataProperties={"runtime": "onnxruntime", "target": "ml_c5"},
-    )["ModelPackageArn"]  # fmt: skip
+    )["ModelPackageArn"]

@@ -147,12 +147,27 @@ def test_image_builds_and_serves_like_sagemaker(make_bundle, base_image, run_cli
         serve = [*config["Entrypoint"], "serve"]  # `docker run IMAGE serve`: the argument replaces CMD
         server = subprocess.Popen(
             buildah.command(
-                "run", "--isolation", "chroot", "--network", "host", "--user", config["User"],
-                "--env", f"SAGEMAKER_BIND_TO_PORT={port}", "--env", "NCF_HOST=127.0.0.1",
-                "--volume", f"{bundle}:/opt/ml/model:ro", container, "--", *serve,
+                "run",
+                "--isolation",
+                "chroot",
+                "--network",
+                "host",
+                "--user",
+                config["User"],
+                "--env",
+                f"SAGEMAKER_BIND_TO_PORT={port}",
+                "--env",
+                "NCF_HOST=127.0.0.1",
+                "--volume",
+                f"{bundle}:/opt/ml/model:ro",
+                container,
+                "--",
+                *serve,
             ),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -162,8 +162,12 @@ def test_the_definition_reads_back_through_the_sdk(run_cli, dataset, monkeypatch
     and orders ncfctl's pipeline as a DAG. moto is not involved."""
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
-    env = {**ENV, "NCFCTL_AWS__BUCKET": "offline-bucket", "NCFCTL_AWS__ROLE_ARN": "arn:aws:iam::1:role/r",
-           "NCFCTL_AWS__ENDPOINT_URL": "http://127.0.0.1:9"}  # fmt: skip
+    env = {
+        **ENV,
+        "NCFCTL_AWS__BUCKET": "offline-bucket",
+        "NCFCTL_AWS__ROLE_ARN": "arn:aws:iam::1:role/r",
+        "NCFCTL_AWS__ENDPOINT_URL": "http://127.0.0.1:9",
+    }
     proc = run_cli("pipeline", "--backend", "sagemaker", "--definition-only", "--json", env=env)
     result = json.loads(proc.stdout)
     assert result["status"] == "definition only" and "execution_arn" not in result
@@ -213,9 +217,13 @@ def test_a_failed_execution_names_the_step_and_why(run_cli, dataset, moto_gaps, 
     message = "test HR@10 0.41 is below MinHitRate 0.5"
     steps = succeeded_steps()[:3] + [
         {"StepName": "CheckHitRate", "StepStatus": "Succeeded", "Metadata": {"Condition": {"Outcome": "False"}}},
-        {"StepName": "HitRateTooLow", "StepStatus": "Failed", "FailureReason": message,
-         "Metadata": {"Fail": {"ErrorMessage": message}}},
-    ]  # fmt: skip
+        {
+            "StepName": "HitRateTooLow",
+            "StepStatus": "Failed",
+            "FailureReason": message,
+            "Metadata": {"Fail": {"ErrorMessage": message}},
+        },
+    ]
     moto_gaps.script_execution("Failed", steps, failure="Step failure: One or multiple steps failed.")
     proc = pipeline_json(run_cli, check=False)
 
@@ -327,8 +335,13 @@ def test_pipeline_steps_run_as_the_definition_says(run_cli, dataset, tmp_path, s
         uri = next(i for i in evaluate["ProcessingInputs"] if i["InputName"] == channel)["S3Input"]["S3Uri"]
         fetch_prefix(resolve(uri, parameters), root / local[channel])
     env = {**{k: v for k, v in evaluate["Environment"].items() if isinstance(v, str)}, "NCF_PROCESSING_DIR": str(root)}
-    proc = subprocess.run([sys.executable, "evaluate_package_entry.py"], cwd=code, capture_output=True, text=True,
-                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(code), **env})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "evaluate_package_entry.py"],
+        cwd=code,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(code), **env},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     outputs = {

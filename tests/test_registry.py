@@ -73,8 +73,9 @@ def test_deploy_a_registered_version(run_cli, versions, aws, workdir):
     assert refused.returncode == 2 and "is PendingManualApproval, not Approved" in refused.stderr
     run_cli("registry", "approve", "2", env=ENV)
 
-    result = json.loads(run_cli("deploy", "--model-package", "latest-approved", "--endpoint-name", "ncf-reg", "--json",
-                                env=ENV).stdout)  # fmt: skip
+    result = json.loads(
+        run_cli("deploy", "--model-package", "latest-approved", "--endpoint-name", "ncf-reg", "--json", env=ENV).stdout
+    )
     assert result["model_package_arn"] == versions[1] and result["status"] == "running"
     model = aws("sagemaker").describe_model(ModelName=result["model_name"])
     container = model["PrimaryContainer"]

@@ -58,8 +58,12 @@ def register(app: typer.Typer) -> None:
                 backend=backend,
                 progress=progress,
             )
-        result = {"recommendations": artifact.id, "file": str(artifact.path / FILE), **artifact.manifest.info,
-                  **artifact.manifest.metrics}  # fmt: skip
+        result = {
+            "recommendations": artifact.id,
+            "file": str(artifact.path / FILE),
+            **artifact.manifest.info,
+            **artifact.manifest.metrics,
+        }
 
         def render() -> None:
             c.out.kv(result, title="recommend --all-users")

@@ -51,8 +51,9 @@ class BundleData:
         except BundleError as exc:
             raise NcfError(str(exc)) from None
         spec = bundle.spec
-        return cls(spec.num_users, spec.num_items, bundle.user_ids, bundle.item_ids, bundle.seen_indptr,
-                   bundle.seen_indices)  # fmt: skip
+        return cls(
+            spec.num_users, spec.num_items, bundle.user_ids, bundle.item_ids, bundle.seen_indptr, bundle.seen_indices
+        )
 
 
 def import_model_package(config: Config, workspace: Workspace, ref: str, progress=None) -> Artifact:
