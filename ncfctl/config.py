@@ -101,6 +101,7 @@ class CompileConfig(_Section):
     parity_tolerance: float = Field(gt=0)
     target_platform: str | None
     framework_version: Literal["1.4", "1.5", "1.6", "1.7", "1.8", "1.12", "1.13", "2.0"]
+    compiler_options: dict[str, Any] | None = None
     threads: int | None = Field(default=None, gt=0)
     max_runtime_seconds: int = Field(ge=60, le=86400)
     job_prefix: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,19}$")
@@ -117,9 +118,10 @@ class ServingConfig(_Section):
 
 
 class ImageConfig(_Section):
-    backend: Literal["auto", "docker", "codebuild", "none"]
+    backend: Literal["auto", "docker", "buildah", "codebuild", "none"]
     tag: str
     push: bool
+    python_image: str | None
     docker_timeout: float = Field(gt=0)
     build_timeout_minutes: int = Field(ge=5, le=2160)
 
@@ -133,9 +135,16 @@ class DeployConfig(_Section):
     min_instances: int | None = Field(default=None, ge=1)
     max_instances: int | None = Field(default=None, ge=1)
     target_invocations: float = Field(gt=0)
+    serverless: bool
+    memory_mb: Literal[1024, 2048, 3072, 4096, 5120, 6144]
+    max_concurrency: int = Field(ge=1, le=200)
+    capture_percent: int | None = Field(default=None, ge=0, le=100)
 
 
 class AwsConfig(_Section):
+    # `framework_version: 2.5` (YAML) or NCFCTL_AWS__FRAMEWORK_VERSION=2.5 parse as numbers: take them as text
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     region: str
     profile: str | None
     endpoint_url: str | None
@@ -148,7 +157,9 @@ class AwsConfig(_Section):
     training_max_runtime_seconds: int = Field(gt=0)
     training_volume_gb: int = Field(gt=0)
     framework_version: str
-    py_version: str
+    py_version: str | None
+    spot: bool
+    spot_max_wait_seconds: int | None = Field(default=None, gt=0)
     ecr_repository: str
     image_uri: str | None
     codebuild_project: str
@@ -158,6 +169,11 @@ class AwsConfig(_Section):
     endpoint_name: str
     instance_type: str
     instance_count: int = Field(gt=0)
+    model_package_group: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    pipeline_name: str = Field(pattern=r"^[A-Za-z0-9\-_]{1,256}$")
+    pipeline_role_arn: str | None
+    processing_instance_type: str
+    transform_instance_type: str
     poll_seconds: float = Field(gt=0)
 
 
@@ -185,6 +201,7 @@ class PipelineConfig(_Section):
     prune_rate: float = Field(gt=0, lt=1)
     keep_serving: bool
     smoke_top_k: int = Field(gt=0)
+    min_hit_rate: float = Field(ge=0, le=1)
 
 
 class Config(_Section):

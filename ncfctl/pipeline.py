@@ -51,20 +51,18 @@ class PipelineResult:
 
 
 def pipeline_config(config: Config) -> Config:
-    """The stage settings this flow runs with: ``pipeline.*`` over the stage sections, plus the backend."""
+    """The stage settings this flow (or the SageMaker Pipeline's definition) runs with: ``pipeline.*``
+    over the stage sections; the local flow runs every stage on this machine."""
     p = config.pipeline
-    cloud = p.backend == "sagemaker"
     updates: dict[str, dict[str, Any]] = {
-        "train": {"epochs": p.train_epochs or config.train.epochs, "backend": p.backend},
+        "train": {"epochs": p.train_epochs or config.train.epochs, "backend": "local"},
         "prune": {"rate": p.prune_rate},
         "finetune": {
             "epochs": p.finetune_epochs or config.finetune.epochs,
             "fraction": p.finetune_fraction or config.finetune.fraction,
-            "backend": p.backend,
+            "backend": "local",
         },
-        "compile": {"backend": "sagemaker" if cloud else config.compile.backend},
-        "image": {"backend": "codebuild" if cloud else config.image.backend},
-        "deploy": {"backend": "sagemaker" if cloud else "local"},
+        "deploy": {"backend": "local"},
     }
     return config.model_copy(
         update={name: getattr(config, name).model_copy(update=values) for name, values in updates.items()}

@@ -43,6 +43,8 @@ KIND_DIRS: dict[str, str] = {
     "image": "images",
     "deployment": "deployments",
     "benchmark": "comparison",
+    "sagemaker-pipeline": "pipelines",
+    "recommendations": "recommendations",
 }
 MANIFEST = "manifest.json"
 STAGING = ".staging"

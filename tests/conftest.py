@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["moto_gaps", "registered"]  # fixtures: calls moto lacks; Model Registry versions
 
 
 def free_port() -> int:
@@ -86,6 +87,14 @@ def aws_env(moto_server, monkeypatch):
 
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket="ncfctl-test")
     return values
+
+
+@pytest.fixture
+def aws(aws_env, moto_server):
+    """Factory ``aws("s3")``: a boto3 client on moto's server, to read back what ncfctl created."""
+    import boto3
+
+    return lambda service: boto3.client(service, endpoint_url=moto_server, region_name="us-east-1")
 
 
 def tiny_interaction_data(

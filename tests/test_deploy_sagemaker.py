@@ -3,8 +3,9 @@
 moto reports endpoints InService at once and answers InvokeEndpoint with canned bodies, so these
 tests assert on what reached the service: the model's image and S3 model data (whose tarball is
 read back), the endpoint config, the autoscaling target and policy, and the exact request body
-moto's runtime recorded. Two things moto cannot do are covered at the HTTP layer instead:
-``UpdateEndpoint`` (not implemented in moto 5.2) and a ``ModelError`` from the container.
+moto's runtime recorded. Two things moto cannot do are covered otherwise: ``UpdateEndpoint`` (not
+implemented in moto 5.2.5; ``moto_gaps`` answers it on moto's own state) and a ``ModelError`` from
+the container (an HTTP server playing SageMaker's runtime).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import shutil
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 
 import boto3
 import httpx
@@ -142,34 +142,129 @@ def test_delete_removes_endpoint_config_model_and_scaling(run_cli, workdir, imag
     assert gone.returncode == 2 and "no running deployment" in gone.stderr
 
 
-def test_second_deploy_updates_the_existing_endpoint(workdir, image_artifact, aws_env, sm):
-    """moto lacks UpdateEndpoint: that one call is answered by a botocore hook, the rest hits moto."""
-    from ncfctl.aws.clients import session
+def _deploy(workdir, **overrides):
     from ncfctl.config import load_config
     from ncfctl.serving.deploy import deploy
 
-    config = load_config(overrides={"deploy.backend": "sagemaker", "aws.endpoint_name": ENDPOINT})
-    first = deploy(config, Workspace(workdir))
-    calls = []
+    config = load_config(overrides={"deploy.backend": "sagemaker", "aws.endpoint_name": ENDPOINT, **overrides})
+    return deploy(config, Workspace(workdir))
 
-    def update_endpoint(params, **_):  # params: the serialized request, as it would go on the wire
-        calls.append(json.loads(params["body"]))
-        return SimpleNamespace(status_code=200), {
-            "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{ENDPOINT}"
-        }
 
-    events = session(config.aws).events
-    events.register("before-call.sagemaker.UpdateEndpoint", update_endpoint)
-    try:
-        second = deploy(config, Workspace(workdir))
-    finally:
-        events.unregister("before-call.sagemaker.UpdateEndpoint", update_endpoint)
+def test_update_retains_the_scaled_out_count_and_cleans_up_the_old_config(workdir, image_artifact, moto_gaps, sm):
+    """D5 + D6. moto has no UpdateEndpoint: ``moto_gaps`` answers it on moto's state and records the
+    request and whether autoscaling was still registered; moto cannot show the blue/green swap itself."""
+    first = _deploy(workdir, **{"deploy.min_instances": 1, "deploy.max_instances": 4}).manifest.info
 
-    info = second.manifest.info
-    assert info["action"] == "updated" and info["status"] == "running"
-    assert info["endpoint_config_name"] != first.manifest.info["endpoint_config_name"]
-    assert calls == [{"EndpointName": ENDPOINT, "EndpointConfigName": info["endpoint_config_name"]}]
-    sm("sagemaker").describe_endpoint_config(EndpointConfigName=info["endpoint_config_name"])  # created in moto
+    second = _deploy(workdir, **{"deploy.min_instances": 2, "deploy.max_instances": 6}).manifest.info
+
+    assert second["action"] == "updated" and second["status"] == "running"
+    assert second["previous_endpoint_config"] == first["endpoint_config_name"]
+    (update,) = moto_gaps.calls["UpdateEndpoint"]
+    assert update["EndpointConfigName"] == second["endpoint_config_name"]
+    assert update["RetainAllVariantProperties"] is True  # a scaled-out variant keeps its instance count
+    assert update["ExcludeRetainedVariantProperties"] == [{"VariantPropertyType": "DataCaptureConfig"}]
+    assert moto_gaps.scaling_at_update == [False]  # deregistered before the update
+    (target,) = sm("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 6)  # registered again, with the new range
+    # D6: the previous config and its model are gone; only the live ones remain
+    assert [c["EndpointConfigName"] for c in sm("sagemaker").list_endpoint_configs()["EndpointConfigs"]] == [
+        second["endpoint_config_name"]
+    ]
+    assert [m["ModelName"] for m in sm("sagemaker").list_models()["Models"]] == [second["model_name"]]
+
+
+def test_update_to_another_instance_type_resets_the_count_and_restores_old_scaling(
+    workdir, image_artifact, moto_gaps, sm
+):
+    """An instance-type change must not carry the old fleet's count over; scaling set earlier comes back."""
+    _deploy(workdir, **{"deploy.min_instances": 1, "deploy.max_instances": 3})
+
+    second = _deploy(workdir, **{"aws.instance_type": "ml.m5.large"}).manifest.info
+
+    (update,) = moto_gaps.calls["UpdateEndpoint"]
+    excluded = {p["VariantPropertyType"] for p in update["ExcludeRetainedVariantProperties"]}
+    assert excluded == {"DesiredInstanceCount", "DataCaptureConfig"}
+    assert second["autoscaling"]["min_instances"] == 1 and second["autoscaling"]["max_instances"] == 3
+
+
+def test_a_failed_update_leaves_nothing_behind(workdir, image_artifact, moto_gaps, sm):
+    """D6: SageMaker rolls a failed update back (the endpoint stays InService on the old config); moto
+    cannot fail an update, so ``moto_gaps`` plays the rollback. The new model and config must go."""
+    from ncfctl.errors import NcfError
+
+    first = _deploy(workdir, **{"deploy.min_instances": 1, "deploy.max_instances": 2}).manifest.info
+    moto_gaps.update_failure = (
+        "The primary container for production variant AllTraffic did not pass the ping health check"
+    )
+
+    with pytest.raises(NcfError, match="rolled back to .* did not pass the ping health check"):
+        _deploy(workdir)
+
+    assert [c["EndpointConfigName"] for c in sm("sagemaker").list_endpoint_configs()["EndpointConfigs"]] == [
+        first["endpoint_config_name"]
+    ]
+    assert [m["ModelName"] for m in sm("sagemaker").list_models()["Models"]] == [first["model_name"]]
+    (target,) = sm("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 2)
+    failed = Workspace(workdir).latest("deployment", {"status": "failed"})
+    assert "rolled back" in failed.manifest.info["error"]
+
+
+def test_serverless_with_data_capture(run_cli, image_artifact, sm):
+    """moto stores ServerlessConfig and DataCaptureConfig; it cannot show invocations being captured."""
+    result = deploy_json(
+        run_cli, "--serverless", "--memory-mb", "3072", "--max-concurrency", "8", "--capture-percent", "25"
+    )
+
+    config = sm("sagemaker").describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
+    (variant,) = config["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 8}
+    assert "InstanceType" not in variant and result["instance_count"] is None
+    capture = config["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True and capture["InitialSamplingPercentage"] == 25
+    assert capture["DestinationS3Uri"] == f"s3://ncfctl-test/ncfctl/data-capture/{ENDPOINT}"
+    assert {o["CaptureMode"] for o in capture["CaptureOptions"]} == {"Input", "Output"}
+    assert "application/jsonlines" in capture["CaptureContentTypeHeader"]["JsonContentTypes"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--instance-type", "ml.c6g.large"],
+            {},
+            "instance type ml.c6g.large is arm64; the serving image is linux/amd64 CPU",
+        ),
+        (["--instance-type", "ml.g5.xlarge"], {}, "instance type ml.g5.xlarge is gpu"),
+        (["--serverless", "--min-instances", "1", "--max-instances", "2"], {}, "--serverless scales by itself"),
+        (["--serverless", "--memory-mb", "1000"], {}, "deploy.memory_mb"),
+        ([], {"NCFCTL_AWS__REGION": "xx-nowhere-1"}, "aws.region 'xx-nowhere-1' is not a SageMaker region"),
+    ],
+)
+def test_unservable_pairs_are_refused_before_anything_is_uploaded(run_cli, image_artifact, sm, args, env, message):
+    proc = run_cli("deploy", "--backend", "sagemaker", "--endpoint-name", ENDPOINT, *args, env=env, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert sm("s3").list_objects_v2(Bucket="ncfctl-test").get("KeyCount", 0) == 0
+    assert sm("sagemaker").list_models()["Models"] == []
+
+
+def test_a_neo_bundle_deploys_only_on_its_instance_family(workdir, tiny_bundle, sm, run_cli):
+    """D4: a DLR bundle is native code for its Neo target (here ml_c5): an ml.m5 fleet is refused."""
+    import json as _json
+
+    with Workspace(workdir).create(
+        "image", parent="compiled-neo", info={"context": "context", "backend": "codebuild", "image_uri": IMAGE_URI}
+    ) as writer:
+        shutil.copytree(tiny_bundle, writer.path / "context" / "model")
+        spec_path = writer.path / "context" / "model" / "serving.json"
+        spec = _json.loads(spec_path.read_text())
+        spec.update(runtime="dlr", target="ml_c5", models=[{"batch_size": 1, "path": "b1"}])
+        spec_path.write_text(_json.dumps(spec))
+        (writer.path / "context" / "model" / "b1").mkdir()
+
+    refused = run_cli("deploy", "--backend", "sagemaker", "--instance-type", "ml.m5.large", check=False)
+    assert refused.returncode == 2 and "Neo-compiled for ml_c5: deploy it on ml.c5.* instances" in refused.stderr
+    assert sm("s3").list_objects_v2(Bucket="ncfctl-test").get("KeyCount", 0) == 0
 
 
 def test_missing_settings_are_one_line_errors(run_cli, image_artifact, aws_env, workdir):
@@ -269,3 +364,11 @@ def test_auto_backend_picks_sagemaker_only_for_an_ecr_image_with_credentials(wor
     assert choose_backend(
         load_config(overrides={"deploy.backend": "local"}), Workspace(workdir), image_artifact.id
     ) == ("local")
+
+
+def test_sagemaker_only_settings_are_refused_for_a_local_deployment(run_cli, image_artifact):
+    for flags in (["--serverless"], ["--capture-percent", "5"]):
+        proc = run_cli("deploy", "--backend", "local", *flags, check=False)
+        assert proc.returncode == 2 and "are SageMaker endpoint settings" in proc.stderr
+    proc = run_cli("deploy", "--backend", "local", "--model-package", "latest-approved", check=False)
+    assert proc.returncode == 2 and "--model-package deploys a registered version on SageMaker" in proc.stderr

@@ -164,6 +164,7 @@ def test_pytorch_compile_sends_framework_version_dtype_and_platform(aws_env, wor
     users, items = torch.arange(5), torch.arange(5)
     assert module(users, items).shape == (5,)
     assert artifact.manifest.info["target"] == "linux_arm64"
+    assert artifact.manifest.info["servable"] is False  # DLR for arm64: the amd64 image cannot run it (D4)
     assert neo_status(config, Workspace(workdir), artifact.manifest.info["jobs"][1])["target"] == "linux_arm64"
     assert [m["batch_size"] for m in json.loads((artifact.path / "serving.json").read_text())["models"]] == [1, 16]
 
@@ -254,3 +255,42 @@ def test_upload_reports_progress(aws_env, workdir, model_artifact, monkeypatch):
     assert len(neo_tasks) == 2 and all(t.fields["status"].startswith("COMPLETED") for t in neo_tasks)
     assert all(t.finished for t in progress.tasks)  # byte counts reached the sizes; job lines closed
     assert "COMPLETED" in console.file.getvalue()
+
+
+def test_nvidia_platform_needs_compiler_options(aws_env, workdir, model_artifact, monkeypatch, s3, sagemaker):
+    """D3: Neo requires gpu-code / trt-ver / cuda-ver for NVIDIA platforms; without them nothing is uploaded."""
+    FakeNeo(monkeypatch)
+    platform = {"compile.target_platform": "linux,x86_64,nvidia"}
+    with pytest.raises(NcfError, match="Neo needs compile.compiler_options gpu-code, trt-ver, cuda-ver for NVIDIA"):
+        compile_model(_config(workdir, **platform), Workspace(workdir))
+    assert s3.list_objects_v2(Bucket="ncfctl-test").get("KeyCount", 0) == 0
+
+    options = {"gpu-code": "sm_75", "trt-ver": "8.6.1", "cuda-ver": "11.8"}
+    artifact = compile_model(_config(workdir, **platform, **{"compile.compiler_options": options}), Workspace(workdir))
+    recorded = sagemaker.describe_compilation_job(CompilationJobName=artifact.manifest.info["jobs"][0])
+    assert json.loads(recorded["OutputConfig"]["CompilerOptions"]) == options
+    assert recorded["OutputConfig"]["TargetPlatform"] == {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"}
+    assert artifact.manifest.info["servable"] is False
+
+
+def test_ctrl_c_stops_the_compilation_jobs(aws_env, workdir, model_artifact, monkeypatch, moto_gaps):
+    """D9: an interrupted wait stops every job it started. moto has no StopCompilationJob (``moto_gaps``
+    records it) and finishes jobs at once, so they are held INPROGRESS and the first poll sleep is the Ctrl-C."""
+    from ncfctl.compile import sagemaker_neo
+
+    def in_progress(job):
+        job.compilation_job_status = "INPROGRESS"
+        return original(job)
+
+    original = CompilationJob.describe
+    monkeypatch.setattr(CompilationJob, "describe", in_progress)
+
+    def ctrl_c(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sagemaker_neo.time, "sleep", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        compile_model(_config(workdir), Workspace(workdir))
+    stopped = [call["CompilationJobName"] for call in moto_gaps.calls["StopCompilationJob"]]
+    assert len(stopped) == 2 and all(name.startswith("ncfctl-") for name in stopped)
+    assert Workspace(workdir).list("compiled") == []

@@ -83,10 +83,6 @@ def test_pipeline_config_applies_its_own_section():
     assert cfg.finetune.fraction == (config.pipeline.finetune_fraction or config.finetune.fraction)
     halved = pipeline_config(load_config(overrides={"pipeline.finetune_fraction": 0.5}, environ={}))
     assert halved.finetune.fraction == 0.5
-    cloud = pipeline_config(load_config(overrides={"pipeline.backend": "sagemaker"}, environ={}))
-    assert (cloud.train.backend, cloud.compile.backend, cloud.image.backend, cloud.deploy.backend) == (
-        "sagemaker",
-        "sagemaker",
-        "codebuild",
-        "sagemaker",
-    )
+    remote = load_config(overrides={"train.backend": "sagemaker", "finetune.backend": "sagemaker"}, environ={})
+    local = pipeline_config(remote)  # the local flow stays local (the SageMaker Pipeline is its own path)
+    assert (local.train.backend, local.finetune.backend, local.deploy.backend) == ("local", "local", "local")

@@ -269,3 +269,32 @@ def test_sigterm_shuts_down_cleanly_and_fast(serving_process, served):
         code = server.proc.wait(30)
     assert code == 0 and time.monotonic() - started < 15
     assert "server stopped" in server.log()
+
+
+def test_jsonlines_answers_one_line_per_request(client, served):
+    """``application/jsonlines`` (SageMaker Batch Transform, SplitType Line): answers in order, one per line."""
+    requests = [
+        {"user_id": USER_BASE + 1, "top_k": 3},
+        {"user_id": USER_BASE + 2, "item_id": ITEM_BASE + 4},
+        {"instances": [{"user_id": USER_BASE, "item_id": ITEM_BASE}]},
+    ]
+    body = "\n".join(json.dumps(r) for r in requests) + "\n\n"  # a trailing blank line is not a request
+    response = client.post("/invocations", content=body, headers={"content-type": "application/jsonlines"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/jsonlines"
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines == [invoke(client, r).json() for r in requests]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b'{"user_id": 100, "top_k": 2}\n{"user_id": 99999, "top_k": 2}\n', 422, "line 2.user_id"),
+        (b'{"user_id": 100, "top_k": 2}\nnot json\n', 400, "line 2.body"),
+        (b"\n\n", 400, "body"),
+        (b'{"user_id": 100, "top_k": 1}\n' * (MAX_BATCH + 1), 413, "body"),
+    ],
+    ids=["unknown user on line 2", "bad JSON on line 2", "no lines", "too many lines"],
+)
+def test_jsonlines_errors_name_the_line(client, body, status, field):
+    response = client.post("/invocations", content=body, headers={"content-type": "application/jsonlines"})
+    assert response.status_code == status and response.json()["field"] == field

@@ -71,7 +71,8 @@ def test_dockerfile_keeps_the_sagemaker_contract():
     text = (CONTAINER / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
     assert len(stages) == 2 and all(s == "${PYTHON_IMAGE}" for s in stages)
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, flags=re.M)
+    # ECR Public mirror of the official image: no Docker Hub anonymous rate limits inside CodeBuild (D8)
+    assert re.search(r"^ARG PYTHON_IMAGE=public\.ecr\.aws/docker/library/python:3\.11-slim", text, flags=re.M)
     assert re.search(r'^ENTRYPOINT \["python", "-m", "ncf_serving"\]$', text, flags=re.M)  # exec form
     assert re.search(r'^CMD \["serve"\]$', text, flags=re.M)
     assert re.search(r"^EXPOSE 8080$", text, flags=re.M)

@@ -22,6 +22,7 @@ import pytest
 from conftest import tiny_interaction_data
 
 from ncfctl.aws import training_job
+from ncfctl.aws.sdk import training_image_uri
 from ncfctl.config import load_config
 from ncfctl.errors import NcfError
 from ncfctl.models import load_model
@@ -97,6 +98,10 @@ def test_sagemaker_training_end_to_end(aws_env, workdir, tmp_path, monkeypatch):
 
     def container_then_wait(aws, name, progress=None):
         logs["stdout"] = play_container(aws_env["NCFCTL_AWS__ENDPOINT_URL"], name, tmp_path / "container")
+        from moto.sagemaker.models import sagemaker_backends  # what SageMaker reports once a job ends
+
+        job = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[name]
+        job.billable_time_in_seconds, job.training_time_in_seconds = 41, 57
         return real_wait(aws, name, progress)
 
     monkeypatch.setattr(training_job, "wait_for_job", container_then_wait)
@@ -106,6 +111,7 @@ def test_sagemaker_training_end_to_end(aws_env, workdir, tmp_path, monkeypatch):
     info, metrics = artifact.manifest.info, artifact.manifest.metrics
     assert info["backend"] == "sagemaker" and info["dataset"] == dataset.id
     assert info["model_data"].endswith(f"/{info['sagemaker_job']}/output/model.tar.gz")
+    assert (info["billable_seconds"], info["training_seconds"], info["spot"]) == (41, 57, False)  # D9
     assert [record["epoch"] for record in info["history"]] == [1, 2]
     assert metrics["hr"] > info["baseline"]["hr"]
     model = load_model(artifact.path / "model.pt")
@@ -147,8 +153,129 @@ def test_one_rank_per_instance():
     assert distributed_env({**env, "WORLD_SIZE": "4"}, "29500") == {}  # torchrun already set it
 
 
-def test_training_image_follows_versions_and_instance_type():
-    aws = load_config(overrides={"aws.training_instance_type": "ml.g5.xlarge"}, environ={}).aws
-    assert training_job.training_image(aws) == (
-        "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.0.0-gpu-py310"
+@pytest.mark.parametrize(
+    ("region", "version", "instance", "expected"),
+    [
+        (
+            "us-east-1",
+            "2.0",
+            "ml.c5.xlarge",
+            "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.0-cpu-py310",
+        ),
+        (
+            "ap-east-1",
+            "2.5",
+            "ml.c5.xlarge",
+            "871362719292.dkr.ecr.ap-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311",
+        ),
+        (
+            "cn-north-1",
+            "2.0",
+            "ml.g5.xlarge",
+            "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-training:2.0-gpu-py310",
+        ),
+        (
+            "eu-west-1",
+            "2.7",
+            "ml.g5.xlarge",
+            "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.7-gpu-py312",
+        ),
+    ],
+)
+def test_training_image_is_the_sdks(region, version, instance, expected):
+    """D1/D2: the account, domain, tag and Python version come from the SDK's table, not a guess."""
+    from sagemaker.core import image_uris
+
+    aws = load_config(
+        overrides={"aws.region": region, "aws.framework_version": version, "aws.training_instance_type": instance},
+        environ={},
+    ).aws
+    assert training_image_uri(aws) == expected
+    assert expected == image_uris.retrieve(
+        "pytorch", region=region, version=version, instance_type=instance, image_scope="training"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"aws.framework_version": "2.5", "aws.py_version": "py310"},
+            "no SageMaker PyTorch training image for aws.framework_version 2.5, aws.py_version py310",
+        ),
+        ({"aws.region": "xx-nowhere-1"}, "region xx-nowhere-1"),
+        ({"aws.training_instance_type": "ml.trn1.2xlarge"}, "is an AWS Trainium/Inferentia instance"),
+        ({"aws.training_instance_type": "c5.xlarge"}, "not of the form ml.<family>.<size>"),
+    ],
+)
+def test_training_image_refusals_are_one_line(overrides, message):
+    aws = load_config(overrides=overrides, environ={}).aws
+    with pytest.raises(NcfError, match=re.escape(message)) as err:
+        training_image_uri(aws)
+    assert "\n" not in str(err.value)
+
+
+def test_spot_training_request(aws_env):
+    """Managed spot: the flag, MaxWaitTimeInSeconds >= the run limit, the checkpoint channel the entry resumes from."""
+    config = load_config(
+        overrides={"aws.spot": True, "aws.spot_max_wait_seconds": 7200, "aws.training_max_runtime_seconds": 3600}
+    )
+    request = training_job.training_request(config, {}, {}, "s3://b/src.tar.gz", checkpoint_uri="s3://b/ckpt/job")
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    assert request["CheckpointConfig"] == {"S3Uri": "s3://b/ckpt/job", "LocalPath": "/opt/ml/checkpoints"}
+    short = load_config(overrides={"aws.spot": True, "aws.spot_max_wait_seconds": 60})
+    with pytest.raises(NcfError, match="aws.spot_max_wait_seconds 60 is below aws.training_max_runtime_seconds"):
+        training_job.training_request(short, {}, {}, "s3://b/src.tar.gz", checkpoint_uri="s3://b/ckpt/job")
+
+
+def test_ctrl_c_stops_the_job_and_logs_stream(aws_env, moto_gaps, workdir, monkeypatch):
+    """D9, for real: ``ncfctl train --backend sagemaker`` as a subprocess, its job kept InProgress in moto,
+    log events put into moto's CloudWatch Logs, then SIGINT. moto implements no StopTrainingJob
+    (``moto_gaps`` records it); it cannot show SageMaker actually halting the instances."""
+    import signal
+    import time
+
+    from moto.logs.models import logs_backends
+    from moto.sagemaker.models import FakeTrainingJob, sagemaker_backends
+
+    original_init = FakeTrainingJob.__init__
+
+    def in_progress(job, *args, **kwargs):
+        original_init(job, *args, **kwargs)
+        job.training_job_status, job.secondary_status = "InProgress", "Training"
+
+    monkeypatch.setattr(FakeTrainingJob, "__init__", in_progress)
+    add_dataset(Workspace(workdir))
+    env = {
+        **os.environ,
+        "NCFCTL_TRAIN__BACKEND": "sagemaker",
+        "NCFCTL_MODEL__FACTORS": "8",
+        "NCFCTL_MODEL__LAYERS": "[16, 8]",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ncfctl", "train"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    jobs = sagemaker_backends["123456789012"]["us-east-1"].training_jobs
+    deadline = time.monotonic() + 60
+    while not jobs and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    (name,) = jobs
+    logs = logs_backends["123456789012"]["us-east-1"]
+    logs.create_log_group("/aws/sagemaker/TrainingJobs", {})
+    logs.create_log_stream("/aws/sagemaker/TrainingJobs", f"{name}/algo-1-1700000000")
+    logs.put_log_events(
+        "/aws/sagemaker/TrainingJobs",
+        f"{name}/algo-1-1700000000",
+        [{"timestamp": int(time.time() * 1000), "message": "epoch=1; Loss=0.5000; HR=0.4000; NDCG=0.2000;"}],
+    )
+    time.sleep(1.0)  # a few polls at aws.poll_seconds 0.05
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, stderr
+    assert "algo-1-1700000000 | epoch=1; Loss=0.5000; HR=0.4000; NDCG=0.2000;" in stderr
+    assert f"interrupted: stopped training job {name} (StopTrainingJob)" in stderr
+    assert [call["TrainingJobName"] for call in moto_gaps.calls["StopTrainingJob"]] == [name]
+    assert jobs[name].training_job_status == "Stopped"
+    assert Workspace(workdir).list("model") == []

@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 from ncf_serving.answers import answer, kind_of
 from ncf_serving.bundle import BundleError
 from ncf_serving.connections import broken_body
-from ncf_serving.invocations import RequestError, parse_invocation
+from ncf_serving.invocations import JSON, JSON_LINES, RequestError, parse_invocation, parse_jsonlines
 from ncf_serving.metrics import Metrics
 from ncf_serving.predictor import Predictor
 from ncf_serving.readiness import Readiness
@@ -105,6 +105,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _line_answer(predictor: Predictor, parsed: Any, number: int) -> dict[str, Any]:
+    """One JSON-lines request's answer; an unknown id names its line."""
+    try:
+        return answer(predictor, parsed)
+    except RequestError as exc:
+        raise RequestError(exc.status, f"line {number}.{exc.field}", exc.message) from None
+
+
 def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fatal: Callable[[str], None]) -> FastAPI:
     state = ServerState()
 
@@ -172,8 +180,14 @@ def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fa
         try:
             body = await read_body(request, settings.max_body_bytes)
             media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if media_type != "application/json":
-                raise RequestError(415, "Content-Type", f"must be application/json, got {media_type or 'none'!r}")
+            if media_type == JSON_LINES:
+                lines = parse_jsonlines(body, settings.max_batch, settings.max_top_k)
+                request.state.kind = "jsonlines"
+                answers = [_line_answer(predictor, parsed, n) for n, parsed in enumerate(lines, start=1)]
+                text = "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in answers)
+                return Response(text, status_code=200, media_type=JSON_LINES)
+            if media_type != JSON:
+                raise RequestError(415, "Content-Type", f"must be {JSON} or {JSON_LINES}, got {media_type or 'none'!r}")
             parsed = parse_invocation(body, settings.max_batch, settings.max_top_k)
             request.state.kind = kind_of(parsed)
             return json_response(200, answer(predictor, parsed))

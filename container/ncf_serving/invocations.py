@@ -9,6 +9,10 @@ Three forms, told apart by their keys::
 Ids are the raw ids of the user's data: JSON integers or strings (never floats or booleans).
 Strict pydantic models turn ``"top_k": "10"``, ``"top_k": 10.0`` or an unknown key into a 422
 naming the field instead of a coercion or a crash.
+
+``application/jsonlines`` (what SageMaker Batch Transform sends with ``SplitType: Line``) carries
+one such request per line, answered one JSON document per line in the same order; at most
+``max_batch`` lines per body, and an error names its line (``line 3.user_id: ...``).
 """
 
 from __future__ import annotations
@@ -67,6 +71,26 @@ class TopKRequest(_Strict):
 
 
 InvocationRequest = PairRequest | BatchRequest | TopKRequest
+
+
+JSON = "application/json"
+JSON_LINES = "application/jsonlines"
+
+
+def parse_jsonlines(body: bytes, max_batch: int, max_top_k: int) -> list[InvocationRequest]:
+    """One request per non-empty line; an error's field names the line it is on (1-based)."""
+    lines = [(n, line) for n, line in enumerate(body.splitlines(), start=1) if line.strip()]
+    if not lines:
+        raise RequestError(400, "body", "no JSON lines")
+    if len(lines) > max_batch:
+        raise RequestError(413, "body", f"{len(lines)} lines exceed the limit of {max_batch} per request")
+    requests = []
+    for number, line in lines:
+        try:
+            requests.append(parse_invocation(line, max_batch, max_top_k))
+        except RequestError as exc:
+            raise RequestError(exc.status, f"line {number}.{exc.field}", exc.message) from None
+    return requests
 
 
 def parse_invocation(body: bytes, max_batch: int, max_top_k: int) -> InvocationRequest:

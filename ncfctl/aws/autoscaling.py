@@ -9,6 +9,8 @@ orphaned target keeps trying to scale a variant that no longer exists.
 
 from __future__ import annotations
 
+from typing import Any
+
 import botocore.exceptions
 
 from ncfctl.aws.clients import client, error_message
@@ -80,8 +82,8 @@ def configure(
     }
 
 
-def remove(aws: AwsConfig, endpoint: str, variant: str) -> bool:
-    """Delete the policy and deregister the variant; False when no scaling was registered."""
+def _registered(aws: AwsConfig, endpoint: str, variant: str) -> tuple[Any, str, dict | None, list[dict]]:
+    """(client, resource id, the variant's scalable target or None, its scaling policies)."""
     scaling = client(aws, "application-autoscaling")
     rid = resource_id(endpoint, variant)
     try:
@@ -89,10 +91,58 @@ def remove(aws: AwsConfig, endpoint: str, variant: str) -> bool:
             ServiceNamespace=NAMESPACE, ResourceIds=[rid], ScalableDimension=DIMENSION
         )["ScalableTargets"]
         if not targets:
-            return False
+            return scaling, rid, None, []
         policies = scaling.describe_scaling_policies(
             ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION
         )["ScalingPolicies"]
+    except botocore.exceptions.ClientError as exc:
+        raise NcfError(f"Application Auto Scaling for {rid}: {error_message(exc)}") from None
+    return scaling, rid, targets[0], policies
+
+
+def current(aws: AwsConfig, endpoint: str, variant: str) -> dict | None:
+    """The variant's registered scaling (min/max capacity, target value), or None when there is none."""
+    _, _, target, policies = _registered(aws, endpoint, variant)
+    if target is None:
+        return None
+    tracking = [
+        p["TargetTrackingScalingPolicyConfiguration"] for p in policies if p["PolicyType"] == "TargetTrackingScaling"
+    ]
+    return {
+        "min_instances": target["MinCapacity"],
+        "max_instances": target["MaxCapacity"],
+        "target_invocations": tracking[0]["TargetValue"] if tracking else None,
+    }
+
+
+def restore(aws: AwsConfig, endpoint: str, variant: str, settings: dict) -> dict:
+    """Register again what :func:`current` read (after an update that had to remove it).
+
+    A target-tracking policy comes back as it was; a range without one ncfctl knows comes back as
+    the range alone.
+    """
+    if settings.get("target_invocations") is not None:
+        return configure(aws, endpoint, variant, **settings)
+    rid = resource_id(endpoint, variant)
+    try:
+        client(aws, "application-autoscaling").register_scalable_target(
+            ServiceNamespace=NAMESPACE,
+            ResourceId=rid,
+            ScalableDimension=DIMENSION,
+            MinCapacity=settings["min_instances"],
+            MaxCapacity=settings["max_instances"],
+        )
+    except botocore.exceptions.ClientError as exc:
+        raise NcfError(f"Application Auto Scaling for {rid}: {error_message(exc)}") from None
+    return {**settings, "resource_id": rid}
+
+
+def remove(aws: AwsConfig, endpoint: str, variant: str) -> bool:
+    """Delete the policies and deregister the variant; False when no scaling was registered."""
+    scaling, rid, target, policies = _registered(aws, endpoint, variant)
+    if target is None:
+        return False
+    try:
         for policy in policies:
             scaling.delete_scaling_policy(
                 PolicyName=policy["PolicyName"], ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION

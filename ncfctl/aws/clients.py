@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 
 import boto3
+import botocore
 import botocore.config
 import botocore.exceptions
 
@@ -42,7 +43,28 @@ def has_credentials(aws: AwsConfig) -> bool:
         return False
 
 
+@cache
+def _known_regions() -> frozenset[str]:
+    """Every region botocore's endpoint data lists for SageMaker, in every partition (aws, aws-cn, aws-us-gov, ...)."""
+    session = boto3.session.Session()
+    return frozenset(
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("sagemaker", partition_name=partition)
+    )
+
+
+def check_region(aws: AwsConfig) -> None:
+    """One line for a region SageMaker does not have (a typo would otherwise surface as a connection error)."""
+    if aws.region not in _known_regions():
+        raise NcfError(
+            f"aws.region '{aws.region}' is not a SageMaker region known to botocore {botocore.__version__}",
+            hint="e.g. us-east-1, eu-west-1, ap-east-1, cn-north-1; upgrade boto3 for a region newer than it",
+        )
+
+
 def require_credentials(aws: AwsConfig, what: str) -> None:
+    check_region(aws)
     if not has_credentials(aws):
         raise NcfError(
             f"{what} needs AWS credentials and none were found",
@@ -56,6 +78,23 @@ def require(value: str | None, key: str, what: str) -> str:
         env = "NCFCTL_" + key.upper().replace(".", "__")
         raise NcfError(f"{what} needs config key '{key}' (set it in --config or {env})")
     return value
+
+
+def call(what: str, fn, **kwargs):
+    """``fn(**kwargs)``; a service error becomes one line ``SageMaker <what>: <Code>: <Message>``."""
+    try:
+        return fn(**kwargs)
+    except botocore.exceptions.ClientError as exc:
+        raise NcfError(f"SageMaker {what}: {error_message(exc)}") from None
+
+
+def not_found(exc: botocore.exceptions.ClientError) -> bool:
+    """SageMaker's "no such resource": ``ResourceNotFound``, or a ``ValidationException`` "Could not find ..."."""
+    err = exc.response.get("Error", {})
+    code, message = err.get("Code", ""), err.get("Message", "")
+    return code in {"ResourceNotFound", "ResourceNotFoundException"} or (
+        code == "ValidationException" and "Could not find" in message
+    )
 
 
 def error_message(exc: botocore.exceptions.ClientError) -> str:

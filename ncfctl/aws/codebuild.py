@@ -1,7 +1,10 @@
 """AWS CodeBuild: build and push the serving image where a Docker engine exists (the design doc's flow).
 
-The project is created on first use with an S3 source; every build overrides the source with the
-context zip it was started for, so one project serves every ``build-image`` run. CodeBuild's S3
+The project is created on first use with an S3 source (and updated when the configured image,
+compute type, role or timeout change); every build overrides the source with the context zip it
+was started for, so one project serves every ``build-image`` run. CodeBuild runs as its own
+service role (``aws.codebuild_role_arn``, trusted by ``codebuild.amazonaws.com``): the SageMaker
+execution role is trusted by SageMaker only, so CodeBuild could not assume it. CodeBuild's S3
 source must be a ZIP archive (a tar.gz is rejected), with ``buildspec.yml`` at its root.
 """
 
@@ -29,6 +32,27 @@ class BuildOutcome:
     logs_url: str | None
 
 
+def project_settings(aws: AwsConfig, role_arn: str, timeout_minutes: int) -> dict:
+    """The project fields ncfctl owns; ``privilegedMode`` is required for ``docker build`` inside CodeBuild."""
+    return {
+        "environment": {
+            "type": "LINUX_CONTAINER",
+            "image": aws.codebuild_image,
+            "computeType": aws.codebuild_compute_type,
+            "privilegedMode": True,
+        },
+        "serviceRole": role_arn,
+        "timeoutInMinutes": timeout_minutes,
+    }
+
+
+def _differs(existing: dict, wanted: dict) -> list[str]:
+    """The owned fields whose live value is not the configured one (environment compared key by key)."""
+    changed = [k for k, v in wanted["environment"].items() if existing.get("environment", {}).get(k) != v]
+    changed += [k for k in ("serviceRole", "timeoutInMinutes") if existing.get(k) != wanted[k]]
+    return changed
+
+
 def ensure_project(
     aws: AwsConfig,
     name: str,
@@ -36,32 +60,32 @@ def ensure_project(
     source_location: str,
     role_arn: str,
     timeout_minutes: int,
-) -> bool:
-    """Create the project unless it exists; True when it was created.
+) -> str:
+    """Create the project, or update it when its image, compute type, role or timeout changed.
 
-    ``privilegedMode`` is required for ``docker build`` inside CodeBuild.
+    Returns ``created``, ``updated (<fields>)`` or ``unchanged``: a project created by an earlier
+    run with other settings would otherwise keep building with them.
     """
     codebuild = client(aws, "codebuild")
+    wanted = project_settings(aws, role_arn, timeout_minutes)
     try:
-        if codebuild.batch_get_projects(names=[name])["projects"]:
-            return False
+        found = codebuild.batch_get_projects(names=[name])["projects"]
+        if found:
+            changed = _differs(found[0], wanted)
+            if not changed:
+                return "unchanged"
+            codebuild.update_project(name=name, **wanted)
+            return f"updated ({', '.join(changed)})"
         codebuild.create_project(
             name=name,
             description="ncfctl build-image: NCF serving image -> ECR",
             source={"type": "S3", "location": source_location},
             artifacts={"type": "NO_ARTIFACTS"},
-            environment={
-                "type": "LINUX_CONTAINER",
-                "image": aws.codebuild_image,
-                "computeType": aws.codebuild_compute_type,
-                "privilegedMode": True,
-            },
-            serviceRole=role_arn,
-            timeoutInMinutes=timeout_minutes,
+            **wanted,
         )
     except botocore.exceptions.ClientError as exc:
         raise NcfError(f"CodeBuild project '{name}' (aws.codebuild_project): {error_message(exc)}") from None
-    return True
+    return "created"
 
 
 def start_build(aws: AwsConfig, project: str, *, source_location: str, env: Mapping[str, str]) -> str:

@@ -55,6 +55,15 @@ def upload_file(aws: AwsConfig, path: str | os.PathLike, target_uri: str, progre
     return target_uri
 
 
+def delete_object(aws: AwsConfig, target_uri: str) -> None:
+    """Remove an object this run uploaded (cleanup after a later step failed)."""
+    bucket, key = parse_uri(target_uri)
+    try:
+        client(aws, "s3").delete_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as exc:
+        raise NcfError(f"delete {target_uri}: {error_message(exc)}") from None
+
+
 def download_file(aws: AwsConfig, source_uri: str, path: str | os.PathLike, progress=None) -> Path:
     """Download ``source_uri`` to ``path`` (written to a temp name, then renamed)."""
     path = Path(path)

@@ -1,18 +1,21 @@
 """Training as a SageMaker training job (script mode in AWS's PyTorch container), with plain boto3.
 
-Steps: package the ``ncfctl`` sources with a one-line entry script (``sourcedir.tar.gz``), upload
+Steps: package the ``ncfctl`` sources with one-line entry scripts (``sourcedir.tar.gz``), upload
 the data channels (``train``, ``test``) and the initial model (``model``) to S3, call
 ``CreateTrainingJob`` with the job's hyper-parameters and metric definitions (``HR=(.*?);`` ...),
-poll ``DescribeTrainingJob`` with a status line, then download ``model.tar.gz`` and unpack it
-safely. Used by ``ncfctl train --backend sagemaker`` and by fine-tuning: anything expressible as
-a :class:`~ncfctl.training.worker.WorkerJob` (initial model, optional masks, settings) runs.
+poll ``DescribeTrainingJob`` with a status line and the job's CloudWatch log lines (Ctrl-C stops
+the job), then download ``model.tar.gz`` and unpack it safely. ``aws.spot`` runs it as managed spot
+training: SageMaker restarts an interrupted job from the checkpoint channel
+(``/opt/ml/checkpoints``, synced to S3), which the entry point resumes from. Used by ``ncfctl
+train --backend sagemaker``, by fine-tuning and by the SageMaker Pipeline's training steps:
+anything expressible as a :class:`~ncfctl.training.worker.WorkerJob` (initial model, optional
+masks, settings) runs.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,19 +23,28 @@ from typing import Any
 import botocore.exceptions
 
 from ncfctl import safetar
-from ncfctl.aws import s3
+from ncfctl.aws import jobs, s3
 from ncfctl.aws.clients import client, error_message, require, require_credentials
+from ncfctl.aws.sdk import training_image_uri
 from ncfctl.config import ArchiveConfig, AwsConfig, Config
 from ncfctl.errors import NcfError
-from ncfctl.training.entry import TEST_FILES, TRAIN_FILES, job_hyperparameters
+from ncfctl.training.entry import CHECKPOINT_DIR, TEST_FILES, TRAIN_FILES, job_hyperparameters
 from ncfctl.training.worker import METRICS_FILE, WorkerJob
 from ncfctl.workspace import Artifact
 
 ENTRY_SCRIPT = "train_entry.py"
-ENTRY_SOURCE = "from ncfctl.training.entry import main\n\nraise SystemExit(main())\n"
-# what the container needs beyond its own torch/numpy/pandas (Python 3.10 wheels exist for all)
+PRUNE_FINETUNE_SCRIPT = "prune_finetune_entry.py"
+PACKAGE_SCRIPT = "evaluate_package_entry.py"
+# the scripts at the root of sourcedir.tar.gz -> the function each one runs
+ENTRY_POINTS = {
+    ENTRY_SCRIPT: ("ncfctl.training.entry", "main"),
+    PRUNE_FINETUNE_SCRIPT: ("ncfctl.pipeline_sagemaker.entries", "prune_finetune"),
+    PACKAGE_SCRIPT: ("ncfctl.pipeline_sagemaker.entries", "evaluate_and_package"),
+}
+# what the container needs beyond its own torch/numpy/pandas (Python 3.10 wheels exist for all);
+# training script mode installs requirements.txt itself, the evaluation step installs both files
 REQUIREMENTS = "pydantic>=2.6,<3\npyarrow>=14\npyyaml>=6\n"
-DLC_ACCOUNT = "763104351884"  # AWS Deep Learning Containers registry (most commercial regions)
+PACKAGE_REQUIREMENTS = "onnx>=1.16\nonnxruntime>=1.18\n"
 METRIC_DEFINITIONS = [
     {"Name": "Loss", "Regex": "Loss=(.*?);"},
     {"Name": "HR", "Regex": "HR=(.*?);"},
@@ -42,7 +54,6 @@ METRIC_DEFINITIONS = [
     {"Name": "test_HR", "Regex": "test_hr=(.*?);"},
     {"Name": "test_NDCG", "Regex": "test_ndcg=(.*?);"},
 ]
-TERMINAL = {"Completed", "Failed", "Stopped"}
 # every instance gets all the data: each DDP rank draws the epoch's examples itself and takes its share
 REPLICATED = {"S3DataDistributionType": "FullyReplicated"}
 
@@ -53,25 +64,48 @@ class TrainingJobOutcome:
     model_data: str  # s3:// URI of model.tar.gz
     model_dir: Path  # its unpacked contents: model.pt, metrics.json
     result: dict[str, Any]  # the fit result the job wrote (history, test metrics, ...)
+    billing: dict[str, Any] = field(default_factory=dict)  # what SageMaker billed (see job_billing)
+
+    @property
+    def manifest_info(self) -> dict[str, Any]:
+        """What a model artifact records about the job that made it."""
+        return {"sagemaker_job": self.job_name, "model_data": self.model_data, **self.billing}
 
 
-def training_image(aws: AwsConfig) -> str:
-    """``aws.training_image_uri``, else AWS's PyTorch training image for the configured versions."""
-    if aws.training_image_uri:
-        return aws.training_image_uri
-    version = aws.framework_version if aws.framework_version.count(".") >= 2 else f"{aws.framework_version}.0"
-    processor = "gpu" if aws.training_instance_type.split(".")[1][0] in "gp" else "cpu"
-    return f"{DLC_ACCOUNT}.dkr.ecr.{aws.region}.amazonaws.com/pytorch-training:{version}-{processor}-{aws.py_version}"
+def job_billing(described: dict[str, Any]) -> dict[str, Any]:
+    """Seconds SageMaker billed (``BillableTimeInSeconds``) and ran, and whether spot capacity was used.
+
+    With managed spot training the billed seconds are below the training seconds; the difference
+    is the saving.
+    """
+    return {
+        "billable_seconds": described.get("BillableTimeInSeconds"),
+        "training_seconds": described.get("TrainingTimeInSeconds"),
+        "spot": bool(described.get("EnableManagedSpotTraining")),
+    }
 
 
 def package_source(dest: Path) -> Path:
-    """``sourcedir.tar.gz``: the ``ncfctl`` package's Python files, the entry script, requirements."""
-    package = Path(__file__).resolve().parent.parent
+    """``sourcedir.tar.gz``: the ``ncfctl`` and ``ncf_serving`` Python files, entry scripts, requirements."""
+    import ncf_serving
+
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / ENTRY_SCRIPT).write_text(ENTRY_SOURCE, encoding="utf-8")
-    (dest / "requirements.txt").write_text(REQUIREMENTS, encoding="utf-8")
-    files = [(dest / ENTRY_SCRIPT, ENTRY_SCRIPT), (dest / "requirements.txt", "requirements.txt")]
-    files += [(path, f"ncfctl/{path.relative_to(package).as_posix()}") for path in sorted(package.rglob("*.py"))]
+    written = {
+        **{
+            script: f"from {module} import {func}\n\nraise SystemExit({func}())\n"
+            for script, (module, func) in ENTRY_POINTS.items()
+        },
+        "requirements.txt": REQUIREMENTS,
+        "requirements-package.txt": PACKAGE_REQUIREMENTS,
+    }
+    files = []
+    for name, text in written.items():
+        (dest / name).write_text(text, encoding="utf-8")
+        files.append((dest / name, name))
+    for package in (Path(__file__).resolve().parent.parent, Path(ncf_serving.__file__).resolve().parent):
+        files += [
+            (path, f"{package.name}/{path.relative_to(package).as_posix()}") for path in sorted(package.rglob("*.py"))
+        ]
     return safetar.pack(dest / "sourcedir.tar.gz", files)
 
 
@@ -82,27 +116,46 @@ def job_name(prefix: str) -> str:
 
 
 def training_request(
-    config: Config, name: str, hyperparameters: dict[str, str], channels: dict[str, str], source_uri: str
+    config: Config,
+    hyperparameters: dict[str, Any],
+    channels: dict[str, Any],
+    source_uri: str,
+    *,
+    checkpoint_uri: Any,
+    entry: str = ENTRY_SCRIPT,
+    instance_type: Any = None,
+    image: Any = None,
 ) -> dict[str, Any]:
-    """The ``CreateTrainingJob`` request (script mode: the container fetches and runs our source)."""
+    """The ``CreateTrainingJob`` request without its name (script mode: the container runs our source).
+
+    Shared by ``train --backend sagemaker`` and the SageMaker Pipeline's training steps, which pass
+    pipeline variables (parameters, other steps' outputs) for the values that vary per execution.
+    """
     aws = config.aws
     bucket = require(aws.bucket, "aws.bucket", "a SageMaker training job")
     role = require(aws.role_arn, "aws.role_arn", "a SageMaker training job")
+    stopping: dict[str, Any] = {"MaxRuntimeInSeconds": aws.training_max_runtime_seconds}
+    if aws.spot:
+        stopping["MaxWaitTimeInSeconds"] = aws.spot_max_wait_seconds or aws.training_max_runtime_seconds
+        if stopping["MaxWaitTimeInSeconds"] < aws.training_max_runtime_seconds:
+            raise NcfError(
+                f"aws.spot_max_wait_seconds {aws.spot_max_wait_seconds} is below aws.training_max_runtime_seconds "
+                f"{aws.training_max_runtime_seconds}: SageMaker needs the wait to cover the run"
+            )
     script_mode = {
-        "sagemaker_program": ENTRY_SCRIPT,
-        "sagemaker_submit_directory": source_uri,
-        "sagemaker_region": aws.region,
-        "sagemaker_container_log_level": "20",
+        "sagemaker_program": json.dumps(entry),
+        "sagemaker_submit_directory": json.dumps(source_uri),
+        "sagemaker_region": json.dumps(aws.region),
+        "sagemaker_container_log_level": json.dumps("20"),
     }
     return {
-        "TrainingJobName": name,
         "RoleArn": role,
         "AlgorithmSpecification": {
-            "TrainingImage": training_image(aws),
+            "TrainingImage": image or training_image_uri(aws),
             "TrainingInputMode": "File",
             "MetricDefinitions": METRIC_DEFINITIONS,
         },
-        "HyperParameters": {**hyperparameters, **{k: json.dumps(v) for k, v in script_mode.items()}},
+        "HyperParameters": {**hyperparameters, **script_mode},
         "InputDataConfig": [
             {
                 "ChannelName": channel,
@@ -111,52 +164,33 @@ def training_request(
             for channel, uri in channels.items()
         ],
         "OutputDataConfig": {"S3OutputPath": s3.uri(bucket, aws.prefix, "training-output")},
-        "CheckpointConfig": {
-            "S3Uri": s3.uri(bucket, aws.prefix, "checkpoints", name),
-            "LocalPath": "/opt/ml/checkpoints",
-        },
+        "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": CHECKPOINT_DIR},
         "ResourceConfig": {
-            "InstanceType": aws.training_instance_type,
+            "InstanceType": instance_type or aws.training_instance_type,
             "InstanceCount": aws.training_instance_count,
             "VolumeSizeInGB": aws.training_volume_gb,
         },
-        "StoppingCondition": {"MaxRuntimeInSeconds": aws.training_max_runtime_seconds},
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": aws.spot,
         "Tags": [{"Key": "created-by", "Value": "ncfctl"}],
     }
 
 
-def upload_channels(aws: AwsConfig, prefix_uri: str, channels: dict[str, list[Path]], progress=None) -> dict[str, str]:
-    """Upload each channel's files under ``<prefix_uri>/<channel>/``; returns channel -> S3 prefix."""
-    uris = {}
-    for channel, files in channels.items():
-        uris[channel] = f"{prefix_uri}/{channel}/"
-        for path in files:
-            s3.upload_file(aws, path, f"{prefix_uri}/{channel}/{path.name}", progress=progress)
-    return uris
+def upload_channels(aws: AwsConfig, uris: dict[str, str], files: dict[str, list[Path]], progress=None) -> None:
+    """Upload each channel's files under its S3 prefix (``uris[channel]``, ending in ``/``)."""
+    for channel, paths in files.items():
+        for path in paths:
+            s3.upload_file(aws, path, f"{uris[channel]}{path.name}", progress=progress)
 
 
 def wait_for_job(aws: AwsConfig, name: str, progress=None) -> dict[str, Any]:
-    """Poll until the job ends (no boto3 waiter covers every state); one status line while waiting."""
-    sagemaker = client(aws, "sagemaker")
-    task = progress.add_task(f"training job {name}", total=None, status="") if progress else None
-    while True:
-        try:
-            described = sagemaker.describe_training_job(TrainingJobName=name)
-        except botocore.exceptions.ClientError as exc:
-            raise NcfError(f"training job {name}: {error_message(exc)}") from None
-        status = described["TrainingJobStatus"]
-        if progress is not None:
-            metrics = " ".join(f"{m['MetricName']}={m['Value']:.4f}" for m in described.get("FinalMetricDataList", []))
-            progress.update(task, status=f"{status} / {described.get('SecondaryStatus', '')} {metrics}".strip())
-        if status in TERMINAL:
-            break
-        time.sleep(aws.poll_seconds)
-    if status != "Completed":
-        reason = described.get("FailureReason", "no reason given")
-        raise NcfError(f"training job {name} ended {status}: {reason}")
-    if progress is not None:
-        progress.update(task, total=1, completed=1)
-    return described
+    """Wait for the training job (logs streamed, Ctrl-C stops it), showing its status and last metrics."""
+
+    def status_line(described: dict[str, Any]) -> str:
+        metrics = " ".join(f"{m['MetricName']}={m['Value']:.4f}" for m in described.get("FinalMetricDataList", []))
+        return f"{described['TrainingJobStatus']} / {described.get('SecondaryStatus', '')} {metrics}".strip()
+
+    return jobs.wait_for(aws, jobs.TRAINING, name, progress, status_line)
 
 
 def download_output(
@@ -174,31 +208,32 @@ def download_output(
 def run_training_job(
     config: Config, job: WorkerJob, dataset: Artifact, work_dir: Path, *, prefix: str = "ncfctl-train", progress=None
 ) -> TrainingJobOutcome:
-    """Run ``job`` as a SageMaker training job; ``work_dir`` holds the local staging and output."""
+    """Run ``job`` as a SageMaker training job; ``work_dir`` holds the local staging and output.
+
+    The whole request (role, image, spot limits) is built and checked before anything is uploaded.
+    """
     aws = config.aws
     require_credentials(aws, "a SageMaker training job")
     bucket = require(aws.bucket, "aws.bucket", "a SageMaker training job")
-    s3.check_bucket(aws, bucket)
-    name = job_name(prefix)
-    base = s3.uri(bucket, aws.prefix, "training-input", name)
-    source_uri = f"{base}/sourcedir.tar.gz"
-    s3.upload_file(aws, package_source(work_dir / "source"), source_uri, progress=progress)
     model_files = [Path(job.init_model)] + ([Path(job.masks)] if job.masks else [])
     if [path.name for path in model_files] != ["model.pt", "masks.pt"][: len(model_files)]:
         raise ValueError(f"the model channel needs files named model.pt (+ masks.pt), got {model_files}")
-    channels = upload_channels(
-        aws,
-        base,
-        {
-            "train": [dataset.path / file for file in TRAIN_FILES],
-            "test": [dataset.path / file for file in TEST_FILES],
-            "model": model_files,
-        },
-        progress=progress,
-    )
-    request = training_request(config, name, job_hyperparameters(job), channels, source_uri)
+    files = {
+        "train": [dataset.path / file for file in TRAIN_FILES],
+        "test": [dataset.path / file for file in TEST_FILES],
+        "model": model_files,
+    }
+    name = job_name(prefix)
+    base = s3.uri(bucket, aws.prefix, "training-input", name)
+    channels = {channel: f"{base}/{channel}/" for channel in files}
+    source_uri = f"{base}/sourcedir.tar.gz"
+    checkpoints = s3.uri(bucket, aws.prefix, "checkpoints", name)
+    request = training_request(config, job_hyperparameters(job), channels, source_uri, checkpoint_uri=checkpoints)
+    s3.check_bucket(aws, bucket)
+    s3.upload_file(aws, package_source(work_dir / "source"), source_uri, progress=progress)
+    upload_channels(aws, channels, files, progress=progress)
     try:
-        client(aws, "sagemaker").create_training_job(**request)
+        client(aws, "sagemaker").create_training_job(TrainingJobName=name, **request)
     except botocore.exceptions.ClientError as exc:
         raise NcfError(f"create training job {name}: {error_message(exc)}") from None
     described = wait_for_job(aws, name, progress=progress)
@@ -207,7 +242,7 @@ def run_training_job(
     if not (model_dir / "model.pt").is_file() or not metrics_path.is_file():
         raise NcfError(f"{model_data} lacks model.pt or {METRICS_FILE}: not written by the ncfctl entry point")
     result = json.loads(metrics_path.read_text(encoding="utf-8"))
-    return TrainingJobOutcome(job_name=name, model_data=model_data, model_dir=model_dir, result=result)
+    return TrainingJobOutcome(name, model_data, model_dir, result, job_billing(described))
 
 
 def train_on_sagemaker(config: Config, job: WorkerJob, dataset: Artifact, progress=None) -> TrainingJobOutcome:

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from ncfctl import __version__
-from ncfctl.cli import bench, data, deploy, image, invoke, neo, pipeline, prune, train
+from ncfctl.cli import bench, data, deploy, image, invoke, neo, pipeline, prune, recommend, registry, train
 from ncfctl.cli.context import GlobalOptions
 from ncfctl.errors import NcfError
 
@@ -53,7 +53,7 @@ def _global_options(
     ctx.obj = GlobalOptions(workdir=workdir, config_file=config, debug=debug)
 
 
-for _module in (data, train, prune, neo, image, deploy, invoke, bench, pipeline):
+for _module in (data, train, prune, neo, image, deploy, invoke, recommend, bench, pipeline, registry):
     _module.register(app)
 
 

@@ -52,6 +52,30 @@ def register(app: typer.Typer) -> None:
                 "--target-invocations", min=1, help="autoscaling target: invocations per instance per minute."
             ),
         ] = None,
+        model_package: Annotated[
+            str | None,
+            typer.Option(
+                "--model-package",
+                help="sagemaker: deploy a registered version instead of an image: an ARN, a version number, "
+                "latest or latest-approved (it must be Approved).",
+            ),
+        ] = None,
+        serverless: Annotated[
+            bool | None,
+            typer.Option("--serverless/--instances", help="sagemaker: serverless inference instead of instances."),
+        ] = None,
+        memory_mb: Annotated[
+            int | None, typer.Option("--memory-mb", help="serverless memory: 1024, 2048, ... 6144 MB.")
+        ] = None,
+        max_concurrency: Annotated[
+            int | None, typer.Option("--max-concurrency", min=1, max=200, help="serverless concurrent invocations.")
+        ] = None,
+        capture_percent: Annotated[
+            int | None,
+            typer.Option(
+                "--capture-percent", min=0, max=100, help="sagemaker data capture: % of requests + responses to S3."
+            ),
+        ] = None,
         status: Annotated[bool, typer.Option("--status", help="Show the deployment's live state.")] = False,
         stop: Annotated[bool, typer.Option("--stop", help="Stop the local server (by its recorded pid).")] = False,
         delete: Annotated[
@@ -60,7 +84,7 @@ def register(app: typer.Typer) -> None:
         deployment: DeploymentRefOpt = None,
         json: JsonOpt = False,
     ) -> None:
-        """Deploy the latest image (or --image ID); or act on an existing deployment."""
+        """Deploy the latest image (or --image ID, or a registered --model-package); or act on a deployment."""
         from ncfctl.serving import deploy as service
 
         if status + stop + delete > 1:
@@ -74,6 +98,10 @@ def register(app: typer.Typer) -> None:
                 "deploy.min_instances": min_instances,
                 "deploy.max_instances": max_instances,
                 "deploy.target_invocations": target_invocations,
+                "deploy.serverless": serverless,
+                "deploy.memory_mb": memory_mb,
+                "deploy.max_concurrency": max_concurrency,
+                "deploy.capture_percent": capture_percent,
                 "aws.endpoint_name": endpoint_name,
                 "aws.instance_type": instance_type,
                 "aws.instance_count": instance_count,
@@ -96,7 +124,12 @@ def register(app: typer.Typer) -> None:
         with c.out.progress() as progress:
             task = progress.add_task("deploy", total=None, status="")
             artifact = service.deploy(
-                c.config, c.workspace, image, progress, on_status=lambda s: progress.update(task, status=s)
+                c.config,
+                c.workspace,
+                image,
+                progress,
+                on_status=lambda s: progress.update(task, status=s),
+                model_package=model_package,
             )
             progress.update(task, total=1, completed=1, status=artifact.manifest.info.get("status", ""))
         result = {"deployment": artifact.id, **artifact.manifest.info, **artifact.manifest.metrics}

@@ -18,15 +18,16 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         compiled: CompiledRefOpt = None,
         backend: Annotated[
-            Literal["auto", "docker", "codebuild", "none"] | None,
+            Literal["auto", "docker", "buildah", "codebuild", "none"] | None,
             typer.Option(
                 "--backend",
-                help="docker (local engine), codebuild (AWS CodeBuild -> ECR), none (context only); "
-                "auto = docker if an engine answers, else none.",
+                help="docker (local engine), buildah (no daemon), codebuild (AWS CodeBuild -> ECR), none (context "
+                "only); auto = docker if an engine answers, else buildah if it runs, else none.",
             ),
         ] = None,
         push: Annotated[
-            bool | None, typer.Option("--push/--no-push", help="docker backend: push to ECR (aws.ecr_repository).")
+            bool | None,
+            typer.Option("--push/--no-push", help="docker/buildah backend: push to ECR (aws.ecr_repository)."),
         ] = None,
         tag: Annotated[str | None, typer.Option("--tag", help="Image tag (default: config image.tag).")] = None,
         json: JsonOpt = False,

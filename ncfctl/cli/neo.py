@@ -8,6 +8,7 @@ import typer
 
 from ncfctl.cli.context import command_context
 from ncfctl.cli.options import BatchSizeOpt, JsonOpt, ModelRefOpt, ThreadsOpt
+from ncfctl.errors import NcfError
 
 SPEED_ROWS = ("pair", "all_items")
 
@@ -45,6 +46,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         batch_size: BatchSizeOpt = None,
         threads: ThreadsOpt = None,
+        model_package: Annotated[
+            str | None,
+            typer.Option(
+                "--model-package",
+                help="Compile a registered version instead (a version number, ARN, latest or latest-approved).",
+            ),
+        ] = None,
         json: JsonOpt = False,
     ) -> None:
         """Export, preflight and compile a model (default: the latest) into a serving bundle.
@@ -66,7 +74,13 @@ def register(app: typer.Typer) -> None:
             },
             json_output=json,
         )
+        if model and model_package:
+            raise NcfError("give --model or --model-package, not both")
         with c.out.progress() as progress:
+            if model_package:
+                from ncfctl.compile.registered import import_model_package
+
+                model = import_model_package(c.config, c.workspace, model_package, progress).id
             artifact = compile_model(c.config, c.workspace, model, progress=progress)
         info, metrics = artifact.manifest.info, artifact.manifest.metrics
         payload = {
@@ -83,6 +97,12 @@ def register(app: typer.Typer) -> None:
             "jobs": info.get("jobs"),
             "metrics": metrics,
         }
+
+        if not info.get("servable", True):
+            c.out.warn(
+                f"{artifact.id} is native code for {info['target']}: ncfctl's serving image (linux/amd64 CPU) "
+                "cannot run it, so build-image and deploy will refuse it"
+            )
 
         def render() -> None:
             c.out.info(f"backend: [bold]{info['backend']}[/bold] ({info['backend_reason']})")

@@ -1,4 +1,4 @@
-"""``ncfctl pipeline``: data -> train -> prune -> finetune -> compile -> image -> deploy -> invoke -> bench."""
+"""``ncfctl pipeline``: the local flow, or ``--backend sagemaker``: a SageMaker Pipeline upserted and started."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import typer
 
 from ncfctl.cli.bench import benchmark_payload, render_benchmark
 from ncfctl.cli.context import command_context
-from ncfctl.cli.options import JsonOpt
+from ncfctl.cli.options import DatasetRefOpt, JsonOpt
+from ncfctl.errors import NcfError
 
 STATUS_STYLE = {"ran": "green", "up to date": "cyan", "skipped": "yellow"}
+STEP_STYLE = {"Succeeded": "green", "Executing": "cyan", "Starting": "cyan", "Failed": "red", "Stopped": "yellow"}
 
 
 def register(app: typer.Typer) -> None:
@@ -32,8 +34,27 @@ def register(app: typer.Typer) -> None:
         ] = None,
         backend: Annotated[
             Literal["local", "sagemaker"] | None,
-            typer.Option("--backend", help="local (default) or sagemaker: training, Neo, CodeBuild, endpoint on AWS."),
+            typer.Option(
+                "--backend",
+                help="local (default) or sagemaker: upsert and start a SageMaker Pipeline (train, prune + fine-tune, "
+                "evaluate, HR@K gate, register into aws.model_package_group).",
+            ),
         ] = None,
+        min_hit_rate: Annotated[
+            float | None,
+            typer.Option("--min-hit-rate", min=0.0, max=1.0, help="sagemaker: register only if test HR@K >= this."),
+        ] = None,
+        wait: Annotated[
+            bool, typer.Option("--wait/--no-wait", help="sagemaker: follow the execution (default) or return at once.")
+        ] = True,
+        definition_only: Annotated[
+            bool,
+            typer.Option(
+                "--definition-only",
+                help="sagemaker: write the pipeline definition JSON into the workspace, call no AWS.",
+            ),
+        ] = False,
+        dataset: DatasetRefOpt = None,
         keep_serving: Annotated[
             bool | None,
             typer.Option("--keep-serving/--stop-serving", help="Leave the deployment running after the benchmark."),
@@ -48,9 +69,10 @@ def register(app: typer.Typer) -> None:
         data (default dataset), train, prune (--rate), finetune, neo compile (local unless AWS is
         configured), build-image (context), deploy (local), invoke (a smoke request), bench --compare
         all, then stop the deployment unless --keep-serving. --force redoes every step.
-        """
-        from ncfctl.pipeline import run_pipeline
 
+        --backend sagemaker runs train, prune + fine-tune and evaluation as a SageMaker Pipeline on
+        the latest dataset (or --dataset-id) and registers the model if it passes --min-hit-rate.
+        """
         c = command_context(
             ctx,
             overrides={
@@ -59,9 +81,19 @@ def register(app: typer.Typer) -> None:
                 "pipeline.finetune_epochs": finetune_epochs,
                 "pipeline.backend": backend,
                 "pipeline.keep_serving": keep_serving,
+                "pipeline.min_hit_rate": min_hit_rate,
             },
             json_output=json,
         )
+        if c.config.pipeline.backend == "sagemaker":
+            if force or keep_serving is not None:
+                raise NcfError("--force and --keep-serving belong to the local pipeline, not --backend sagemaker")
+            _sagemaker(c, dataset, wait, definition_only)
+            return
+        if not wait or definition_only or dataset or min_hit_rate is not None:
+            raise NcfError("--no-wait, --definition-only, --dataset-id and --min-hit-rate need --backend sagemaker")
+        from ncfctl.pipeline import run_pipeline
+
         with c.out.progress() as progress:
 
             def on_step(outcome) -> None:
@@ -87,3 +119,43 @@ def register(app: typer.Typer) -> None:
                 render_benchmark(c.out, payload["benchmark"])
 
         c.out.result(payload, render)
+
+
+def _sagemaker(c, dataset: str | None, wait: bool, definition_only: bool) -> None:
+    """``--backend sagemaker``: upsert + start (+ follow), one line per step status change."""
+    from ncfctl.pipeline import pipeline_config
+    from ncfctl.pipeline_sagemaker.run import DEFINITION_FILE, run_sagemaker_pipeline
+
+    with c.out.progress() as progress:
+        task = progress.add_task("sagemaker pipeline", total=None, status="")
+
+        def on_step(row: dict) -> None:
+            style = STEP_STYLE.get(row["status"], "white")
+            detail = f"  {row['detail']}" if row.get("detail") else ""
+            progress.console.print(
+                f"[{style}]{row['status']:>10}[/{style}]  {row['step']:<14}{detail}", highlight=False
+            )
+            progress.update(task, status=f"{row['step']}: {row['status']}")
+
+        artifact = run_sagemaker_pipeline(
+            pipeline_config(c.config),
+            c.workspace,
+            dataset_ref=dataset,
+            wait=wait,
+            definition_only=definition_only,
+            progress=progress,
+            on_step=on_step,
+        )
+        progress.update(task, total=1, completed=1, status=artifact.manifest.info.get("status", ""))
+    info = artifact.manifest.info
+    payload = {"artifact": artifact.id, "definition": str(artifact.path / DEFINITION_FILE), **info}
+
+    def render() -> None:
+        shown = {k: v for k, v in payload.items() if not isinstance(v, (dict, list)) and v is not None}
+        c.out.kv(shown, title=f"SageMaker pipeline {info['pipeline_name']}")
+        if info.get("steps"):
+            c.out.table(info["steps"], title="steps", columns=["step", "status", "detail"])
+        if info.get("model_package_arn"):
+            c.out.success(f"registered {info['model_package_arn']} (approve with `ncfctl registry approve`)")
+
+    c.out.result(payload, render)

@@ -7,7 +7,8 @@ smallest compiled batch >= the request and pads. Layout in S3, one folder per jo
     s3://<aws.bucket>/<aws.prefix>/neo/<job>/model.tar.gz   Neo's input: model.onnx or model.pth at the root
     s3://<aws.bucket>/<aws.prefix>/neo/<job>/output/        Neo's output: <name>-<target>.tar.gz
 
-No boto3 waiter exists for compilation jobs, so :func:`wait` polls DescribeCompilationJob.
+No boto3 waiter exists for compilation jobs, so :func:`wait` polls DescribeCompilationJob, showing
+each job's CloudWatch log lines; Ctrl-C stops the jobs it started (StopCompilationJob).
 The output archive comes from a service, so it is extracted with :func:`ncfctl.safetar.safe_extract`.
 """
 
@@ -25,6 +26,7 @@ import botocore.exceptions
 import torch
 
 from ncfctl import safetar
+from ncfctl.aws import jobs as sm_jobs
 from ncfctl.aws import s3
 from ncfctl.aws.clients import client, error_message, require, require_credentials
 from ncfctl.compile.base import CompileOutput, CompileRequest
@@ -32,7 +34,8 @@ from ncfctl.config import ArchiveConfig, AwsConfig, CompileConfig
 from ncfctl.errors import NcfError
 from ncfctl.export.preflight import ExportReport, export_checked
 
-TERMINAL = ("COMPLETED", "FAILED", "STOPPED")
+TERMINAL = sm_jobs.COMPILATION.terminal
+NVIDIA_OPTIONS = ("gpu-code", "trt-ver", "cuda-ver")  # CompilerOptions Neo requires for NVIDIA platforms
 INPUT_ARCHIVE = "model.tar.gz"
 OUTPUT_DIR = "output"
 WAIT_MARGIN_S = 300  # queueing before MaxRuntimeInSeconds starts counting
@@ -54,12 +57,33 @@ class NeoJob:
         return f"b{self.batch_size}"
 
 
+def compiler_options(request: CompileRequest, settings: CompileConfig) -> dict[str, Any]:
+    """``OutputConfig.CompilerOptions``: ``compile.compiler_options`` plus what the input needs.
+
+    Neo assumes float32 PyTorch inputs unless ``dtype`` says otherwise (documented for ml_*
+    targets), and embedding lookups need int64 indices; ONNX graphs carry their dtypes. NVIDIA
+    platforms need ``gpu-code``, ``trt-ver`` and ``cuda-ver`` (the GPU, TensorRT and CUDA of the
+    device), which only the user knows.
+    """
+    options = dict(settings.compiler_options or {})
+    if request.framework == "pytorch":
+        options.setdefault("dtype", "int64")
+    if request.target.platform is not None and request.target.accelerator == "nvidia":
+        missing = [key for key in NVIDIA_OPTIONS if key not in options]
+        if missing:
+            raise NcfError(
+                f"--target-platform {request.target.name}: Neo needs compile.compiler_options "
+                f"{', '.join(missing)} for NVIDIA GPUs",
+                hint="e.g. compile.compiler_options: {gpu-code: sm_75, trt-ver: 8.6.1, cuda-ver: '11.8'}",
+            )
+    return options
+
+
 def job_request(job: NeoJob, request: CompileRequest, settings: CompileConfig, role_arn: str) -> dict[str, Any]:
     """The CreateCompilationJob arguments for ``job``.
 
     DataInputConfig gives the static shape of both 1-D inputs; ONNX names them, PyTorch takes them
-    in order. Neo assumes float32 PyTorch inputs unless CompilerOptions says ``dtype`` (documented
-    for ml_* targets), and embedding lookups need int64 indices; ONNX graphs carry their dtypes.
+    in order.
     """
     shape = [job.batch_size]
     input_config: dict[str, Any] = {"S3Uri": job.input_uri}
@@ -72,7 +96,9 @@ def job_request(job: NeoJob, request: CompileRequest, settings: CompileConfig, r
             FrameworkVersion=settings.framework_version,
             DataInputConfig=json.dumps([shape, shape]),
         )
-        output_config["CompilerOptions"] = json.dumps({"dtype": "int64"})
+    options = compiler_options(request, settings)
+    if options:
+        output_config["CompilerOptions"] = json.dumps(options)
     return {
         "CompilationJobName": job.name,
         "RoleArn": role_arn,
@@ -125,31 +151,38 @@ def elapsed_seconds(description: dict[str, Any]) -> float | None:
 def wait(
     aws: AwsConfig, names: list[str], *, poll_seconds: float, timeout_s: float, progress=None
 ) -> dict[str, dict[str, Any]]:
-    """Poll until every job is COMPLETED, FAILED or STOPPED; one status line per job on ``progress``."""
+    """Poll until every job is COMPLETED, FAILED or STOPPED; one status line per job on ``progress``.
+
+    Each job's CloudWatch log lines are shown as they arrive; Ctrl-C stops the jobs still running.
+    """
     tasks = {n: progress.add_task(f"neo {n}", total=None, status="polling") for n in names} if progress else {}
+    printer = sm_jobs.console_printer(progress)
+    tails = [sm_jobs.LogTail(aws, sm_jobs.COMPILATION.log_group, name, printer) for name in names]
     final: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
-    while True:
-        for name in names:
-            if name in final:
-                continue
-            description = describe(aws, name)
-            status = description["CompilationJobStatus"]
-            if progress is not None:
-                shown = f"{status} {time.monotonic() - started:.0f}s"
-                done = status in TERMINAL
-                progress.update(tasks[name], status=shown, total=1 if done else None, completed=int(done))
-            if status in TERMINAL:
-                final[name] = description
-        if len(final) == len(names):
-            return {name: final[name] for name in names}
-        if time.monotonic() - started > timeout_s:
-            pending = [n for n in names if n not in final]
-            raise NcfError(
-                f"Neo job(s) {', '.join(pending)} not finished after {timeout_s:.0f}s",
-                hint=f"follow with `ncfctl neo status {pending[0]} --wait`",
-            )
-        time.sleep(poll_seconds)
+    with sm_jobs.stop_on_interrupt(aws, sm_jobs.COMPILATION, names, printer):
+        while True:
+            for name, tail in zip(names, tails, strict=True):
+                if name in final:
+                    continue
+                description = describe(aws, name)
+                status = description["CompilationJobStatus"]
+                tail.poll()
+                if progress is not None:
+                    shown = f"{status} {time.monotonic() - started:.0f}s"
+                    done = status in TERMINAL
+                    progress.update(tasks[name], status=shown, total=1 if done else None, completed=int(done))
+                if status in TERMINAL:
+                    final[name] = description
+            if len(final) == len(names):
+                return {name: final[name] for name in names}
+            if time.monotonic() - started > timeout_s:
+                pending = [n for n in names if n not in final]
+                raise NcfError(
+                    f"Neo job(s) {', '.join(pending)} not finished after {timeout_s:.0f}s",
+                    hint=f"follow with `ncfctl neo status {pending[0]} --wait`",
+                )
+            time.sleep(poll_seconds)
 
 
 def output_uri(aws: AwsConfig, description: dict[str, Any]) -> str:
@@ -220,6 +253,7 @@ class NeoCompiler:
 
     def check(self, request: CompileRequest) -> None:
         self._ready()
+        compiler_options(request, self.settings)
 
     def job_name(self, request: CompileRequest, batch_size: int) -> str:
         stamp = request.name.split("-", 1)[-1]  # compiled-YYYYmmdd-HHMMSS-xxxx -> YYYYmmdd-HHMMSS-xxxx
@@ -253,11 +287,15 @@ class NeoCompiler:
             for job in jobs:
                 archive = safetar.pack(Path(tmp) / job.name / INPUT_ARCHIVE, [(job.report.path, job.report.path.name)])
                 s3.upload_file(self.aws, archive, job.input_uri, progress)
-        for job in jobs:
-            try:
-                sagemaker.create_compilation_job(**job_request(job, request, self.settings, role))
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                raise NcfError(f"CreateCompilationJob {job.name}: {_message(exc)}") from None
+        created: list[str] = []
+        printer = sm_jobs.console_printer(progress)
+        with sm_jobs.stop_on_interrupt(self.aws, sm_jobs.COMPILATION, created, printer, also=(NcfError,)):
+            for job in jobs:
+                try:
+                    sagemaker.create_compilation_job(**job_request(job, request, self.settings, role))
+                except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                    raise NcfError(f"CreateCompilationJob {job.name}: {_message(exc)}") from None
+                created.append(job.name)
         outcomes = wait(
             self.aws,
             [j.name for j in jobs],

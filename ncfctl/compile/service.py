@@ -16,6 +16,7 @@ from ncfctl.aws.clients import has_credentials, require_credentials
 from ncfctl.compile import sagemaker_neo
 from ncfctl.compile.base import Compiler, CompileRequest
 from ncfctl.compile.onnxruntime_local import OnnxRuntimeCompiler
+from ncfctl.compile.registered import BUNDLE_DIR, BundleData
 from ncfctl.compile.sagemaker_neo import NeoCompiler
 from ncfctl.compile.targets import default_threads, resolve_target
 from ncfctl.config import Config
@@ -78,9 +79,12 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
     )
     compiler.check(request)
     dataset_id = source.manifest.info.get("dataset")
-    if not dataset_id:
+    if dataset_id:
+        data = load_dataset(workspace.get(dataset_id, "dataset"))
+    elif (source.path / BUNDLE_DIR).is_dir():  # a registered version: its bundle has the ids and seen items
+        data = BundleData.read(source.path / BUNDLE_DIR)
+    else:
         raise NcfError(f"model {source.id} has no info.dataset in its manifest: cannot find its users and items")
-    data = load_dataset(workspace.get(dataset_id, "dataset"))
     info = {
         "source_model": source.id,
         "stage": source.manifest.info.get("stage"),
@@ -111,6 +115,7 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
             runtime=output.runtime,
             batch_sizes=[m["batch_size"] for m in output.models],
             threads=output.threads,
+            servable=output.runtime != "dlr" or target.servable,  # by ncfctl's linux/amd64 CPU image
         )
     return writer.artifact
 

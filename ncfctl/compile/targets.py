@@ -35,6 +35,11 @@ class Target:
         """The local compiler (ONNX Runtime on CPU) can build for it."""
         return self.accelerator is None
 
+    @property
+    def servable(self) -> bool:
+        """ncfctl's serving image (linux/amd64, CPU DLR / ONNX Runtime) can run a Neo build for it."""
+        return self.arch == "x86_64" and self.accelerator is None
+
     def output_config(self) -> dict:
         """The TargetDevice/TargetPlatform part of Neo's ``OutputConfig``."""
         if self.device is not None:
@@ -102,6 +107,19 @@ def _platform(spec: str) -> Target:
     )
 
 
+_PLATFORM_NAME = re.compile(r"^(?P<os>[a-z]+)_(?P<arch>x86_64|arm64|arm_eabihf|arm_eabi)(?:_(?P<accelerator>[a-z]+))?$")
+
+
+def target_named(name: str) -> Target | None:
+    """The :class:`Target` a bundle's ``target`` names (``ml_c5``, ``linux_x86_64``); None for others (``local``)."""
+    if name in TARGETS:
+        return TARGETS[name]
+    match = _PLATFORM_NAME.match(name)
+    if match is None:
+        return None
+    return _platform(",".join(part for part in match.groups() if part))
+
+
 def resolve_target(device: str | None, platform: str | None = None) -> Target:
     """A :class:`Target` from ``compile.target`` or, when set, ``compile.target_platform``."""
     if platform:
@@ -116,6 +134,53 @@ def resolve_target(device: str | None, platform: str | None = None) -> Target:
 
 
 _SIZE = re.compile(r"^ml\.(?P<family>[a-z0-9]+)\.(?P<mult>\d*)(?P<size>x?large)$")
+_GRAVITON = re.compile(r"^[a-z]+\d+g[a-z]*$")  # c6g, m6gd, c7gn: AWS Graviton (arm64)
+IMAGE_PLATFORM = "linux/amd64 CPU"  # the only serving image ncfctl builds
+
+
+def instance_platform(instance_type: str) -> tuple[str, str | None]:
+    """``(arch, accelerator)`` of a SageMaker instance type: ``ml.c6g.large`` -> ``("arm64", None)``."""
+    parts = instance_type.split(".")
+    if len(parts) != 3 or parts[0] != "ml" or not parts[1]:
+        raise NcfError(f"instance type '{instance_type}' is not of the form ml.<family>.<size>")
+    family = parts[1]
+    if family.startswith(("inf", "trn")):
+        return "x86_64", "neuron"
+    if family.startswith(("g", "p", "dl")):
+        return "x86_64", "gpu"
+    return ("arm64" if _GRAVITON.match(family) else "x86_64"), None
+
+
+def check_serving_pair(what: str, target_name: str | None, runtime: str, instance_type: str | None) -> None:
+    """Refuse, in one line, a bundle the image cannot run or an instance the image cannot run on.
+
+    ``what`` names the bundle (an artifact id or a package ARN). ``instance_type`` None means
+    serverless inference (x86 CPU). A DLR bundle is native code for its Neo target, so it runs
+    only on that target's family (a platform target: any x86 CPU instance); ONNX Runtime and
+    TorchScript bundles run on any x86 CPU instance.
+    """
+    target = target_named(target_name or "")
+    if runtime == "dlr" and target is not None and not target.servable:
+        kind = f"{target.accelerator} GPU" if target.accelerator else target.arch
+        raise NcfError(
+            f"{what} is Neo-compiled for {target.name} ({kind}); the serving image is {IMAGE_PLATFORM}",
+            hint="compile for an x86 CPU target (ml_c5, ml_m5, ml_c4, ml_m4 or linux,x86_64)",
+        )
+    if instance_type is None:
+        return
+    arch, accelerator = instance_platform(instance_type)
+    if arch != "x86_64" or accelerator:
+        raise NcfError(
+            f"instance type {instance_type} is {accelerator or arch}; the serving image is {IMAGE_PLATFORM}",
+            hint="choose an x86 CPU instance such as ml.c5.large",
+        )
+    family = instance_type.split(".")[1]
+    same_cpu = target is not None and family.removeprefix(target.name[3:]) in {"", "d", "n", "dn"}
+    if runtime == "dlr" and target is not None and target.device is not None and not same_cpu:
+        raise NcfError(
+            f"{what} is Neo-compiled for {target.name}: deploy it on {target.name.replace('_', '.')}.* instances "
+            f"(got {instance_type}), or compile for ml_{family}"
+        )
 
 
 def instance_vcpus(target: Target, instance_type: str | None) -> int | None:

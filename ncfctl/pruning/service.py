@@ -33,11 +33,9 @@ from ncfctl.evaluation import evaluate, torch_score_fn
 from ncfctl.model_artifacts import dataset_of
 from ncfctl.models import MODEL_FILE, NCF, count_parameters, load_model, save_model
 from ncfctl.pruning import plots, report
-from ncfctl.pruning.magnitude import magnitude_masks
 from ncfctl.pruning.masks import (
     MASKS_FILE,
     Masks,
-    apply_masks,
     check_locked,
     load_masks,
     mask_lock,
@@ -45,8 +43,8 @@ from ncfctl.pruning.masks import (
     save_masks,
     sparsity,
 )
+from ncfctl.pruning.once import prune_once
 from ncfctl.pruning.schedule import RATE_CONVENTION, compose, step_rates
-from ncfctl.pruning.structured import plan_structured
 from ncfctl.threads import torch_threads
 from ncfctl.training.loop import FitSettings, fit
 from ncfctl.training.service import RUNS_DIR, EpochProgress, worker_job
@@ -125,20 +123,6 @@ class Tracker:
         self.curve.append({"epoch": self.last_epoch if epoch is None else epoch, "step": step, self.metric: value})
 
 
-def _prune_once(model: NCF, masks: Masks | None, rate: float, config: Config) -> tuple[NCF, Masks | None]:
-    """One pruning step of the configured method, ``rate`` of what is left."""
-    p = config.prune
-    if p.method == "structured":
-        plan = plan_structured(
-            model, rate, norm=p.norm, include_embeddings=p.include_embeddings, allocation=p.allocation
-        )
-        return plan.apply(model, masks)
-    model = copy.deepcopy(model)
-    masks = magnitude_masks(model, rate, scope=p.scope, include_embeddings=p.include_embeddings, masks=masks)
-    apply_masks(model, masks)
-    return model, masks
-
-
 def _finetune_here(
     model: NCF,
     masks: Masks | None,
@@ -191,7 +175,7 @@ def _finetune_sagemaker(
     start = tracker.last_epoch
     for record in result["history"]:
         tracker.point(record[tracker.metric], step, epoch=start + record["epoch"])
-    return model, result, {"sagemaker_job": outcome.job_name, "model_data": outcome.model_data}
+    return model, result, outcome.manifest_info
 
 
 def _commit(
@@ -286,7 +270,7 @@ def prune_model(
         between: list[dict[str, Any]] = []
         for step, rate in enumerate(rates, start=1):
             with tracker.step(f"{p.method} prune step {step}/{len(rates)}: {rate:.1%} of the remaining"):
-                model, masks = _prune_once(model, masks, rate, config)
+                model, masks = prune_once(model, masks, rate, config.prune)
             tracker.point(tracker.val_metric(model), step)
             if step < len(rates):
                 step_settings = dataclasses.replace(settings, seed=settings.seed + step)

@@ -6,9 +6,13 @@ server package, requirements, ``buildspec.yml``) plus the serving bundle of a co
 ``ncfctl deploy --backend local`` runs. It is committed as an ``image`` artifact before any build
 starts: a failed build leaves a valid context to inspect or build by hand, with ``info.built`` false.
 
-Backends: ``docker`` (a reachable engine; ``--push`` to ECR), ``codebuild`` (context zip on S3 ->
-CodeBuild, which builds and pushes), ``none`` (context only). ``auto`` is docker when an engine
-answers ``docker info`` within ``image.docker_timeout`` seconds, else none.
+Backends: ``docker`` (a reachable engine; ``--push`` to ECR), ``buildah`` (the same build without
+a daemon; ``--push`` too), ``codebuild`` (context zip on S3 -> CodeBuild, which builds and pushes),
+``none`` (context only). ``auto`` is docker when an engine answers ``docker info`` within
+``image.docker_timeout`` seconds, else buildah when it is installed and runs, else none.
+``image.python_image`` replaces the Dockerfile's base image (``PYTHON_IMAGE``), e.g. with one made
+offline. A bundle the image cannot run (Neo output for arm64 or a GPU) is refused before anything
+is written or uploaded.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from ncf_serving.bundle import BundleError, read_spec
 
 from ncfctl.aws import codebuild, ecr, s3
 from ncfctl.aws.clients import require, require_credentials
+from ncfctl.compile.targets import check_serving_pair
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
-from ncfctl.serving import docker_engine
+from ncfctl.serving import buildah, docker_engine
 from ncfctl.workspace import MANIFEST, Artifact, Workspace
 
 CONTEXT_DIR = "context"
@@ -38,7 +43,7 @@ COMPILED_HINT = "run `ncfctl neo compile` first or pass --compiled ID"
 @dataclass
 class ImageResult:
     artifact: Artifact
-    backend: str  # docker | codebuild | none
+    backend: str  # docker | buildah | codebuild | none
     built: bool
     image: str | None  # local tag (docker) or None
     image_uri: str | None  # ECR URI:tag when pushed or built by CodeBuild
@@ -93,9 +98,12 @@ def zip_context(context: Path, target: Path) -> Path:
     return target
 
 
-def build_args(spec: Any) -> dict[str, str]:
-    """Docker build arguments: the runtime decides which inference library the image installs."""
-    return {"RUNTIME": spec.runtime}
+def build_args(config: Config, spec: Any) -> dict[str, str]:
+    """Build arguments: the runtime decides which inference library the image installs."""
+    args = {"RUNTIME": spec.runtime}
+    if config.image.python_image:
+        args["PYTHON_IMAGE"] = config.image.python_image
+    return args
 
 
 def manual_build_notes(context: Path, image: str, reason: str) -> list[str]:
@@ -103,25 +111,32 @@ def manual_build_notes(context: Path, image: str, reason: str) -> list[str]:
     return [
         f"no image was built ({reason}): only the build context was written",
         f"build it where Docker runs: docker build --platform {docker_engine.PLATFORM} -t {image} {context}",
+        "or without a daemon: apt-get install buildah, then ncfctl build-image --backend buildah",
         f"run it: docker run --rm -p 8080:8080 {image} serve",
         "or build in AWS: ncfctl build-image --backend codebuild (needs aws.bucket and a CodeBuild role)",
         "or serve the context right here: ncfctl deploy --backend local",
     ]
 
 
-def _docker_build(config: Config, context: Path, spec: Any, image: str, push: bool, progress) -> dict[str, Any]:
-    task = progress.add_task("docker build", total=None, status="") if progress else None
+BUILDERS = {"docker": docker_engine, "buildah": buildah}  # local builders: build(...) and push(...)
+
+
+def _local_build(
+    config: Config, backend: str, context: Path, spec: Any, image: str, push: bool, progress
+) -> dict[str, Any]:
+    builder = BUILDERS[backend]
+    task = progress.add_task(f"{backend} build", total=None, status="") if progress else None
 
     def show(line: str) -> None:
         if progress is not None:
             progress.update(task, status=line[:70])
 
-    docker_engine.build(context, image, build_args(spec), show)
+    builder.build(context, image, build_args(config, spec), show)
     info: dict[str, Any] = {"built": True, "image": image}
     if push:
         repository = ecr.ensure_repository(config.aws, config.aws.ecr_repository)
         remote = f"{repository}:{config.image.tag}"
-        docker_engine.push(image, remote, ecr.registry_login(config.aws), show)
+        builder.push(image, remote, ecr.registry_login(config.aws), show)
         info["image_uri"] = remote
     if progress is not None:
         progress.update(task, total=1, completed=1, status="done")
@@ -132,7 +147,7 @@ def _codebuild(config: Config, artifact: Artifact, progress) -> dict[str, Any]:
     aws = config.aws
     require_credentials(aws, "build-image --backend codebuild")
     bucket = require(aws.bucket, "aws.bucket", "build-image --backend codebuild")
-    role = require(aws.codebuild_role_arn or aws.role_arn, "aws.codebuild_role_arn", "build-image --backend codebuild")
+    role = require(aws.codebuild_role_arn, "aws.codebuild_role_arn", "build-image --backend codebuild")
     s3.check_bucket(aws, bucket)
     repository = ecr.ensure_repository(aws, aws.ecr_repository)
     with tempfile.TemporaryDirectory(prefix="ncfctl-context-") as tmp:
@@ -140,7 +155,7 @@ def _codebuild(config: Config, artifact: Artifact, progress) -> dict[str, Any]:
         target = s3.uri(bucket, aws.prefix, "images", artifact.id, "context.zip")
         source_uri = s3.upload_file(aws, archive, target, progress)
     source_location = "/".join(s3.parse_uri(source_uri))
-    created = codebuild.ensure_project(
+    project = codebuild.ensure_project(
         aws,
         aws.codebuild_project,
         source_location=source_location,
@@ -157,6 +172,7 @@ def _codebuild(config: Config, artifact: Artifact, progress) -> dict[str, Any]:
             "IMAGE_TAG": config.image.tag,
             "REPOSITORY_URI": repository,
             "RUNTIME": artifact.manifest.info["runtime"],
+            **({"PYTHON_IMAGE": config.image.python_image} if config.image.python_image else {}),
         },
     )
     task = progress.add_task(f"codebuild {aws.codebuild_project}", total=None, status="") if progress else None
@@ -170,31 +186,53 @@ def _codebuild(config: Config, artifact: Artifact, progress) -> dict[str, Any]:
         "image_uri": f"{repository}:{config.image.tag}",
         "source_uri": source_uri,
         "codebuild_project": aws.codebuild_project,
-        "project_created": created,
+        "project": project,
         "build_id": build_id,
         "build_seconds": round(outcome.seconds, 1),
         "logs_url": outcome.logs_url,
     }
 
 
+def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.EngineStatus]:
+    """``image.backend`` resolved: auto tries docker, then buildah, then writes the context only."""
+    backend = config.image.backend
+    if push and backend in {"codebuild", "none"}:
+        raise NcfError(
+            f"--push needs a local builder, docker or buildah (image.backend is '{backend}'; CodeBuild always pushes)"
+        )
+    timeout = config.image.docker_timeout
+    if backend == "docker" or backend == "auto":
+        engine = docker_engine.engine_status(timeout)
+        if engine.available or backend == "docker":
+            if not engine.available:
+                raise NcfError(
+                    f"no Docker engine: {engine.detail}",
+                    hint="start Docker, or use --backend buildah / codebuild, or --backend none for the context only",
+                )
+            return "docker", engine
+        tool = buildah.status(timeout)
+        if tool.available:
+            return "buildah", tool
+        detail = f"no Docker engine ({engine.detail}) and no buildah ({tool.detail})"
+        if push:
+            raise NcfError(f"--push: {detail}", hint="install buildah or start Docker, or use --backend codebuild")
+        return "none", docker_engine.EngineStatus(False, detail)
+    if backend == "buildah":
+        tool = buildah.status(timeout)
+        if not tool.available:
+            raise NcfError(tool.detail, hint="apt-get install buildah (Debian/Ubuntu), or use --backend codebuild")
+        return "buildah", tool
+    return backend, docker_engine.EngineStatus(False, f"not checked: --backend {backend}")
+
+
 def build_image(config: Config, workspace: Workspace, compiled: str | None = None, progress=None) -> ImageResult:
     """Write the build context as an ``image`` artifact, then build it with ``config.image.backend``."""
     source = workspace.resolve(compiled, "compiled", COMPILED_HINT)
-    backend = config.image.backend
+    spec = bundle_spec(source.path)
+    check_serving_pair(source.id, spec.target, spec.runtime, None)
     push = config.image.push
     image = f"{config.aws.ecr_repository}:{config.image.tag}"
-    if push and backend in {"codebuild", "none"}:
-        raise NcfError(f"--push needs the docker backend (image.backend is '{backend}'; CodeBuild always pushes)")
-
-    engine = docker_engine.EngineStatus(False, f"not checked: --backend {backend}")
-    if backend in {"auto", "docker"}:
-        engine = docker_engine.engine_status(config.image.docker_timeout)
-        if not engine.available and (backend == "docker" or push):
-            raise NcfError(
-                f"no Docker engine: {engine.detail}",
-                hint="start Docker, or use --backend codebuild, or --backend none to write only the context",
-            )
-        backend = "docker" if engine.available else "none"
+    backend, engine = _choose_builder(config, push)
 
     task = progress.add_task("write build context", total=1, status=source.id) if progress else None
     with workspace.create(
@@ -213,19 +251,19 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
             built=False,
             image=None,
             image_uri=None,
-            docker=engine.detail,
+            builder=engine.detail,
         )
     artifact = writer.artifact
     if progress is not None:
         progress.update(task, completed=1, status=artifact.id)
 
     if backend == "none":
-        reason = "--backend none" if config.image.backend == "none" else f"no Docker engine: {engine.detail}"
+        reason = "--backend none" if config.image.backend == "none" else engine.detail
         notes = manual_build_notes(artifact.path / CONTEXT_DIR, image, reason)
         return ImageResult(artifact, "none", False, None, None, notes)
     try:
-        if backend == "docker":
-            info = _docker_build(config, artifact.path / CONTEXT_DIR, spec, image, push, progress)
+        if backend in BUILDERS:
+            info = _local_build(config, backend, artifact.path / CONTEXT_DIR, spec, image, push, progress)
         else:
             info = _codebuild(config, artifact, progress)
     except NcfError as exc:

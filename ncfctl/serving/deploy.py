@@ -32,11 +32,18 @@ def deploy(
     image: str | None = None,
     progress=None,
     on_status: Callable[[str], None] | None = None,
+    model_package: str | None = None,
 ) -> Artifact:
-    """Deploy an image (default: the latest) with the configured or chosen backend."""
+    """Deploy an image (default: the latest) or a registered model package (SageMaker only)."""
+    if model_package:
+        if image or config.deploy.backend == "local":
+            raise NcfError("--model-package deploys a registered version on SageMaker: drop --image / --backend local")
+        return deploy_sagemaker.deploy_sagemaker(config, workspace, None, progress, on_status, model_package)
     backend = choose_backend(config, workspace, image)
     if backend == "sagemaker":
         return deploy_sagemaker.deploy_sagemaker(config, workspace, image, progress, on_status)
+    if config.deploy.serverless or config.deploy.capture_percent is not None:
+        raise NcfError("--serverless and --capture-percent are SageMaker endpoint settings (use --backend sagemaker)")
 
     def waiting(elapsed: float, code: int | None) -> None:
         if on_status is not None:

@@ -1,9 +1,17 @@
-"""``ncfctl deploy --backend sagemaker``: an ECR image + the bundle as ``model.tar.gz`` -> a real-time endpoint.
+"""``ncfctl deploy --backend sagemaker``: an ECR image + bundle, or a registered model package -> an endpoint.
 
-The deployment artifact is committed (status ``creating``) as soon as the SageMaker resources
-exist, before the minutes-long wait for InService, so an interrupted or failed wait still leaves
-a record that names what was created and ``--delete`` can clean it up. SageMaker extracts
-``ModelDataUrl`` into ``/opt/ml/model``, so the tarball holds the bundle's files at its root.
+Two sources: an image artifact (``build-image`` pushed it; the bundle is uploaded as
+``model.tar.gz``, which SageMaker extracts into ``/opt/ml/model``, so it holds the bundle's files
+at its root) or a version from the Model Registry (``--model-package``: it names its image and
+bundle itself, and must be Approved). Either runs on instances (real-time, optional autoscaling)
+or serverless (``--serverless``: memory and concurrency instead of instances), optionally with
+data capture of a share of requests and responses to S3.
+
+Everything that can be refused is refused before anything is uploaded or created: missing
+settings, an instance the serving image cannot run on, a Neo bundle compiled for another
+instance family. The deployment artifact is committed (status ``creating``) as soon as the
+SageMaker resources exist, before the minutes-long wait for InService, so an interrupted or
+failed wait still leaves a record that names what was created and ``--delete`` can clean it up.
 """
 
 from __future__ import annotations
@@ -15,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from ncfctl import safetar
-from ncfctl.aws import autoscaling, endpoints, s3
+from ncfctl.aws import autoscaling, endpoints, registry, s3
 from ncfctl.aws.clients import has_credentials, require, require_credentials
+from ncfctl.compile.targets import check_serving_pair
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
-from ncfctl.serving.build_image import CONTEXT_DIR, MODEL_DIR
+from ncfctl.serving.build_image import CONTEXT_DIR, MODEL_DIR, bundle_spec
 from ncfctl.serving.server_env import server_environment
 from ncfctl.workspace import Artifact, Workspace
 
 MAX_NAME = 63  # SageMaker model / endpoint-config names
+CAPTURE_CONTENT_TYPES = ["application/json", "application/jsonlines"]
 
 
 def image_uri_of(config: Config, image: Artifact | None) -> str | None:
@@ -50,16 +60,50 @@ def pack_model(model_dir: Path, target: Path) -> Path:
     return safetar.pack(target, files)
 
 
-def deploy_sagemaker(
-    config: Config,
-    workspace: Workspace,
-    image: str | None = None,
-    progress=None,
-    on_status: Callable[[str], None] | None = None,
-) -> Artifact:
-    """Create model + endpoint config, create or update the endpoint, wait for InService, autoscale."""
+def data_capture_config(config: Config, bucket: str) -> dict[str, Any] | None:
+    """``DataCaptureConfig`` for ``deploy.capture_percent`` (requests and responses, JSON as text)."""
+    percent = config.deploy.capture_percent
+    if percent is None:
+        return None
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": percent,
+        "DestinationS3Uri": s3.uri(bucket, config.aws.prefix, "data-capture", config.aws.endpoint_name),
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": CAPTURE_CONTENT_TYPES},
+    }
+
+
+def _hosting(config: Config) -> dict[str, Any]:
+    """Instances or serverless, checked: serverless has no instances to autoscale."""
+    deploy = config.deploy
+    scaling = deploy.min_instances, deploy.max_instances
+    if (scaling[0] is None) != (scaling[1] is None):
+        raise NcfError("autoscaling needs both --min-instances and --max-instances")
+    if not deploy.serverless:
+        return {"instance_type": config.aws.instance_type, "instance_count": config.aws.instance_count}
+    if scaling[0] is not None:
+        raise NcfError("--serverless scales by itself: drop --min-instances/--max-instances (or --serverless)")
+    return {"serverless": {"MemorySizeInMB": deploy.memory_mb, "MaxConcurrency": deploy.max_concurrency}}
+
+
+def _source(config: Config, workspace: Workspace, image: str | None, model_package: str | None) -> dict[str, Any]:
+    """What the model serves, checked against where it will run: image + bundle, or a package."""
     aws = config.aws
-    what = "deploy --backend sagemaker"
+    instance_type = None if config.deploy.serverless else aws.instance_type
+    if model_package:
+        group = require(aws.model_package_group, "aws.model_package_group", "deploy --model-package")
+        described = registry.resolve(aws, group, model_package)
+        arn = described["ModelPackageArn"]
+        if described.get("ModelApprovalStatus") != registry.APPROVED:
+            raise NcfError(
+                f"model package {arn} is {described.get('ModelApprovalStatus')}, not Approved",
+                hint=f"ncfctl registry approve {described.get('ModelPackageVersion')}",
+            )
+        metadata = described.get("CustomerMetadataProperties", {})
+        check_serving_pair(arn, metadata.get("target"), metadata.get("runtime", "onnxruntime"), instance_type)
+        version = described.get("ModelPackageVersion")
+        return {"parent": arn, "info": {"model_package_arn": arn, "model_package_version": version}}
     source = workspace.resolve(image, "image", "run `ncfctl build-image --push` (or --backend codebuild) first")
     image_uri = image_uri_of(config, source)
     if image_uri is None:
@@ -67,60 +111,93 @@ def deploy_sagemaker(
             f"image {source.id} is not in ECR (built with backend '{source.manifest.info.get('backend')}')",
             hint="ncfctl build-image --push or --backend codebuild, or set aws.image_uri",
         )
+    model_dir = source.path / source.manifest.info.get("context", CONTEXT_DIR) / MODEL_DIR
+    spec = bundle_spec(model_dir)
+    check_serving_pair(source.manifest.info.get("compiled") or source.id, spec.target, spec.runtime, instance_type)
+    return {
+        "parent": source.id,
+        "model_dir": model_dir,
+        "image_uri": image_uri,
+        "info": {"image": source.id, "compiled": source.manifest.info.get("compiled")},
+    }
+
+
+def deploy_sagemaker(
+    config: Config,
+    workspace: Workspace,
+    image: str | None = None,
+    progress=None,
+    on_status: Callable[[str], None] | None = None,
+    model_package: str | None = None,
+) -> Artifact:
+    """Create model + endpoint config, create or update the endpoint, wait for InService, autoscale."""
+    aws = config.aws
+    what = "deploy --backend sagemaker"
     require_credentials(aws, what)
     bucket = require(aws.bucket, "aws.bucket", what)
     role = require(aws.role_arn, "aws.role_arn", what)
-    scaling = config.deploy.min_instances, config.deploy.max_instances
-    if (scaling[0] is None) != (scaling[1] is None):
-        raise NcfError("autoscaling needs both --min-instances and --max-instances")
-    model_dir = source.path / source.manifest.info.get("context", CONTEXT_DIR) / MODEL_DIR
+    hosting = _hosting(config)
+    source = _source(config, workspace, image, model_package)
     s3.check_bucket(aws, bucket)
 
     with workspace.create(
         "deployment",
-        parent=source.id,
+        parent=source["parent"],
         config={"deploy": config.deploy.model_dump(), "aws": aws.model_dump(exclude={"profile"})},
-        info={"backend": "sagemaker", "image": source.id, "compiled": source.manifest.info.get("compiled")},
+        info={"backend": "sagemaker", **source["info"]},
     ) as writer:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + writer.id.rsplit("-", 1)[-1]
-        with tempfile.TemporaryDirectory(prefix="ncfctl-model-") as tmp:
-            archive = pack_model(model_dir, Path(tmp) / "model.tar.gz")
-            model_data = s3.upload_file(
-                aws, archive, s3.uri(bucket, aws.prefix, "deployments", writer.id, "model.tar.gz"), progress
-            )
+        model_data = None
+        if "model_dir" in source:
+            with tempfile.TemporaryDirectory(prefix="ncfctl-model-") as tmp:
+                archive = pack_model(source["model_dir"], Path(tmp) / "model.tar.gz")
+                model_data = s3.upload_file(
+                    aws, archive, s3.uri(bucket, aws.prefix, "deployments", writer.id, "model.tar.gz"), progress
+                )
         plan = endpoints.EndpointPlan(
             endpoint_name=aws.endpoint_name,
             model_name=resource_name(aws.endpoint_name, stamp),
             config_name=resource_name(aws.endpoint_name, stamp),
-            image_uri=image_uri,
-            model_data_url=model_data,
             role_arn=role,
-            instance_type=aws.instance_type,
-            instance_count=aws.instance_count,
             environment=server_environment(config.serving),
+            image_uri=source.get("image_uri"),
+            model_data_url=model_data,
+            model_package_arn=source["info"].get("model_package_arn"),
+            data_capture=data_capture_config(config, bucket),
+            **hosting,
         )
-        endpoints.create_model_and_config(aws, plan)
-        action = endpoints.create_or_update_endpoint(aws, plan)
+        try:
+            rollout = endpoints.start(aws, plan)
+        except NcfError:
+            if model_data is not None:
+                s3.delete_object(aws, model_data)
+            raise
         writer.manifest.info.update(
             status="creating",
-            action=action,
+            action=rollout.action,
             endpoint_name=plan.endpoint_name,
             model_name=plan.model_name,
             endpoint_config_name=plan.config_name,
+            previous_endpoint_config=rollout.previous_config,
+            retained_variant_properties=rollout.retained or None,
             variant=endpoints.VARIANT,
-            image_uri=image_uri,
+            image_uri=plan.image_uri,
             model_data=model_data,
             region=aws.region,
             instance_type=plan.instance_type,
-            instance_count=plan.instance_count,
+            instance_count=None if plan.serverless else plan.instance_count,
+            serverless=dict(plan.serverless) if plan.serverless else None,
+            data_capture=plan.data_capture["DestinationS3Uri"] if plan.data_capture else None,
+            capture_percent=config.deploy.capture_percent,
             autoscaling=None,
         )
     artifact = writer.artifact
     if on_status is not None:
-        on_status(f"endpoint {plan.endpoint_name} {action}; waiting for InService")
+        on_status(f"endpoint {plan.endpoint_name} {rollout.action}; waiting for InService")
     try:
-        described = endpoints.wait_in_service(aws, plan.endpoint_name)
+        described = endpoints.finish(aws, rollout)
         info: dict[str, Any] = {"status": "running", "endpoint_status": described.get("EndpointStatus")}
+        scaling = config.deploy.min_instances, config.deploy.max_instances
         if scaling[0] is not None:
             info["autoscaling"] = autoscaling.configure(
                 aws,
@@ -130,8 +207,14 @@ def deploy_sagemaker(
                 max_instances=scaling[1],
                 target_invocations=config.deploy.target_invocations,
             )
-    except NcfError as exc:
-        workspace.update(artifact, info={**artifact.manifest.info, "status": "failed", "error": str(exc)})
+        elif rollout.suspended_scaling is not None and not plan.serverless:
+            info["autoscaling"] = autoscaling.restore(
+                aws, plan.endpoint_name, endpoints.VARIANT, rollout.suspended_scaling
+            )
+    except (NcfError, KeyboardInterrupt) as exc:
+        endpoints.abandon(aws, rollout)
+        message = "interrupted while waiting for InService" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        workspace.update(artifact, info={**artifact.manifest.info, "status": "failed", "error": message})
         raise
     return workspace.update(artifact, info={**artifact.manifest.info, **info})
 

@@ -49,12 +49,13 @@ def engine_status(timeout: float) -> EngineStatus:
     return EngineStatus(True, version)
 
 
-def _stream(args: Sequence[str], what: str, on_line: Callable[[str], None] | None, stdin: str | None = None) -> None:
-    """Run ``docker ARGS``, feeding each output line to ``on_line``; a failure raises its last lines."""
-    docker = shutil.which("docker") or "docker"
+def stream_command(
+    argv: Sequence[str], what: str, on_line: Callable[[str], None] | None, stdin: str | None = None
+) -> None:
+    """Run ``argv``, feeding each output line to ``on_line``; a failure raises its last lines."""
     tail: deque[str] = deque(maxlen=5)
     with subprocess.Popen(
-        [docker, *args],
+        list(argv),
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -73,6 +74,10 @@ def _stream(args: Sequence[str], what: str, on_line: Callable[[str], None] | Non
     if code != 0:
         last = " | ".join(tail) or "no output"
         raise NcfError(f"{what} failed (exit {code}): {last}")
+
+
+def _stream(args: Sequence[str], what: str, on_line: Callable[[str], None] | None, stdin: str | None = None) -> None:
+    stream_command([shutil.which("docker") or "docker", *args], what, on_line, stdin)
 
 
 def build(context: Path, tag: str, build_args: Mapping[str, str], on_line: Callable[[str], None] | None = None) -> None:

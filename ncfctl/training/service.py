@@ -177,7 +177,7 @@ def train_model(
         outcome = train_on_sagemaker(config, job, dataset, progress=progress)
         model = load_model(Path(outcome.model_dir) / MODEL_FILE)
         result = outcome.result
-        extra = {"sagemaker_job": outcome.job_name, "model_data": outcome.model_data}
+        extra = outcome.manifest_info
     elif config.train.nproc > 1:
         from ncfctl.training.launch import launch_local
 
