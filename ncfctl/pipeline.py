@@ -92,10 +92,8 @@ def find_fresh(
 
 def _smoke_requests(compiled: Artifact, top_k: int) -> list[dict[str, Any]]:
     """One top-K and one pair request in the data's raw ids (the first user and item of the bundle)."""
-    from ncfctl.serving.invoke import parse_id
-
-    with np.load(compiled.path / IDS_NPZ) as ids:
-        user, item = parse_id(str(ids["user_ids"][0])), parse_id(str(ids["item_ids"][0]))
+    with np.load(compiled.file(IDS_NPZ)) as ids:
+        user, item = str(ids["user_ids"][0]), str(ids["item_ids"][0])
     return [{"user_id": user, "top_k": top_k}, {"user_id": user, "item_id": item}]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from ncfctl.fileio import sha256_file
+from ncf_serving.checksums import sha256_file
 from ncfctl.workspace import Workspace
 
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}  # an engine that certainly does not answer

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import separated_ncf, tiny_interaction_data
 from ncf_serving.bundle import BundleError, load_bundle
+from ncf_serving.checksums import hash_folder, sha256_file
 from ncf_serving.fastpath import FastPath
 from ncf_serving.ids import IdMap
 
@@ -26,6 +27,13 @@ SPECS = {
     "mlp": dict(model_type="mlp", factors=0, mlp_user_dim=6, mlp_item_dim=4, hidden=[8, 4]),
     "explicit": dict(model_type="neumf", task="explicit", factors=4, mlp_user_dim=4, mlp_item_dim=4, hidden=[4]),
 }
+
+
+def record_checksums(folder) -> None:
+    """Re-record ``serving.json`` ``files`` after a test edits a file, to reach the checks behind them."""
+    spec = json.loads((folder / "serving.json").read_text())
+    spec["files"] = hash_folder(folder, exclude=["serving.json"])
+    (folder / "serving.json").write_text(json.dumps(spec))
 
 
 def torch_scores(model, user: int, num_items: int) -> np.ndarray:
@@ -65,6 +73,7 @@ def test_top_k_returns_fewer_items_when_fewer_remain():
 def test_bundle_round_trip(tmp_path):
     data = tiny_interaction_data()
     model = separated_ncf(NCFSpec(num_users=60, num_items=40, **SPECS["neumf"]))
+    (tmp_path / "model.onnx").write_bytes(b"the compiler writes the model files first")
     document = write_serving_bundle(
         tmp_path, model, data, runtime="onnxruntime", models=ONNX_MODELS, source_model="model-x", target="ml_c5"
     )
@@ -84,9 +93,13 @@ def test_bundle_round_trip(tmp_path):
             "threads": 1,
             "source_model": "model-x",
             "target": "ml_c5",
+            "files": {
+                name: sha256_file(tmp_path / name) for name in ("fastpath.npz", "ids.npz", "model.onnx", "seen_items.npz")
+            },
         }
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastpath.npz", "ids.npz", "seen_items.npz", "serving.json"]
+    names = ["fastpath.npz", "ids.npz", "model.onnx", "seen_items.npz", "serving.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
     bundle = load_bundle(tmp_path)
     indptr, indices = data.seen_items(include_val=True)
     assert bundle.seen_indptr.tolist() == indptr.tolist()
@@ -101,6 +114,9 @@ def test_bundle_round_trip(tmp_path):
 def test_static_batch_sizes_are_recorded(tmp_path):
     data = tiny_interaction_data()
     models = [{"batch_size": 1, "path": "b1"}, {"batch_size": 40, "path": "b40"}]
+    for folder in ("b1", "b40"):  # DLR models are folders
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "compiled.so").write_bytes(folder.encode())
     model = separated_ncf(NCFSpec(num_users=60, num_items=40, **SPECS["gmf"]))
     write_serving_bundle(tmp_path, model, data, runtime="dlr", models=models, source_model=None, target="ml_c5")
     assert load_bundle(tmp_path).spec.models[1].batch_size == 40
@@ -146,11 +162,15 @@ def test_reader_names_the_broken_file(tmp_path):
     write_serving_bundle(
         tmp_path, model, data, runtime="onnxruntime", models=ONNX_MODELS, source_model=None, target=None
     )
+    (tmp_path / "model.onnx").write_bytes(b"model")
+    record_checksums(tmp_path)
     ids = dict(np.load(tmp_path / "ids.npz"))
     np.savez(tmp_path / "ids.npz", user_ids=ids["user_ids"][:-1], item_ids=ids["item_ids"])
+    record_checksums(tmp_path)
     with pytest.raises(BundleError, match=r"ids.npz: 'user_ids' has shape \(59,\)"):
         load_bundle(tmp_path)
     (tmp_path / "fastpath.npz").write_bytes(b"not a zip")
+    record_checksums(tmp_path)
     with pytest.raises(BundleError, match="fastpath.npz is not a readable npz"):
         load_bundle(tmp_path)
     spec = json.loads((tmp_path / "serving.json").read_text())

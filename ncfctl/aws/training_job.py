@@ -188,8 +188,8 @@ def run_training_job(
         aws,
         base,
         {
-            "train": [dataset.path / file for file in TRAIN_FILES],
-            "test": [dataset.path / file for file in TEST_FILES],
+            "train": [dataset.file(file) for file in TRAIN_FILES],
+            "test": [dataset.file(file) for file in TEST_FILES],
             "model": model_files,
         },
         progress=progress,

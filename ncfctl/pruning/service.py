@@ -77,8 +77,7 @@ def load_source(workspace: Workspace, ref: str | None, hint: str, where: dict[st
     """``ref`` (or the latest model matching ``where``), its ``masks.pt`` if any, and its dataset."""
     artifact = workspace.resolve(ref, "model", hint, where)
     model = load_model(artifact.file(MODEL_FILE))
-    masks_path = artifact.path / MASKS_FILE
-    masks = load_masks(masks_path, model) if masks_path.exists() else None
+    masks = load_masks(artifact.file(MASKS_FILE), model) if artifact.has(MASKS_FILE) else None
     dataset, data = dataset_of(workspace, artifact, model)
     return Source(artifact, model, masks, dataset, data)
 
@@ -178,9 +177,9 @@ def _finetune_sagemaker(
     folder = workspace.root / RUNS_DIR / f"finetune-{source.artifact.id}"
     folder.mkdir(parents=True, exist_ok=True)
     remote = dataclasses.replace(settings, threads=None)  # the container uses all of its cores
-    job = worker_job(source.dataset, source.artifact.path / MODEL_FILE, folder, remote, resume=False)
+    job = worker_job(source.dataset, source.artifact.file(MODEL_FILE), folder, remote, resume=False)
     if source.masks:
-        job = dataclasses.replace(job, masks=str(source.artifact.path / MASKS_FILE))
+        job = dataclasses.replace(job, masks=str(source.artifact.file(MASKS_FILE)))
     outcome = run_training_job(
         config, job, source.dataset, folder / "sagemaker", prefix="ncfctl-finetune", progress=tracker.progress
     )

@@ -26,6 +26,7 @@ from ncf_serving.bundle import (
     ServingSpec,
     tower_keys,
 )
+from ncf_serving.checksums import hash_folder
 from pydantic import ValidationError
 
 from ncfctl import fileio
@@ -79,8 +80,10 @@ def write_serving_bundle(
 ) -> dict[str, Any]:
     """Write ``serving.json``, ``fastpath.npz``, ``seen_items.npz`` and ``ids.npz`` into ``folder``.
 
-    ``models`` lists the runtime model files the caller writes (``[{"batch_size": None, "path":
-    "model.onnx"}]`` or one entry per static batch size). Returns the ``serving.json`` document.
+    ``models`` lists the runtime model files, which the caller has already written into ``folder``
+    (``[{"batch_size": None, "path": "model.onnx"}]`` or one entry per static batch size).
+    ``serving.json`` is written last and records the sha256 of every other file in ``folder``, so
+    the bundle carries its own checksums. Returns the ``serving.json`` document.
     """
     folder = Path(folder)
     spec = model.spec
@@ -115,6 +118,7 @@ def write_serving_bundle(
         {"user_ids": np.asarray(data.user_ids).astype(str), "item_ids": np.asarray(data.item_ids).astype(str)},
         compress=True,
     )
+    serving.files = hash_folder(folder, exclude=[SERVING_JSON])
     document = serving.model_dump(mode="json")
     fileio.write_json(folder / SERVING_JSON, document)
     return document

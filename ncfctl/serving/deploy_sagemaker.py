@@ -73,7 +73,7 @@ def deploy_sagemaker(
     scaling = config.deploy.min_instances, config.deploy.max_instances
     if (scaling[0] is None) != (scaling[1] is None):
         raise NcfError("autoscaling needs both --min-instances and --max-instances")
-    model_dir = source.path / source.manifest.info.get("context", CONTEXT_DIR) / MODEL_DIR
+    model_dir = source.verify(f"{source.manifest.info.get('context', CONTEXT_DIR)}/{MODEL_DIR}")
     s3.check_bucket(aws, bucket)
 
     with workspace.create(
