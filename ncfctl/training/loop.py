@@ -301,7 +301,7 @@ def _check_finite(model: nn.Module, loss: float, epoch: int, settings: FitSettin
     if problem is not None:
         raise NcfError(
             f"training diverged in epoch {epoch}: {problem} (lr {settings.lr:g}); nothing was saved",
-            hint="lower the learning rate (--lr)",
+            hint="lower --lr",
         )
 
 
