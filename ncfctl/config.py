@@ -310,6 +310,10 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict) or isinstance(node.get(path[-1]), dict):
+            raise NcfError(f"environment variable {name} conflicts with another that sets a section on its path")
         node[path[-1]] = value
     return out
 

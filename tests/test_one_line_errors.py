@@ -204,3 +204,8 @@ def test_unreachable_aws_endpoint_is_one_line(cli, model_artifact, workdir, args
 def test_json_output_is_untouched_by_error_handling(cli, tmp_path):
     result = cli("neo", "targets", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)
+
+
+def test_a_variable_that_overlaps_a_section_is_one_line(cli):
+    result = cli("data", env={"NCFCTL_TRAIN": "5", "NCFCTL_TRAIN__THREADS": "1"})
+    assert_one_line_error(result, "conflicts with another that sets a section on its path")
