@@ -37,6 +37,7 @@ from ncf_serving.checksums import sha256_file
 from ncf_serving.predictor import Predictor
 
 from ncfctl.data.dataset import EvalSplit, InteractionData, Interactions
+from ncfctl.export import onnx_export
 from ncfctl.models import NCF, NCFSpec
 from ncfctl.serving.bundle import write_serving_bundle
 
@@ -71,17 +72,8 @@ def build_bundle(folder: Path, users: int) -> int:
         np.array([f"u{u}" for u in range(users)]),
         np.array([f"i{i}" for i in range(ITEMS)]),
     )
-    pair = (torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
-    torch.onnx.export(
-        model,
-        pair,
-        str(folder / "model.onnx"),
-        dynamo=False,
-        opset_version=12,
-        input_names=["user", "item"],
-        output_names=["score"],
-        dynamic_axes={"user": {0: "n"}, "item": {0: "n"}, "score": {0: "n"}},
-    )
+    example = np.zeros(2, dtype=np.int64)
+    onnx_export.save(onnx_export.export(model, example, example, opset=12, dynamic_batch=True), folder / "model.onnx")
     models = [{"batch_size": None, "path": "model.onnx"}]
     write_serving_bundle(folder, model, data, runtime="onnxruntime", models=models, source_model=None, target=None)
     return sum(p.stat().st_size for p in folder.iterdir())

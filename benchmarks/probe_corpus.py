@@ -283,6 +283,19 @@ class Lab:
         self.user_index = {raw: i for i, raw in enumerate(pd.read_parquet(dataset / "user_ids.parquet")["raw_id"])}
         self.item_index = {raw: i for i, raw in enumerate(pd.read_parquet(dataset / "item_ids.parquet")["raw_id"])}
         self.items = list(self.item_index)
+        from ncfctl.data.dataset import load_dataset
+        from ncfctl.workspace import Workspace
+
+        self.seen_indptr, self.seen_indices = load_dataset(Workspace(self.base).get(self.dataset_id)).seen_items()
+
+    def top_k_candidates(self, user: str, k: int) -> set[str]:
+        """Items a right top-``k`` may hold: unseen, scoring at least the model's k-th best (ties allowed)."""
+        index = self.user_index[user]
+        with torch.inference_mode():
+            scores = self.model(torch.full((len(self.items),), index), torch.arange(len(self.items))).numpy()
+        scores[self.seen_indices[self.seen_indptr[index] : self.seen_indptr[index + 1]]] = -np.inf
+        kth = np.sort(scores)[::-1][k - 1]
+        return {self.items[i] for i in np.flatnonzero(scores >= kth - SCORE_TOLERANCE)}
 
     def true_score(self, user: str, item: str) -> float:
         with torch.inference_mode():
@@ -389,18 +402,26 @@ def raw_probe(lab: Lab, payload: bytes, close_early: bool = False):
     return run
 
 
+def served(lab: Lab, document: dict) -> tuple[dict | None, tuple[str, str]]:
+    """POST a valid request: ``(its JSON answer, ...)``, or ``(None, the outcome of a non-200)``."""
+    body = json.dumps(document).encode()
+    response = httpx.post(f"{lab.url}/invocations", content=body, headers={"Content-Type": "application/json"})
+    if response.status_code != 200:
+        return None, (("5xx" if response.status_code >= 500 else "unclear"), f"{response.status_code} {response.text}")
+    return response.json(), ("clear", "")
+
+
 def score_probe(lab: Lab, user: str, item: str):
     """A valid pair with a tricky raw id: the served score must be the model's score for that id."""
 
     def run() -> tuple[str, str]:
-        body = json.dumps({"user_id": user, "item_id": item}).encode()
-        response = httpx.post(f"{lab.url}/invocations", content=body, headers={"Content-Type": "application/json"})
-        if response.status_code != 200:
-            return ("5xx" if response.status_code >= 500 else "unclear"), f"{response.status_code} {response.text}"
-        served, expected = response.json()["score"], lab.true_score(user, item)
-        if abs(served - expected) > SCORE_TOLERANCE:
-            return "silent", f"served {served:.5f}, the model says {expected:.5f}"
-        return "clear", f"score {served:.4f} == model"
+        answer, outcome = served(lab, {"user_id": user, "item_id": item})
+        if answer is None:
+            return outcome
+        expected = lab.true_score(user, item)
+        if abs(answer["score"] - expected) > SCORE_TOLERANCE:
+            return "silent", f"served {answer['score']:.5f}, the model says {expected:.5f}"
+        return "clear", f"score {answer['score']:.4f} == model"
 
     return run
 
@@ -409,17 +430,19 @@ def top_k_probe(lab: Lab, user: str, k: int):
     """Top-K must be the model's best unseen items with the model's scores."""
 
     def run() -> tuple[str, str]:
-        body = json.dumps({"user_id": user, "top_k": k}).encode()
-        response = httpx.post(f"{lab.url}/invocations", content=body, headers={"Content-Type": "application/json"})
-        if response.status_code != 200:
-            return ("5xx" if response.status_code >= 500 else "unclear"), f"{response.status_code} {response.text}"
-        served = response.json()["items"]
-        wrong = [
-            (i["item_id"], i["score"]) for i in served if abs(i["score"] - lab.true_score(user, i["item_id"])) > 1e-4
-        ]
-        if wrong or len(served) != k:
-            return "silent", f"{len(served)} items, scores differing from the model: {wrong[:3]}"
-        return "clear", f"{k} items, scores == model"
+        answer, outcome = served(lab, {"user_id": user, "top_k": k})
+        if answer is None:
+            return outcome
+        items = answer["items"]
+        candidates = lab.top_k_candidates(user, k)
+        wrong = [i["item_id"] for i in items if abs(i["score"] - lab.true_score(user, i["item_id"])) > SCORE_TOLERANCE]
+        missed = [i["item_id"] for i in items if i["item_id"] not in candidates]
+        if wrong or missed or len(items) != k:
+            return (
+                "silent",
+                f"{len(items)} items; scores unlike the model's: {wrong[:3]}; not in its top {k}: {missed[:3]}",
+            )
+        return "clear", f"{k} items == the model's top {k}"
 
     return run
 
@@ -975,11 +998,10 @@ def deploy_check(lab: Lab):
 
 
 def resume_damage(kind: str) -> Callable[[Path], None]:
-    """A finished run's checkpoint beside the copy, then damaged."""
+    """The newest run's checkpoint (the one the probe just trained), damaged."""
 
     def damage(workdir: Path) -> None:
-        run = only(workdir / ".runs")
-        checkpoint = run / "checkpoint.pt"
+        checkpoint = max((workdir / ".runs").glob("*/checkpoint.pt"), key=lambda path: path.stat().st_mtime)
         if kind == "flip":
             state = torch.load(checkpoint, weights_only=True)
             tensor = (state.get("state") or state)["model"]["gmf_user.weight"]
