@@ -63,7 +63,7 @@ class BundleError(Exception):
     """The bundle in the model directory is missing a file or holds an inconsistent value."""
 
 
-def _inside_bundle(path: str) -> str:
+def _check_relative(path: str) -> str:
     if Path(path).is_absolute() or ".." in Path(path).parts:
         raise ValueError(f"path {path!r} must be relative and stay inside the bundle")
     return path
@@ -79,7 +79,7 @@ class ModelFile(BaseModel):
 
     @model_validator(mode="after")
     def _inside_bundle(self) -> ModelFile:
-        _inside_bundle(self.path)
+        _check_relative(self.path)
         return self
 
 
@@ -109,7 +109,7 @@ class ServingSpec(BaseModel):
         if len(set(sizes)) != len(sizes):
             raise ValueError(f"models: batch sizes must be distinct, got {sizes}")
         for name in self.files:
-            _inside_bundle(name)
+            _check_relative(name)
         return self
 
     @property

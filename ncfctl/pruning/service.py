@@ -399,9 +399,10 @@ def finetune_model(config: Config, workspace: Workspace, model_ref: str | None =
 def _reference_model(workspace: Workspace, source: Source) -> NCF:
     """What per-layer "removed" is measured against: the model the source was pruned from, when present."""
     origin = source.artifact.manifest.info.get("source_model")
-    if origin:
-        try:
-            return load_model(workspace.get(origin, "model").file(MODEL_FILE))
-        except NcfError:
-            pass  # the unpruned model was deleted: compare with the source itself
-    return source.model
+    if not origin:
+        return source.model
+    try:
+        reference = workspace.get(origin, "model")
+    except NcfError:
+        return source.model  # the unpruned model was deleted: compare with the source itself
+    return load_model(reference.file(MODEL_FILE))  # but a changed one is refused, not skipped
