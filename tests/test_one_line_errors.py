@@ -209,3 +209,16 @@ def test_json_output_is_untouched_by_error_handling(cli, tmp_path):
 def test_a_variable_that_overlaps_a_section_is_one_line(cli):
     result = cli("data", env={"NCFCTL_TRAIN": "5", "NCFCTL_TRAIN__THREADS": "1"})
     assert_one_line_error(result, "conflicts with another that sets a section on its path")
+
+
+def test_expected_failures_are_recognised_and_bugs_are_not():
+    import botocore.exceptions
+
+    from ncfctl.errors import NcfError, expected_failure
+
+    denied = botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "CreateModel")
+    assert str(expected_failure(denied)) == "AWS CreateModel failed: AccessDenied: no"
+    assert str(expected_failure(PermissionError(13, "Permission denied", "/x/y"))) == "/x/y: Permission denied"
+    assert expected_failure(NcfError("as is")).message == "as is"
+    assert expected_failure(ValueError("a bug")) is None  # keeps its traceback
+    assert expected_failure(KeyError("a bug")) is None
