@@ -103,6 +103,7 @@ def _tiny_run(tmp_path, epochs: int, resume: bool = False):
     return fit(model, tiny_interaction_data(), settings, checkpoint=tmp_path / "checkpoint.pt", resume=resume)
 
 
+@pytest.mark.slow
 def test_flipped_checkpoint_is_refused_on_resume(tmp_path):
     _tiny_run(tmp_path, epochs=1)
     checkpoint = tmp_path / "checkpoint.pt"
