@@ -195,7 +195,6 @@ class Lab:
         }
         for name in ("AWS_PROFILE", "NCFCTL_CONFIG", "NCFCTL_DEBUG"):
             self.env.pop(name, None)
-        self.started: list[int] = []  # server pids the probes caused, stopped at the end
         self.runner: CommandRunner | None = None  # set by main(); None: every command is a real process
 
     # -- commands -------------------------------------------------------------------------------
@@ -322,11 +321,12 @@ class Lab:
             return False
 
     def stop(self) -> None:
+        """Stop the deployment and every server a probe caused (found by this lab's folder in their command)."""
         if getattr(self, "deployment", None):
-            self.cli("deploy", "--stop", "--deployment", self.deployment)
-        for pid in self.started:
+            self.cli("deploy", "--stop", "--deployment", self.deployment, real=True)
+        for proc in servers_of(self.root):
             with suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).kill()
+                proc.kill()
 
 
 # == server probes ==================================================================================
@@ -984,7 +984,6 @@ def deploy_check(lab: Lab):
         if outcome[0] != "silent" or proc is None:
             return outcome
         manifest = json.loads((only(workdir / "deployments") / "manifest.json").read_text())
-        lab.started.append(int(manifest["info"]["pid"]))
         item = lab.items[3]
         body = json.dumps({"user_id": "u20", "item_id": item}).encode()
         served = httpx.post(
@@ -1429,7 +1428,6 @@ def orphan_probe(lab: Lab) -> tuple[str, str]:
     lab.cli("deploy", "--status", workdir=workdir)
     time.sleep(2)
     alive = [p for p in servers_of(workdir) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    lab.started += [p.pid for p in alive]
     if alive:
         return "silent", f"server pid {alive[0].pid} still running, known to no deployment"
     return "clear", "the server went away with its deploy"
@@ -1443,8 +1441,6 @@ def staging_probe(lab: Lab, command: tuple[str, ...], env: dict[str, str], name:
         if not wait_for(lambda: staging.is_dir() and any(staging.iterdir()), 120):
             return "unclear", "never saw a staging folder"
         proc.send_signal(signal.SIGKILL)
-    for pid in [p.pid for p in servers_of(workdir)]:
-        lab.started.append(pid)
     after = lab.cli("data", workdir=workdir, env=TINY_DATA)
     if after is None or after.returncode != 0:
         return (
@@ -1470,7 +1466,6 @@ def live_staging_probe(lab: Lab) -> tuple[str, str]:
             _, err = proc.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             return "unclear", "the deploy never finished"
-    lab.started += [p.pid for p in servers_of(workdir)]
     if TRACEBACK in err:
         return "traceback", last_line(err)
     if proc.returncode != 0:
