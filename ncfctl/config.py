@@ -3,7 +3,11 @@
 Precedence, highest first: explicit overrides (CLI flags) > environment (``NCFCTL_SECTION__KEY``,
 plus ``NCFCTL_WORKDIR``) > ``--config FILE`` > the packaged ``configs/default.yaml``. The YAML file
 is the single source of every default value; the models below only give shape and validation, so
-a bad value fails with the dotted key that holds it.
+a bad value fails with the dotted key that holds it. Floats must be finite (``lr: .inf`` is refused).
+
+YAML from a file or an environment variable is parsed by :class:`BoundedLoader`: a config file is at
+most ``MAX_CONFIG_BYTES`` and may expand to at most ``MAX_YAML_NODES`` nodes through aliases, so an
+alias bomb ("billion laughs") is one line at once instead of a hang.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ncfctl.errors import NcfError
 
 ENV_PREFIX = "NCFCTL_"
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # nodes after alias expansion; default.yaml has ~150
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SyntheticConfig(_Section):
@@ -206,7 +212,7 @@ class PipelineConfig(_Section):
 
 class Config(_Section):
     workdir: Path
-    seed: int
+    seed: int = Field(ge=0, le=2**32 - 1)  # what numpy and torch seeding both accept
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
@@ -230,13 +236,74 @@ def default_config_path() -> Path:
     return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses documents whose aliases expand past ``MAX_YAML_NODES`` nodes.
+
+    The composed node graph shares aliased subtrees, so it stays small; its expanded size is
+    counted with memoisation (linear in the graph) before anything is constructed, and a
+    recursive alias is refused outright.
+    """
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], active: set[int]) -> int:
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in active:
+        raise yaml.YAMLError("a recursive alias (a node that contains itself)")
+    active.add(key)
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(_expanded_size(child, sizes, active) for child in children)
+    active.discard(key)
+    if size > MAX_YAML_NODES:
+        raise yaml.YAMLError(f"aliases expand it past {MAX_YAML_NODES:,} nodes (an alias bomb?)")
+    sizes[key] = size
+    return size
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error as "line L column C: problem" (its ``str`` spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+    return where + (getattr(exc, "problem", None) or str(exc).splitlines()[0])
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` bounded by :class:`BoundedLoader`; raises ``yaml.YAMLError``."""
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.is_dir():
+            raise NcfError(f"config file {path} is a directory")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise NcfError(f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes: not a config file")
+        loaded = parse_yaml(raw.decode("utf-8"))
     except FileNotFoundError:
         raise NcfError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise NcfError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise NcfError(f"config file {path} is not UTF-8 text (byte {exc.start}): not a YAML file") from None
     except yaml.YAMLError as exc:
-        raise NcfError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+        raise NcfError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -263,10 +330,17 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name in {"NCFCTL_DEBUG", "NCFCTL_CONFIG"}:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
-        value = yaml.safe_load(raw) if raw != "" else None
+        try:
+            value = parse_yaml(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise NcfError(f"environment variable {name}={raw!r} is not a YAML value: {yaml_problem(exc)}") from None
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict) or isinstance(node.get(path[-1]), dict):
+            raise NcfError(f"environment variable {name} conflicts with another that sets a section on its path")
         node[path[-1]] = value
     return out
 

@@ -136,6 +136,22 @@ def rating_metrics(score_fn: ScoreFn, split: EvalSplit) -> dict[str, float]:
     return {"rmse": float(np.sqrt(np.mean(errors**2))), "mae": float(np.mean(np.abs(errors)))}
 
 
+def check_top_k(data: InteractionData, k: int) -> None:
+    """Refuse a K at which HR@K says nothing: sampled ranking has ``1 + E`` candidates per row,
+    so any ``K >= 1 + E`` puts every held-out item in the top K (HR@K = 1.0 by construction)."""
+    if k <= 0:
+        raise NcfError(f"top_k must be positive, got {k}")
+    if data.explicit:
+        return  # RMSE/MAE: K plays no part
+    negatives = min(data.val.negatives.shape[1], data.test.negatives.shape[1])
+    if k > negatives:
+        raise NcfError(
+            f"train.top_k {k} is not below the {negatives + 1} candidates each held-out item is ranked among "
+            f"(itself + {negatives} sampled negatives): HR@{k} would be 1.0 by construction",
+            hint=f"use --top-k {negatives} or less, or prepare the dataset with more --eval-negatives",
+        )
+
+
 def evaluate(
     score_fn: ScoreFn, data: InteractionData, split: str = "test", k: int = 10, full_ranking: bool = True
 ) -> dict[str, float]:
@@ -146,8 +162,7 @@ def evaluate(
     """
     if split not in ("val", "test"):
         raise NcfError(f"evaluation split must be 'val' or 'test', got {split!r}")
-    if k <= 0:
-        raise NcfError(f"top_k must be positive, got {k}")
+    check_top_k(data, k)
     held_out = data.val if split == "val" else data.test
     if len(held_out.rows) == 0:
         raise NcfError(f"the dataset's {split} split is empty: nothing to evaluate")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from ncfctl import fileio
@@ -172,8 +172,22 @@ def load_payload(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike) -> NCF:
-    """Rebuild the model from a file written by :func:`save_model`, in eval mode."""
+    """Rebuild the model from a file written by :func:`save_model`, in eval mode.
+
+    A spec that does not validate, or weights that do not fit it (a missing key, a wrong shape),
+    is one line naming the file: such a file was not written by :func:`save_model`.
+    """
     payload = load_payload(path)
-    model = NCF(NCFSpec.model_validate(payload["spec"]))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = NCF(NCFSpec.model_validate(payload["spec"]))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "spec"
+        raise NcfError(f"model file {path}: spec field '{field}': {first['msg']}") from None
+    except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a table too large to allocate
+        raise NcfError(f"model file {path}: cannot build its spec: {str(exc).splitlines()[0]}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise NcfError(f"model file {path}: weights do not fit its spec: {' '.join(str(exc).split())}") from None
     return model.eval()

@@ -90,10 +90,8 @@ def find_fresh(
 
 def _smoke_requests(compiled: Artifact, top_k: int) -> list[dict[str, Any]]:
     """One top-K and one pair request in the data's raw ids (the first user and item of the bundle)."""
-    from ncfctl.serving.invoke import parse_id
-
-    ids = read_arrays(compiled.path / IDS_DIR, ("user_ids", "item_ids"))
-    user, item = parse_id(str(ids["user_ids"][0])), parse_id(str(ids["item_ids"][0]))
+    ids = read_arrays(compiled.verify(IDS_DIR), ("user_ids", "item_ids"))
+    user, item = str(ids["user_ids"][0]), str(ids["item_ids"][0])
     return [{"user_id": user, "top_k": top_k}, {"user_id": user, "item_id": item}]
 
 

@@ -16,6 +16,10 @@ command never leaves a half-written artifact that a later command would pick up.
 folder's name carries the pid and host of the process building it (``<id>.pid<N>.<host>``): a
 process killed mid-write cannot remove its own, so the next artifact written removes staging
 folders whose process is gone, never one whose process still runs.
+
+Reading goes through :meth:`Artifact.file` / :meth:`Artifact.verify`, which check the bytes
+against the manifest's sha256 before a command uses them: a file changed after ncfctl wrote it
+(a flipped byte, a swapped parquet) is one line naming the artifact and file, never an input.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ncf_serving.checksums import ChecksumError, hash_folder, verify_files
 from pydantic import BaseModel, Field, ValidationError
 
 from ncfctl import fileio
@@ -67,6 +72,7 @@ class Artifact:
     def __init__(self, path: Path, manifest: Manifest):
         self.path = path
         self.manifest = manifest
+        self._verified: set[str] = set()  # files already checked against the manifest (each is hashed once)
 
     @property
     def id(self) -> str:
@@ -76,12 +82,39 @@ class Artifact:
     def kind(self) -> str:
         return self.manifest.kind
 
+    def has(self, name: str) -> bool:
+        """Whether the manifest records ``name`` (optional files such as ``masks.pt``)."""
+        return name in self.manifest.files
+
     def file(self, name: str) -> Path:
-        """Path of a file the artifact records; a clear error if it is missing."""
-        path = self.path / name
-        if not path.exists():
+        """Path of a recorded file, after checking its bytes against the manifest's sha256."""
+        if not self.has(name):
             raise NcfError(f"artifact {self.id} has no file '{name}' ({self.path})")
-        return path
+        self._check([name])
+        return self.path / name
+
+    def verify(self, under: str = "") -> Path:
+        """Check every recorded file (under the subfolder ``under``, if given); returns that folder.
+
+        For inputs read as a whole folder: a dataset, a serving bundle, a build context.
+        """
+        prefix = f"{under.strip('/')}/" if under else ""
+        names = [name for name in self.manifest.files if name.startswith(prefix)]
+        if not names:
+            raise NcfError(f"artifact {self.id} records no files under '{under or '.'}' ({self.path})")
+        self._check(names)
+        return self.path / under if under else self.path
+
+    def _check(self, names: list[str]) -> None:
+        pending = [name for name in names if name not in self._verified]
+        try:
+            verify_files(self.path, self.manifest.files, pending)
+        except ChecksumError as exc:
+            raise NcfError(
+                f"artifact {self.id}: {exc.name} {exc.problem} ({self.path})",
+                hint="it was modified after ncfctl wrote it: re-create the artifact",
+            ) from None
+        self._verified.update(pending)
 
     def __repr__(self) -> str:
         return f"Artifact({self.kind}:{self.id})"
@@ -105,14 +138,6 @@ def new_id(kind: str) -> str:
     return f"{kind}-{stamp}-{secrets.token_hex(2)}"
 
 
-def _hash_files(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): fileio.sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink() and p.name != MANIFEST
-    }
-
-
 def _staging_name(artifact_id: str) -> str:
     """``<id>.pid<N>.<host>``: who is writing it (the host, so a shared work directory is safe too)."""
     return f"{artifact_id}.pid{os.getpid()}.{socket.gethostname()}"
@@ -132,14 +157,24 @@ def _writer_gone(folder: Path) -> bool:
     return False
 
 
-def read_manifest(folder: Path) -> Manifest:
+def read_manifest(folder: Path, kind: str | None = None) -> Manifest:
+    """The folder's manifest; ``kind`` (the kind its folder holds) must be the manifest's own."""
     path = folder / MANIFEST
     try:
-        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        manifest = Manifest.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise NcfError(f"{folder} is not an artifact: no {MANIFEST}") from None
+    except OSError as exc:
+        raise NcfError(f"{path}: cannot read it ({exc.strerror})") from None
     except ValidationError as exc:
-        raise NcfError(f"{path} is not a valid manifest: {exc.errors()[0]['msg']}") from None
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise NcfError(f"{path} is not a valid manifest: field '{field}': {first['msg']}") from None
+    if kind is not None and manifest.kind != kind:
+        raise NcfError(
+            f"{path} says kind '{manifest.kind}' but it is in {KIND_DIRS[kind]}/, the folder of '{kind}' artifacts"
+        )
+    return manifest
 
 
 class Workspace:
@@ -147,6 +182,8 @@ class Workspace:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise NcfError(f"workdir {self.root} is not a directory", hint="--workdir or NCFCTL_WORKDIR")
 
     def kind_dir(self, kind: str) -> Path:
         if kind not in KIND_DIRS:
@@ -184,7 +221,7 @@ class Workspace:
         writer = ArtifactWriter(staging, manifest)
         try:
             yield writer
-            writer.manifest.files = _hash_files(staging)
+            writer.manifest.files = hash_folder(staging, exclude=[MANIFEST])
             fileio.write_text(staging / MANIFEST, writer.manifest.model_dump_json(indent=2) + "\n")
             final_dir.mkdir(parents=True, exist_ok=True)
             os.replace(staging, final_dir / artifact_id)
@@ -204,9 +241,13 @@ class Workspace:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def update(self, artifact: Artifact, **fields: Any) -> Artifact:
-        """Rewrite a committed artifact's manifest (e.g. a deployment's status) atomically."""
-        manifest = artifact.manifest.model_copy(update=fields)
-        manifest.files = _hash_files(artifact.path)
+        """Rewrite a committed artifact's manifest (e.g. a deployment's status) atomically.
+
+        The recorded sha256s stay those of the files as committed: an update never blesses a file
+        that changed since (a deployment's ``server.log``, which keeps growing, is recorded as it was
+        at start-up and never read as an input).
+        """
+        manifest = artifact.manifest.model_copy(update={**fields, "files": artifact.manifest.files})
         fileio.write_text(artifact.path / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
         return Artifact(artifact.path, manifest)
 
@@ -220,7 +261,7 @@ class Workspace:
                 continue
             for child in folder.iterdir():
                 if (child / MANIFEST).is_file():
-                    found.append(Artifact(child, read_manifest(child)))
+                    found.append(Artifact(child, read_manifest(child, k)))
         return sorted(found, key=lambda a: a.manifest.created)
 
     def latest(self, kind: str, where: dict[str, Any] | None = None) -> Artifact | None:

@@ -207,16 +207,24 @@ def compiled_artifact(workdir, tiny_bundle):
     return writer.artifact
 
 
+def add_tiny_dataset(workdir: Path, data=None):
+    """Commit ``data`` (default: ``tiny_interaction_data()``, 20 eval negatives) as a dataset artifact."""
+    from ncfctl.workspace import Workspace
+
+    data = tiny_interaction_data() if data is None else data
+    info = {"dataset": "tiny", "num_users": data.num_users, "num_items": data.num_items, "explicit": data.explicit}
+    with Workspace(workdir).create("dataset", info={**info, "split": "leave-one-out"}) as writer:
+        data.save(writer.path)
+    return writer.artifact
+
+
 def commit_model_artifact(workdir: Path, model, data, stage: str = "trained"):
     """Commit ``data`` as a dataset artifact and ``model`` as a model artifact on it; returns the model artifact."""
     from ncfctl.models import MODEL_FILE, save_model
     from ncfctl.workspace import Workspace
 
     workspace = Workspace(workdir)
-    info = {"dataset": "tiny", "num_users": data.num_users, "num_items": data.num_items, "explicit": data.explicit}
-    with workspace.create("dataset", info={**info, "split": "leave-one-out"}) as writer:
-        data.save(writer.path)
-    dataset = writer.artifact
+    dataset = add_tiny_dataset(workdir, data)
     spec = model.spec
     model_info = {"stage": stage, "model_type": spec.model_type, "task": spec.task, "dataset": dataset.id}
     with workspace.create("model", parent=dataset.id, info=model_info) as writer:
@@ -347,3 +355,53 @@ def export_onnx(model, path: Path, batch_size: int | None = None) -> Path:
         dynamic_axes=dynamic,
     )
     return path
+
+
+@pytest.fixture
+def cli(workdir):
+    """Run ``ncfctl ARGS`` in-process through typer's CliRunner (same error handling as the console script)."""
+    from typer.testing import CliRunner
+
+    from ncfctl.cli.app import app
+
+    def run(*args: str, env: dict[str, str] | None = None):
+        return CliRunner().invoke(app, list(args), env={"NCFCTL_WORKDIR": str(workdir), **(env or {})})
+
+    return run
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """Exit code 2, no traceback, exactly one ``Error:`` line on stderr holding every fragment; returns it."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
+def flip_bytes_of(path: Path, payload: bytes, count: int = 8) -> None:
+    """Flip ``count`` bytes in the middle of ``payload`` where it sits inside ``path`` (e.g. a tensor's data).
+
+    The file's structure stays intact, so its reader (torch, onnxruntime, numpy) still loads it:
+    only a checksum can tell.
+    """
+    raw = bytearray(path.read_bytes())
+    start = raw.find(payload)
+    assert start >= 0 and len(payload) > count, "payload not found in the file"
+    middle = start + len(payload) // 2
+    for offset in range(count):
+        raw[middle + offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def rerecord(artifact) -> None:
+    """Re-record an artifact's file hashes after a test edits its files, to reach the checks behind them."""
+    from ncf_serving.checksums import hash_folder
+
+    from ncfctl.workspace import MANIFEST
+
+    manifest = artifact.manifest.model_copy(update={"files": hash_folder(artifact.path, exclude=[MANIFEST])})
+    (artifact.path / MANIFEST).write_text(manifest.model_dump_json(indent=2))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+from ncf_serving.checksums import sha256_file
 
-from ncfctl.fileio import sha256_file
 from ncfctl.workspace import Workspace
 
 
@@ -127,7 +127,7 @@ def test_missing_or_broken_compiled_artifact(run_cli, workdir, tiny_bundle):
     with Workspace(workdir).create("compiled") as writer:
         (writer.path / "serving.json").write_text((tiny_bundle / "serving.json").read_text())
     proc = run_cli("build-image", "--compiled", writer.artifact.id, check=False)
-    assert proc.returncode == 2 and "names model file 'model.onnx', which is missing" in proc.stderr
+    assert proc.returncode == 2 and "not packing" in proc.stderr and "fastpath.npz: is missing" in proc.stderr
     assert not (workdir / "images").exists()
 
 

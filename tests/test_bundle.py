@@ -10,6 +10,7 @@ import torch
 from conftest import separated_ncf, tiny_interaction_data
 from ncf_serving import fastpath
 from ncf_serving.bundle import BundleError, load_bundle
+from ncf_serving.checksums import hash_folder, sha256_file
 from ncf_serving.fastpath import FastPath
 from ncf_serving.ids import IdMap
 
@@ -27,6 +28,13 @@ SPECS = {
     "mlp": dict(model_type="mlp", factors=0, mlp_user_dim=6, mlp_item_dim=4, hidden=[8, 4]),
     "explicit": dict(model_type="neumf", task="explicit", factors=4, mlp_user_dim=4, mlp_item_dim=4, hidden=[4]),
 }
+
+
+def record_checksums(folder) -> None:
+    """Re-record ``serving.json`` ``files`` after a test edits a file, to reach the checks behind them."""
+    spec = json.loads((folder / "serving.json").read_text())
+    spec["files"] = hash_folder(folder, exclude=["serving.json"])
+    (folder / "serving.json").write_text(json.dumps(spec))
 
 
 def torch_scores(model, user: int, num_items: int) -> np.ndarray:
@@ -68,10 +76,12 @@ def test_top_k_returns_fewer_items_when_fewer_remain():
 def test_bundle_round_trip(tmp_path):
     data = tiny_interaction_data()
     model = separated_ncf(NCFSpec(num_users=60, num_items=40, **SPECS["neumf"]))
+    (tmp_path / "model.onnx").write_bytes(b"the compiler writes the model files first")
     document = write_serving_bundle(
         tmp_path, model, data, runtime="onnxruntime", models=ONNX_MODELS, source_model="model-x", target="ml_c5"
     )
     on_disk = json.loads((tmp_path / "serving.json").read_text())
+    names = ["fastpath", "ids", "model.onnx", "seen_items", "serving.json"]
     assert (
         on_disk
         == document
@@ -87,9 +97,14 @@ def test_bundle_round_trip(tmp_path):
             "threads": 1,
             "source_model": "model-x",
             "target": "ml_c5",
+            "files": {
+                path.relative_to(tmp_path).as_posix(): sha256_file(path)
+                for path in tmp_path.rglob("*")
+                if path.is_file() and path.name != "serving.json"
+            },
         }
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastpath", "ids", "seen_items", "serving.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
     assert sorted(p.name for p in (tmp_path / "ids").iterdir()) == [
         "item_ids.npy", "item_order.npy", "user_ids.npy", "user_order.npy"
     ]  # fmt: skip
@@ -127,6 +142,9 @@ def test_a_format_1_bundle_is_refused_with_what_to_do(tmp_path):
 def test_static_batch_sizes_are_recorded(tmp_path):
     data = tiny_interaction_data()
     models = [{"batch_size": 1, "path": "b1"}, {"batch_size": 40, "path": "b40"}]
+    for folder in ("b1", "b40"):  # DLR models are folders
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "compiled.so").write_bytes(folder.encode())
     model = separated_ncf(NCFSpec(num_users=60, num_items=40, **SPECS["gmf"]))
     write_serving_bundle(tmp_path, model, data, runtime="dlr", models=models, source_model=None, target="ml_c5")
     assert load_bundle(tmp_path).spec.models[1].batch_size == 40
@@ -172,14 +190,19 @@ def test_reader_names_the_broken_file(tmp_path):
     write_serving_bundle(
         tmp_path, model, data, runtime="onnxruntime", models=ONNX_MODELS, source_model=None, target=None
     )
+    (tmp_path / "model.onnx").write_bytes(b"model")
+    record_checksums(tmp_path)
     order = tmp_path / "ids" / "item_order.npy"
     np.save(order, np.load(order)[::-1])
+    record_checksums(tmp_path)
     with pytest.raises(BundleError, match=r"ids/item_order.npy does not sort item_ids.npy"):
         load_bundle(tmp_path)
     np.save(tmp_path / "ids" / "user_ids.npy", np.load(tmp_path / "ids" / "user_ids.npy")[:-1])
+    record_checksums(tmp_path)
     with pytest.raises(BundleError, match=r"ids/user_ids.npy has shape \(59,\)"):
         load_bundle(tmp_path)
     (tmp_path / "fastpath" / "gmf_item.npy").write_bytes(b"not an array")
+    record_checksums(tmp_path)
     with pytest.raises(BundleError, match="fastpath/gmf_item.npy is not a readable .npy"):
         load_bundle(tmp_path)
     spec = json.loads((tmp_path / "serving.json").read_text())

@@ -20,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 import pytest
+from conftest import rerecord
 
 from ncfctl.serving.deploy_local import SERVER_MODULE, our_process
 from ncfctl.workspace import Workspace
@@ -109,11 +110,12 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
 
 def test_server_that_dies_reports_its_log_tail(run_cli, image, workdir):
     (Path(image["context"]) / "model" / "fastpath" / "out_bias.npy").unlink()  # the server cannot load this bundle
+    rerecord(Workspace(workdir).get(image["image_artifact"]))  # past ncfctl's own check: the server's must catch it
     proc = run_cli("deploy", "--backend", "local", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     message = " ".join(proc.stderr.split())  # undo Rich's wrapping
     assert "server exited with code 1 before /ping answered: model failed to load:" in message
-    assert "lacks arrays ['out_bias']" in message
+    assert "fastpath/out_bias.npy: is missing" in message
     (failed,) = Workspace(workdir).list("deployment")  # the attempt is recorded, with the server's log
     assert failed.manifest.info["status"] == "failed" and f"(log: {failed.path / 'server.log'})" in message
     assert '"level": "error"' in (failed.path / "server.log").read_text()

@@ -105,7 +105,7 @@ def test_bad_requests_fail_with_one_line():
     with pytest.raises(NcfError, match="split must be"):
         evaluate(table_fn(SCORES), DATA, split="train")
     with pytest.raises(NcfError, match="returned 1 scores"):
-        evaluate(lambda u, i: np.zeros(1), DATA)
+        evaluate(lambda u, i: np.zeros(1), DATA, k=3)
 
 
 @pytest.mark.parametrize("model_type", ["gmf", "mlp", "neumf"])
@@ -137,7 +137,7 @@ def test_ranks_match_brute_force(draw):
         train += [(u, int(i)) for i in items[:2]]
         val.append((u, int(items[2])))
         test.append((u, int(items[3])))
-        negatives.append(rng.choice(items[4:], size=1).tolist() if num_items > 4 else [int(items[0])])
+        negatives.append(rng.choice(num_items, size=4).tolist())  # 4 >= k: HR@k is not 1.0 by construction
     data = make_data(num_users, num_items, train, val, test, negatives)
     got = evaluate(table_fn(scores), data, k=k)
 

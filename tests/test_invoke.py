@@ -11,10 +11,17 @@ from ncfctl.workspace import Workspace
 
 
 def test_flag_forms_become_the_servers_request_bodies():
-    assert build_requests("42", item="56") == [{"user_id": 42, "item_id": 56}]
+    assert build_requests("42", item="56") == [{"user_id": "42", "item_id": "56"}]
     assert build_requests("u42", item="i56") == [{"user_id": "u42", "item_id": "i56"}]
-    assert build_requests("42", top_k=10) == [{"user_id": 42, "top_k": 10}]
-    assert build_requests("42", top_k=3, exclude_seen=False) == [{"user_id": 42, "top_k": 3, "exclude_seen": False}]
+    assert build_requests("42", top_k=10) == [{"user_id": "42", "top_k": 10}]
+    assert build_requests("42", top_k=3, exclude_seen=False) == [{"user_id": "42", "top_k": 3, "exclude_seen": False}]
+
+
+@pytest.mark.parametrize("typed", ["007", "1_0", " 1", "\uff11", "+1", "-0", "1e3"])
+def test_ids_are_sent_exactly_as_typed(typed):
+    """``int()`` would turn each of these into another id ("007" -> 7, "1_0" -> 10, fullwidth 1 -> 1)."""
+    assert build_requests(typed, item=typed) == [{"user_id": typed, "item_id": typed}]
+    assert build_requests(typed, top_k=1)[0]["user_id"] == typed
 
 
 @pytest.mark.parametrize(

@@ -66,11 +66,16 @@ def test_warm_up_refuses_a_fastpath_from_another_model(tmp_path):
 
 def test_missing_or_corrupt_model_file_is_named(tmp_path):
     model = separated_ncf(SPEC)
-    bundle(tmp_path, model, "onnxruntime", [{"batch_size": None, "path": "model.onnx"}])
-    with pytest.raises(BundleError, match=r"model.onnx not found \(serving.json models\[\].path"):
+    models = [{"batch_size": None, "path": "model.onnx"}]
+    bundle(tmp_path, model, "onnxruntime", models)  # no model file was written: serving.json cannot cover it
+    with pytest.raises(BundleError, match="'files' does not cover model.onnx"):
         Predictor.load(tmp_path)
     (tmp_path / "model.onnx").write_bytes(b"garbage")
+    bundle(tmp_path, model, "onnxruntime", models)
     with pytest.raises(BundleError, match="model.onnx: onnxruntime cannot load it"):
+        Predictor.load(tmp_path)
+    (tmp_path / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="model.onnx: is missing"):
         Predictor.load(tmp_path)
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_interaction_data
+from conftest import add_tiny_dataset, tiny_interaction_data
 
 from ncfctl.config import load_config
 from ncfctl.errors import NcfError
@@ -24,11 +24,7 @@ SMALL = ["--factors", "8", "--layers", "16,8", "--batch-size", "256", "--lr", "0
 
 
 def add_dataset(workdir):
-    data = tiny_interaction_data(users=150, items=60, per_user=12)
-    info = {"dataset": "tiny", "num_users": 150, "num_items": 60, "explicit": False, "split": "leave-one-out"}
-    with Workspace(workdir).create("dataset", info=info) as writer:
-        data.save(writer.path)
-    return writer.artifact
+    return add_tiny_dataset(workdir, tiny_interaction_data(users=150, items=60, per_user=12))
 
 
 def test_train_writes_a_complete_artifact(run_cli, workdir):

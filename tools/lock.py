@@ -13,6 +13,7 @@ lock does not have is an error: every server dependency must also be a dependenc
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -42,9 +43,8 @@ def read_pins(path: Path) -> dict[str, str]:
 def compile_lock() -> None:
     subprocess.run(
         [sys.executable, "-m", "piptools", "compile", "--quiet", "--upgrade", "--all-extras", "--strip-extras",
-         "--no-emit-index-url", "--no-emit-find-links", "--custom-compile-command", "python tools/lock.py",
-         "--output-file", LOCK.name, "pyproject.toml"],
-        cwd=ROOT, check=True,
+         "--no-emit-index-url", "--no-emit-find-links", "--output-file", LOCK.name, "pyproject.toml"],
+        cwd=ROOT, check=True, env={**os.environ, "CUSTOM_COMPILE_COMMAND": "python tools/lock.py"},
     )
 
 

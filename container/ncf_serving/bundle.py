@@ -6,7 +6,7 @@ them from here so the two sides cannot drift. It needs only numpy and pydantic, 
 
 Files::
 
-    serving.json    see :class:`ServingSpec`
+    serving.json    see :class:`ServingSpec`; its ``files`` holds the sha256 of every other file
     fastpath/       numpy weights for the exact top-K fast path (names below)
     seen_items/     ``indptr`` (U+1,) int64, ``indices`` int32/int64: each user's train+val items
     ids/            ``user_ids``, ``item_ids``: unicode arrays, index -> raw id from the user's data;
@@ -34,6 +34,10 @@ top-K request costs one user-side mat-vec plus one pass over the item matrices:
   ``(in, out)`` so a batch of hidden states multiplies them directly.
 * ``out_mlp`` (H_L,): the output layer's weights on the MLP tower.
 * ``out_bias`` (): the output layer's bias.
+
+Integrity: :func:`load_bundle` checks every file against ``serving.json`` ``files`` before reading
+any of them, and refuses a bundle whose array folders or model files are not all covered, so a flipped byte
+in ``model.onnx`` stops the server from ever reporting ready (ncfctl is not needed for the check).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ncf_serving.checksums import ChecksumError, verify_files
 from ncf_serving.layout import FASTPATH_DIR, FORMAT, IDS_DIR, SEEN_DIR, SERVING_JSON
 
 __all__ = ["FASTPATH_DIR", "FORMAT", "IDS_DIR", "SEEN_DIR", "SERVING_JSON"]
@@ -68,6 +73,12 @@ class BundleError(Exception):
     """The bundle in the model directory is missing a file or holds an inconsistent value."""
 
 
+def _check_relative(path: str) -> str:
+    if Path(path).is_absolute() or ".." in Path(path).parts:
+        raise ValueError(f"path {path!r} must be relative and stay inside the bundle")
+    return path
+
+
 class ModelFile(BaseModel):
     """One runtime model: ``batch_size`` null means any batch (dynamic); otherwise exactly that many pairs."""
 
@@ -78,9 +89,7 @@ class ModelFile(BaseModel):
 
     @model_validator(mode="after")
     def _inside_bundle(self) -> ModelFile:
-        parts = Path(self.path).parts
-        if Path(self.path).is_absolute() or ".." in parts:
-            raise ValueError(f"path {self.path!r} must be relative and stay inside the bundle")
+        _check_relative(self.path)
         return self
 
 
@@ -100,6 +109,7 @@ class ServingSpec(BaseModel):
     threads: int = Field(default=1, gt=0)
     source_model: str | None = None
     target: str | None = None
+    files: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256, every file but serving.json
 
     @model_validator(mode="after")
     def _one_dynamic_or_distinct_static(self) -> ServingSpec:
@@ -108,6 +118,8 @@ class ServingSpec(BaseModel):
             raise ValueError("models: a dynamic-batch model (batch_size null) must be the only one")
         if len(set(sizes)) != len(sizes):
             raise ValueError(f"models: batch sizes must be distinct, got {sizes}")
+        for name in self.files:
+            _check_relative(name)
         return self
 
     @property
@@ -187,10 +199,31 @@ def read_arrays(folder: Path, required: tuple[str, ...] = ()) -> dict[str, np.nd
     return arrays
 
 
+def verify_bundle(folder: Path, spec: ServingSpec) -> None:
+    """Check every file against ``spec.files``; the array folders and every model file must be covered.
+
+    A DLR model is a folder: it is covered when ``files`` records files under it.
+    """
+    if not spec.files:
+        raise BundleError(
+            f"{folder / SERVING_JSON} records no checksums ('files'): the bundle cannot be verified "
+            "(written by an older ncfctl?): run ncfctl neo compile again"
+        )
+    for name in (FASTPATH_DIR, SEEN_DIR, IDS_DIR, *(m.path.rstrip("/") for m in spec.models)):
+        if name not in spec.files and not any(f.startswith(f"{name}/") for f in spec.files):
+            raise BundleError(f"{folder / SERVING_JSON}: 'files' does not cover {name}: the bundle cannot be verified")
+    try:
+        verify_files(folder, spec.files)
+    except ChecksumError as exc:
+        raise BundleError(f"{folder / exc.name}: {exc.problem} (serving.json 'files'); refusing to serve it") from None
+
+
 def load_bundle(folder: str | Path) -> Bundle:
-    """Read and cross-check everything except the runtime model files (arrays stay memory-mapped)."""
+    """Verify every file's checksum, then read and cross-check everything except the runtime model files
+    (arrays stay memory-mapped)."""
     folder = Path(folder)
     spec = read_spec(folder)
+    verify_bundle(folder, spec)
     fastpath = read_arrays(folder / FASTPATH_DIR, (OUT_BIAS,))
     seen = read_arrays(folder / SEEN_DIR, ("indptr", "indices"))
     ids = read_arrays(folder / IDS_DIR, ("user_ids", "item_ids", "user_order", "item_order"))

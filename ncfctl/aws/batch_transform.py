@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
-import numpy as np
-from ncf_serving.layout import IDS_NPZ
+from ncf_serving.bundle import BundleError, load_bundle
 
 from ncfctl import safetar
 from ncfctl.aws import jobs, registry, s3
@@ -37,15 +36,15 @@ LINES_PER_REQUEST = 100_000  # > what 1 MB of request lines can hold
 WHAT = "recommend --backend sagemaker"
 
 
-def user_ids(aws: Any, model_data: str, work: Path) -> list[str]:
-    """The raw user ids of a registered bundle (its ``ids.npz``), read from its ``model.tar.gz``."""
-    archive = s3.download_file(aws, model_data, work / "model.tar.gz")
-    safetar.safe_extract(archive, work / "bundle")
-    ids = work / "bundle" / IDS_NPZ
-    if not ids.is_file():
-        raise NcfError(f"{model_data} holds no {IDS_NPZ}: not an ncfctl serving bundle")
-    with np.load(ids, allow_pickle=False) as loaded:
-        return [str(user) for user in loaded["user_ids"].tolist()]
+def user_ids(config: Config, model_data: str, work: Path) -> list[str]:
+    """The raw user ids of a registered bundle, read (checksums verified) from its ``model.tar.gz``."""
+    archive = s3.download_file(config.aws, model_data, work / "model.tar.gz")
+    safetar.safe_extract(archive, work / "bundle", config.archive)
+    try:
+        bundle = load_bundle(work / "bundle")
+    except BundleError as exc:
+        raise NcfError(f"{model_data}: not a servable ncfctl bundle: {exc}") from None
+    return [str(user) for user in bundle.user_ids.tolist()]
 
 
 def transform_request(config: Config, name: str, input_uri: str, output_uri: str) -> dict[str, Any]:
@@ -101,7 +100,7 @@ def recommend(
     info = {"backend": "sagemaker", "source": arn, "top_k": top_k, "exclude_seen": exclude_seen}
     with workspace.create(KIND, parent=arn, info=info) as writer, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        users = user_ids(aws, model_data, work)
+        users = user_ids(config, model_data, work)
         request = {"top_k": top_k, "exclude_seen": exclude_seen}
         (work / INPUT_FILE).write_text("".join(json.dumps({"user_id": u, **request}) + "\n" for u in users))
         base = s3.uri(bucket, aws.prefix, "transform", writer.id)

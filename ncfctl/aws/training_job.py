@@ -219,8 +219,8 @@ def run_training_job(
     if [path.name for path in model_files] != ["model.pt", "masks.pt"][: len(model_files)]:
         raise ValueError(f"the model channel needs files named model.pt (+ masks.pt), got {model_files}")
     files = {
-        "train": [dataset.path / file for file in TRAIN_FILES],
-        "test": [dataset.path / file for file in TEST_FILES],
+        "train": [dataset.file(file) for file in TRAIN_FILES],
+        "test": [dataset.file(file) for file in TEST_FILES],
         "model": model_files,
     }
     name = job_name(prefix)

@@ -92,7 +92,7 @@ def _open_runner(variant: Variant, seen_npz: Path, config: Config) -> Runner:
     threads = config.bench.threads
     if variant.runtime == "torch":
         with np.load(seen_npz) as seen:
-            return TorchRunner(variant.artifact.path / MODEL_FILE, seen["indptr"], seen["indices"], threads)
+            return TorchRunner(variant.artifact.file(MODEL_FILE), seen["indptr"], seen["indices"], threads)
     if variant.runtime == "http":
         return HttpRunner(variant.url, variant.bundle, config.serving.max_batch)
     return BundleRunner(variant.bundle, threads)
@@ -107,7 +107,7 @@ def _probe_spec(variant: Variant, seen_npz: Path, data: InteractionData, config:
         "k": config.train.top_k,
     }
     if variant.runtime == "torch":
-        return {"kind": "torch", "model": str(variant.artifact.path / MODEL_FILE), "seen": str(seen_npz), **common}
+        return {"kind": "torch", "model": str(variant.artifact.file(MODEL_FILE)), "seen": str(seen_npz), **common}
     return {"kind": "bundle", "bundle": str(variant.bundle), **common}
 
 

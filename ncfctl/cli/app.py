@@ -1,8 +1,10 @@
 """``ncfctl``: the Typer application and its error handling.
 
 Every command module exposes ``register(app)``; commands parse flags, call one service and print
-through :class:`~ncfctl.cli.output.Output`. Expected failures are :class:`~ncfctl.errors.NcfError`:
-one red line on stderr and exit code 2 (``--debug`` shows the traceback).
+through :class:`~ncfctl.cli.output.Output`. Expected failures (:class:`~ncfctl.errors.NcfError`,
+and what :func:`~ncfctl.errors.expected_failure` recognises) are one red line on stderr, cut to
+a bounded length, and exit code 2 (``--debug`` shows the traceback). The handling lives in the
+command group itself, so ``ncfctl`` on a terminal and typer's ``CliRunner`` in tests behave alike.
 """
 
 from __future__ import annotations
@@ -12,15 +14,47 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from ncfctl import __version__
 from ncfctl.cli import bench, data, deploy, image, invoke, neo, pipeline, prune, recommend, registry, train
 from ncfctl.cli.context import GlobalOptions
-from ncfctl.errors import NcfError
+from ncfctl.errors import expected_failure, one_line
+
+
+def _debug_requested(ctx: click.Context) -> bool:
+    options = ctx.obj
+    if isinstance(options, GlobalOptions) and options.debug:
+        return True
+    return "--debug" in sys.argv or os.environ.get("NCFCTL_DEBUG", "").lower() in {"1", "true", "yes"}
+
+
+class NcfGroup(TyperGroup):
+    """The command group: an expected failure becomes one red line and its exit code (2)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            Console(stderr=True).print("[yellow]interrupted[/yellow]")
+            ctx.exit(130)
+        except Exception as exc:
+            error = expected_failure(exc)
+            if error is None or _debug_requested(ctx):
+                raise
+            message = escape(one_line(str(error)))
+            Console(stderr=True).print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
+            ctx.exit(error.exit_code)
+
 
 app = typer.Typer(
+    cls=NcfGroup,
     name="ncfctl",
     help="Neural Collaborative Filtering: data -> train -> prune -> finetune -> neo compile -> "
     "build-image -> deploy -> invoke -> bench.",
@@ -57,19 +91,6 @@ for _module in (data, train, prune, neo, image, deploy, invoke, recommend, bench
     _module.register(app)
 
 
-def _debug_requested(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("NCFCTL_DEBUG", "").lower() in {"1", "true", "yes"}
-
-
 def main() -> None:
-    """Console-script entry point: run the app, turning NcfError into one line and exit 2."""
-    try:
-        app()
-    except NcfError as exc:
-        if _debug_requested(sys.argv):
-            raise
-        Console(stderr=True).print(f"[bold red]Error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
+    """Console-script entry point (errors are handled by :class:`NcfGroup`)."""
+    app()

@@ -42,7 +42,7 @@ def benchmark_payload(artifact) -> dict[str, Any]:
     """A benchmark artifact as the ``--json`` document: its files and the full ``results.json``."""
     from ncfctl.bench.report import RESULTS_CSV, RESULTS_JSON, SUMMARY_MD
 
-    results = jsonlib.loads((artifact.path / RESULTS_JSON).read_text(encoding="utf-8"))
+    results = jsonlib.loads(artifact.file(RESULTS_JSON).read_text(encoding="utf-8"))
     return {
         "benchmark": artifact.id,
         "path": str(artifact.path),

@@ -14,7 +14,7 @@ DatasetRefOpt = Annotated[
 ModelRefOpt = Annotated[str | None, typer.Option("--model", help="Model artifact id or folder (default: the latest).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Torch/ONNX Runtime threads.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs.")]
-LrOpt = Annotated[float | None, typer.Option("--lr", min=0.0, help="Learning rate.")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (finite, > 0) [train.lr].")]
 BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size.")]
 TrainBackendOpt = Annotated[
     str | None, typer.Option("--backend", help="local (this machine) or sagemaker (a SageMaker training job).")

@@ -75,7 +75,7 @@ def import_model_package(config: Config, workspace: Workspace, ref: str, progres
     with workspace.create("model", parent=arn, info=info) as writer, tempfile.TemporaryDirectory() as tmp:
         archive = s3.download_file(aws, model_data, Path(tmp) / "model.tar.gz", progress)
         bundle = writer.path / BUNDLE_DIR
-        safetar.safe_extract(archive, bundle)
+        safetar.safe_extract(archive, bundle, config.archive)
         if not (bundle / MODEL_FILE).is_file():
             raise NcfError(
                 f"{model_data} holds no {MODEL_FILE}: Neo needs the weights (register with ncfctl's pipeline)"

@@ -71,7 +71,7 @@ def user_time_order(users: np.ndarray, times: np.ndarray, num_users: int) -> np.
     if not len(times):
         return np.arange(0)
     first = times.min()
-    span = int(times.max() - first) + 1
+    span = int(times.max()) - int(first) + 1  # Python ints: the int64 difference can overflow
     if num_users * span < 2**62:
         return np.argsort(users * np.int64(span) + (times - first), kind="stable")
     return np.lexsort((times, users))

@@ -9,6 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+INT64_LIMIT = 2.0**63  # |value| at or past this does not fit int64 (casting would wrap to the minimum)
+
+
+def _not_int64(numbers: np.ndarray) -> np.ndarray:
+    """Rows that are not finite or would not fit an int64 (they would silently wrap when cast)."""
+    return ~np.isfinite(numbers) | (numbers >= INT64_LIMIT) | (numbers < -INT64_LIMIT)
+
 
 def to_ratings(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Finite float32 ratings; ``bad`` marks non-numeric, missing, NaN and infinite values."""
@@ -23,7 +30,7 @@ def to_epoch_seconds(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         stamps = pd.to_datetime(values, utc=True)
     elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
         numbers = values.to_numpy(np.float64, na_value=np.nan)
-        bad = ~np.isfinite(numbers)
+        bad = _not_int64(numbers)
         return np.floor(np.where(bad, 0.0, numbers)).astype(np.int64), bad
     else:
         text = values.astype("string")
@@ -38,9 +45,9 @@ def to_epoch_seconds(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_integer_ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Integer ids (MovieLens); ``bad`` marks missing, non-numeric and fractional values."""
+    """Integer ids (MovieLens); ``bad`` marks missing, non-numeric, fractional and out-of-int64 values."""
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    bad = ~np.isfinite(numbers) | (numbers != np.floor(numbers))
+    bad = _not_int64(numbers) | (numbers != np.floor(numbers))
     return np.where(bad, 0, numbers).astype(np.int64), bad
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ncfctl.errors import NcfError
 
@@ -111,29 +112,89 @@ class InteractionData:
 
     @classmethod
     def load(cls, folder: Path, num_users: int, num_items: int, explicit: bool = False) -> InteractionData:
-        """Read a dataset folder; sizes come from the manifest (cold items have no rows)."""
-        try:
-            frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in SPLIT_FILES}
-            negatives = {name: np.load(folder / f"{name}_negatives.npy") for name in ("val", "test")}
-            user_ids = pd.read_parquet(folder / "user_ids.parquet")["raw_id"].to_numpy()
-            item_ids = pd.read_parquet(folder / "item_ids.parquet")["raw_id"].to_numpy()
-        except (OSError, KeyError) as exc:
-            raise NcfError(f"dataset folder {folder} is incomplete: {exc}") from None
+        """Read a dataset folder; sizes come from the manifest (cold items have no rows).
+
+        Every file is checked against the contract in the module docstring (columns, index
+        ranges, negatives' shape), so a damaged or foreign file is one line naming it rather than
+        an index error deep in training or, worse, scores for the wrong rows.
+        """
+        frames = {name: _read_split(folder / f"{name}.parquet", num_users, num_items) for name in SPLIT_FILES}
+        if not len(frames["train"]):
+            raise NcfError(f"{folder / 'train.parquet'} has no rows: nothing to train on")
+        negatives = {
+            name: _read_negatives(folder / f"{name}_negatives.npy", len(frames[name]), num_items)
+            for name in ("val", "test")
+        }
         return cls(
             num_users=num_users,
             num_items=num_items,
-            train=Interactions.from_frame(frames["train"]),
-            val=EvalSplit(Interactions.from_frame(frames["val"]), negatives["val"]),
-            test=EvalSplit(Interactions.from_frame(frames["test"]), negatives["test"]),
-            user_ids=user_ids,
-            item_ids=item_ids,
+            train=frames["train"],
+            val=EvalSplit(frames["val"], negatives["val"]),
+            test=EvalSplit(frames["test"], negatives["test"]),
+            user_ids=_read_raw_ids(folder / "user_ids.parquet", num_users),
+            item_ids=_read_raw_ids(folder / "item_ids.parquet", num_items),
             explicit=explicit,
         )
 
 
+def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise NcfError(f"dataset file {path} is missing") from None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise NcfError(f"{path} is not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise NcfError(f"{path} lacks column(s) {missing} (it has {list(frame.columns)})")
+    return frame
+
+
+def _read_split(path: Path, num_users: int, num_items: int) -> Interactions:
+    frame = _read_parquet(path, ["user", "item", "rating", "timestamp"])
+    for column, size in (("user", num_users), ("item", num_items)):
+        values = frame[column]
+        if not pd.api.types.is_integer_dtype(values.dtype):
+            raise NcfError(f"{path}: column '{column}' holds {values.dtype}, not integer indices")
+        if len(values) and (values.min() < 0 or values.max() >= size):
+            bad = values[(values < 0) | (values >= size)].iloc[0]
+            raise NcfError(f"{path}: column '{column}' holds {bad}, outside [0, {size}) that the manifest gives")
+    if not pd.api.types.is_integer_dtype(frame["timestamp"].dtype):
+        raise NcfError(f"{path}: column 'timestamp' holds {frame['timestamp'].dtype}, not int64 seconds")
+    ratings = frame["rating"]
+    if not pd.api.types.is_numeric_dtype(ratings.dtype) or not np.isfinite(ratings.to_numpy(np.float64)).all():
+        raise NcfError(f"{path}: column 'rating' must hold finite numbers")
+    return Interactions.from_frame(frame)
+
+
+def _read_negatives(path: Path, rows: int, num_items: int) -> np.ndarray:
+    try:
+        negatives = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise NcfError(f"dataset file {path} is missing") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise NcfError(f"{path} is not a readable .npy file: {str(exc).splitlines()[0]}") from None
+    if negatives.ndim != 2 or negatives.shape[0] != rows or not np.issubdtype(negatives.dtype, np.integer):
+        raise NcfError(
+            f"{path} holds {negatives.dtype} {negatives.shape}; expected integer ({rows}, negatives per row)"
+        )
+    if negatives.size and (negatives.min() < 0 or negatives.max() >= num_items):
+        raise NcfError(f"{path} holds item indices outside [0, {num_items})")
+    return negatives.astype(np.int64, copy=False)
+
+
+def _read_raw_ids(path: Path, count: int) -> np.ndarray:
+    ids = _read_parquet(path, ["raw_id"])["raw_id"].to_numpy()
+    if len(ids) != count:
+        raise NcfError(f"{path} holds {len(ids)} ids; the manifest gives {count}")
+    return ids
+
+
 def load_dataset(artifact) -> InteractionData:  # artifact: ncfctl.workspace.Artifact
-    """Load a dataset artifact; its manifest ``info`` carries the sizes and the task."""
+    """Load a dataset artifact after checking its files against the manifest; ``info`` carries the sizes."""
     info = artifact.manifest.info
-    return InteractionData.load(
-        artifact.path, int(info["num_users"]), int(info["num_items"]), bool(info.get("explicit", False))
-    )
+    try:
+        sizes = int(info["num_users"]), int(info["num_items"])
+    except (KeyError, TypeError, ValueError):
+        raise NcfError(f"dataset {artifact.id}: manifest lacks integer num_users/num_items ({artifact.path})") from None
+    return InteractionData.load(artifact.verify(), *sizes, bool(info.get("explicit", False)))

@@ -50,15 +50,20 @@ def prune_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def unpack_model(channel: Path, dest: Path) -> Path:
-    """The folder holding ``model.pt``: the channel itself, or its ``model.tar.gz`` extracted safely."""
+    """The folder holding ``model.pt``: the channel itself, or its ``model.tar.gz`` extracted safely.
+
+    The job has no ncfctl config file (its source holds Python files only), so the archive bounds are
+    configs/default.yaml's ``archive`` values, stated here.
+    """
     from ncfctl import safetar
+    from ncfctl.config import ArchiveConfig
 
     if (channel / "model.pt").is_file():
         return channel
     archive = channel / BUNDLE_ARCHIVE
     if not archive.is_file():
         raise SystemExit(f"channel folder {channel} has neither model.pt nor {BUNDLE_ARCHIVE}")
-    safetar.safe_extract(archive, dest)
+    safetar.safe_extract(archive, dest, ArchiveConfig(max_bytes=4 * 2**30, max_members=10_000))
     if not (dest / "model.pt").is_file():
         raise SystemExit(f"{archive} holds no model.pt")
     return dest

@@ -75,8 +75,7 @@ def load_source(workspace: Workspace, ref: str | None, hint: str, where: dict[st
     """``ref`` (or the latest model matching ``where``), its ``masks.pt`` if any, and its dataset."""
     artifact = workspace.resolve(ref, "model", hint, where)
     model = load_model(artifact.file(MODEL_FILE))
-    masks_path = artifact.path / MASKS_FILE
-    masks = load_masks(masks_path, model) if masks_path.exists() else None
+    masks = load_masks(artifact.file(MASKS_FILE), model) if artifact.has(MASKS_FILE) else None
     dataset, data = dataset_of(workspace, artifact, model)
     return Source(artifact, model, masks, dataset, data)
 
@@ -162,9 +161,9 @@ def _finetune_sagemaker(
     folder = workspace.root / RUNS_DIR / f"finetune-{source.artifact.id}"
     folder.mkdir(parents=True, exist_ok=True)
     remote = dataclasses.replace(settings, threads=None)  # the container uses all of its cores
-    job = worker_job(source.dataset, source.artifact.path / MODEL_FILE, folder, remote, resume=False)
+    job = worker_job(source.dataset, source.artifact.file(MODEL_FILE), folder, remote, resume=False)
     if source.masks:
-        job = dataclasses.replace(job, masks=str(source.artifact.path / MASKS_FILE))
+        job = dataclasses.replace(job, masks=str(source.artifact.file(MASKS_FILE)))
     outcome = run_training_job(
         config, job, source.dataset, folder / "sagemaker", prefix="ncfctl-finetune", progress=tracker.progress
     )
@@ -384,9 +383,10 @@ def finetune_model(config: Config, workspace: Workspace, model_ref: str | None =
 def _reference_model(workspace: Workspace, source: Source) -> NCF:
     """What per-layer "removed" is measured against: the model the source was pruned from, when present."""
     origin = source.artifact.manifest.info.get("source_model")
-    if origin:
-        try:
-            return load_model(workspace.get(origin, "model").file(MODEL_FILE))
-        except NcfError:
-            pass  # the unpruned model was deleted: compare with the source itself
-    return source.model
+    if not origin:
+        return source.model
+    try:
+        reference = workspace.get(origin, "model")
+    except NcfError:
+        return source.model  # the unpruned model was deleted: compare with the source itself
+    return load_model(reference.file(MODEL_FILE))  # but a changed one is refused, not skipped

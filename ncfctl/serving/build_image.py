@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncf_serving.bundle import BundleError, read_spec
+from ncf_serving.bundle import BundleError, load_bundle
+from ncf_serving.fastpath import FastPath
 
 from ncfctl.aws import codebuild, ecr, s3
 from ncfctl.aws.clients import require, require_credentials
@@ -68,15 +69,18 @@ def container_source_dir() -> Path:
 
 
 def bundle_spec(bundle: Path) -> Any:
-    """The bundle's ``serving.json`` after checking that every model file it names is present."""
+    """The bundle's ``serving.json`` after loading the bundle as the server does before ``/ping`` is 200.
+
+    That is the server's own code: every file checked against ``serving.json`` ``files`` (so every
+    model file is present), shapes and ids against the spec, the fast path built. Only the runtime
+    model is not opened: a Neo bundle may be compiled for another machine; the server opens it.
+    """
     try:
-        spec = read_spec(bundle)
+        loaded = load_bundle(bundle)
+        FastPath(loaded.fastpath)
     except BundleError as exc:
-        raise NcfError(str(exc)) from None
-    for model in spec.models:
-        if not (bundle / model.path).exists():
-            raise NcfError(f"{bundle / 'serving.json'} names model file '{model.path}', which is missing")
-    return spec
+        raise NcfError(f"not packing {bundle}: {exc}") from None
+    return loaded.spec
 
 
 def write_build_context(dest: Path, bundle: Path) -> Any:
@@ -241,7 +245,7 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
         config={"image": config.image.model_dump(), "aws.ecr_repository": config.aws.ecr_repository},
         info={"compiled": source.id, "context": CONTEXT_DIR, "model_dir": f"{CONTEXT_DIR}/{MODEL_DIR}"},
     ) as writer:
-        spec = write_build_context(writer.path / CONTEXT_DIR, source.path)
+        spec = write_build_context(writer.path / CONTEXT_DIR, source.verify())
         writer.manifest.info.update(
             runtime=spec.runtime,
             task=spec.task,

@@ -27,6 +27,7 @@ from ncf_serving.bundle import (
     tower_keys,
     write_arrays,
 )
+from ncf_serving.checksums import hash_folder
 from pydantic import ValidationError
 
 from ncfctl import fileio
@@ -84,8 +85,10 @@ def write_serving_bundle(
 ) -> dict[str, Any]:
     """Write ``serving.json`` and the ``fastpath/``, ``seen_items/`` and ``ids/`` arrays into ``folder``.
 
-    ``models`` lists the runtime model files the caller writes (``[{"batch_size": None, "path":
-    "model.onnx"}]`` or one entry per static batch size). Returns the ``serving.json`` document.
+    ``models`` lists the runtime model files, which the caller has already written into ``folder``
+    (``[{"batch_size": None, "path": "model.onnx"}]`` or one entry per static batch size).
+    ``serving.json`` is written last and records the sha256 of every other file in ``folder``, so
+    the bundle carries its own checksums. Returns the ``serving.json`` document.
     """
     folder = Path(folder)
     spec = model.spec
@@ -116,6 +119,7 @@ def write_serving_bundle(
     write_arrays(folder / FASTPATH_DIR, fastpath_arrays(model))
     write_arrays(folder / SEEN_DIR, {"indptr": indptr.astype(np.int64), "indices": indices.astype(index_dtype)})
     write_arrays(folder / IDS_DIR, id_arrays(data))
+    serving.files = hash_folder(folder, exclude=[SERVING_JSON])
     document = serving.model_dump(mode="json")
     fileio.write_json(folder / SERVING_JSON, document)
     return document

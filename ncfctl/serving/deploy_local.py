@@ -208,7 +208,7 @@ def stop_abandoned_starts(config: Config, workspace: Workspace) -> None:
 def start_local(config: Config, workspace: Workspace, image: str | None = None, on_wait=None) -> Artifact:
     """Serve an image's build context on ``serving.host``; the committed ``deployment`` artifact."""
     source = workspace.resolve(image, "image", IMAGE_HINT)
-    context = source.path / source.manifest.info.get("context", CONTEXT_DIR)
+    context = source.verify(source.manifest.info.get("context", CONTEXT_DIR))  # the server code and the bundle
     if not (context / MODEL_DIR).is_dir():
         raise NcfError(f"image {source.id} has no build context with a model at {context / MODEL_DIR}")
     stop_abandoned_starts(config, workspace)

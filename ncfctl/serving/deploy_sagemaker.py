@@ -111,7 +111,7 @@ def _source(config: Config, workspace: Workspace, image: str | None, model_packa
             f"image {source.id} is not in ECR (built with backend '{source.manifest.info.get('backend')}')",
             hint="ncfctl build-image --push or --backend codebuild, or set aws.image_uri",
         )
-    model_dir = source.path / source.manifest.info.get("context", CONTEXT_DIR) / MODEL_DIR
+    model_dir = source.verify(f"{source.manifest.info.get('context', CONTEXT_DIR)}/{MODEL_DIR}")
     spec = bundle_spec(model_dir)
     check_serving_pair(source.manifest.info.get("compiled") or source.id, spec.target, spec.runtime, instance_type)
     return {

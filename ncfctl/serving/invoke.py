@@ -35,20 +35,14 @@ class Reply:
     latency_ms: float
 
 
-def parse_id(value: str) -> int | str:
-    """Ids as typed on the command line: ``42`` is sent as a number, ``u42`` as a string."""
-    try:
-        return int(value)
-    except ValueError:
-        return value
-
-
 def read_requests(path: Path) -> list[dict[str, Any]]:
-    """One JSON object per non-empty line; a bad line is named by its number."""
+    """One JSON object per non-empty line (UTF-8); a bad line is named by its number."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise NcfError(f"--file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise NcfError(f"--file {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
     requests = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -57,6 +51,10 @@ def read_requests(path: Path) -> list[dict[str, Any]]:
             request = json.loads(line)
         except json.JSONDecodeError as exc:
             raise NcfError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise NcfError(f"{path} line {number}: JSON nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer past Python's 4300-digit conversion limit
+            raise NcfError(f"{path} line {number}: {str(exc).splitlines()[0]}") from None
         if not isinstance(request, dict):
             raise NcfError(f"{path} line {number}: expected a JSON object, got {type(request).__name__}")
         requests.append(request)
@@ -72,7 +70,12 @@ def build_requests(
     file: Path | None = None,
     exclude_seen: bool = True,
 ) -> list[dict[str, Any]]:
-    """The request bodies for the flags given: one pair, one top-K query, or a JSONL file."""
+    """The request bodies for the flags given: one pair, one top-K query, or a JSONL file.
+
+    Ids go out exactly as typed, as JSON strings (``007``, ``1_0``, `` 1`` and fullwidth digits
+    included): the server looks them up in the data's raw-id table as text, so sending ``int("007")``
+    would name another user.
+    """
     if file is not None:
         if user is not None or item is not None or top_k is not None:
             raise NcfError("--file cannot be combined with --user/--item/--top-k")
@@ -82,8 +85,8 @@ def build_requests(
     if (item is None) == (top_k is None):
         raise NcfError("give exactly one of --item (score a pair) and --top-k (recommend)")
     if item is not None:
-        return [{"user_id": parse_id(user), "item_id": parse_id(item)}]
-    request: dict[str, Any] = {"user_id": parse_id(user), "top_k": top_k}
+        return [{"user_id": user, "item_id": item}]
+    request: dict[str, Any] = {"user_id": user, "top_k": top_k}
     if not exclude_seen:
         request["exclude_seen"] = False
     return [request]

@@ -11,6 +11,7 @@ process with the same ``batch_size`` and ``lr``.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from torch import nn
 
 from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
-from ncfctl.evaluation import evaluate, torch_score_fn
+from ncfctl.evaluation import check_top_k, evaluate, torch_score_fn
 from ncfctl.models import NCF
 from ncfctl.threads import torch_threads
 from ncfctl.training import distributed
@@ -239,6 +240,9 @@ def fit(
     explicit = _check_task(model, data, settings)
     if not 0 < settings.fraction <= 1:
         raise NcfError(f"fraction must be in (0, 1], got {settings.fraction}")
+    if not (math.isfinite(settings.lr) and settings.lr > 0):
+        raise NcfError(f"lr must be a finite number > 0, got {settings.lr}")
+    check_top_k(data, settings.top_k)
     started = time.perf_counter()
     device = resolve_device(settings.device)
     with torch_threads(settings.threads):
@@ -284,6 +288,23 @@ def _initial_state(model, optimizer, settings: FitSettings, checkpoint) -> Train
     return state
 
 
+def _check_finite(model: nn.Module, loss: float, epoch: int, settings: FitSettings) -> None:
+    """Stop a diverged run before it is validated, checkpointed or returned: NaN weights are no model.
+
+    Every rank sees the same all-reduced loss and the same synchronised weights, so under DDP all
+    ranks stop together.
+    """
+    problem = None if math.isfinite(loss) else f"the mean loss is {loss}"
+    if problem is None:
+        name = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+        problem = None if name is None else f"weights of {name} are not finite"
+    if problem is not None:
+        raise NcfError(
+            f"training diverged in epoch {epoch}: {problem} (lr {settings.lr:g}); nothing was saved",
+            hint="lower --lr",
+        )
+
+
 def _train_epochs(runner: EpochRunner, data, state: TrainingState, checkpoint, on_epoch) -> bool:
     """Epochs ``state.epoch + 1 ..`` with validation, selection and checkpoints; True if stopped early."""
     settings, model, device = runner.settings, runner.model, runner.device
@@ -297,6 +318,7 @@ def _train_epochs(runner: EpochRunner, data, state: TrainingState, checkpoint, o
         torch.manual_seed(settings.seed * 1_000_003 + epoch)  # dropout: same per epoch on resume
         loss_sum, seen = runner.run(_epoch_examples(train_rows, sampler, settings, epoch))
         loss_sum, seen = distributed.all_sum([loss_sum, float(seen)], device)
+        _check_finite(model, loss_sum / max(seen, 1.0), epoch, settings)
         train_seconds = time.perf_counter() - tick
         val = evaluate(scorer, data, "val", k=settings.top_k, full_ranking=False)
         score = selection_score(val, runner.explicit)

@@ -6,9 +6,12 @@ DDP ranks) or as a SageMaker training job, and commits the artifact: ``model.pt`
 training-curve PNG and a manifest with the dataset id, config, per-epoch history, test metrics
 of the kept epoch next to the popularity baseline's, parameter count and file size.
 
-Each run keeps its state under ``<workdir>/.runs/<key>/`` (checkpoint after every epoch); the key
-hashes the dataset, model shape and optimisation settings, so ``resume=True`` finds the
-interrupted run of the same command, and may also extend a finished run to more epochs.
+Each run keeps its state under ``<workdir>/.runs/<key>/`` (checkpoint after every epoch, and
+``run.json``, the settings the key hashes); the key hashes the dataset, model shape and
+optimisation settings, so ``resume=True`` finds the interrupted run of the same command, and may
+also extend a finished run to more epochs. ``resume=True`` never starts from scratch silently:
+when no run has these settings it refuses with one line naming what differs from the most recent
+run (or saying there is none).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ncfctl import fileio
 from ncfctl.config import Config
 from ncfctl.data.dataset import InteractionData, load_dataset
 from ncfctl.errors import NcfError
@@ -37,6 +41,8 @@ from ncfctl.workspace import Artifact, Workspace
 CURVE_FILE = "training_curve.png"
 LATEST_LINK = "ncf_model_latest.pt"  # the seed project's name for "the newest model file"
 RUNS_DIR = ".runs"
+CHECKPOINT = "checkpoint.pt"
+RUN_JSON = "run.json"  # the run's identity: what its folder name hashes
 
 
 def fit_settings(config: Config) -> FitSettings:
@@ -84,11 +90,50 @@ def initial_model(
     return neumf_from_pretrained(spec, gmf, mlp)
 
 
-def run_dir(workspace: Workspace, dataset: Artifact, spec: NCFSpec, settings: FitSettings, tag: str) -> Path:
-    """The run's state folder: same dataset + model shape + optimisation settings -> same folder."""
-    identity = {"dataset": dataset.id, "spec": spec.model_dump(), "fit": settings.fingerprint(), "tag": tag}
+def run_identity(dataset: Artifact, spec: NCFSpec, settings: FitSettings, tag: str) -> dict[str, Any]:
+    """What makes two runs the same run: dataset, model shape, optimisation settings, pre-training."""
+    return {"dataset": dataset.id, "spec": spec.model_dump(), "fit": settings.fingerprint(), "tag": tag}
+
+
+def run_dir(workspace: Workspace, identity: dict[str, Any]) -> Path:
+    """The run's state folder: same identity -> same folder. Its ``run.json`` records the identity."""
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    return workspace.root / RUNS_DIR / f"train-{spec.model_type}-{digest}"
+    folder = workspace.root / RUNS_DIR / f"train-{identity['spec']['model_type']}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / RUN_JSON).is_file():
+        fileio.write_json(folder / RUN_JSON, identity)
+    return folder
+
+
+def _flat(identity: dict[str, Any]) -> dict[str, Any]:
+    """``{"dataset": .., "model.factors": .., "lr": ..}``: the identity as the settings a user names."""
+    flat = {"dataset": identity.get("dataset"), "pretrained": identity.get("tag") or None}
+    flat |= {f"model.{key}": value for key, value in (identity.get("spec") or {}).items()}
+    flat |= dict(identity.get("fit") or {})
+    return flat
+
+
+def check_resumable(workspace: Workspace, folder: Path, identity: dict[str, Any]) -> None:
+    """``--resume`` needs a checkpoint of this very run; otherwise say what differs from the latest run."""
+    if (folder / CHECKPOINT).exists():
+        return
+    runs = [run for run in (workspace.root / RUNS_DIR).glob("train-*") if (run / CHECKPOINT).is_file()]
+    runs = [run for run in runs if (run / RUN_JSON).is_file()]
+    if not runs:
+        raise NcfError(
+            f"--resume: no training run to resume in {workspace.root / RUNS_DIR}", hint="train without --resume"
+        )
+    latest = max(runs, key=lambda run: (run / CHECKPOINT).stat().st_mtime)
+    try:
+        saved = _flat(json.loads((latest / RUN_JSON).read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise NcfError(f"--resume: cannot read {latest / RUN_JSON}: {exc}") from None
+    current = _flat(identity)
+    changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
+    raise NcfError(
+        f"--resume: no run with these settings; the latest run ({latest.name}) differs in: {', '.join(changed)}",
+        hint="resume with that run's settings, or train without --resume to start a fresh run",
+    )
 
 
 def save_initial(folder: Path, model: NCF) -> Path:
@@ -108,7 +153,7 @@ def worker_job(dataset: Artifact, init_model: Path, folder: Path, settings: FitS
         init_model=str(init_model),
         output_dir=str(folder / "output"),
         settings=asdict(settings),
-        checkpoint=str(folder / "checkpoint.pt"),
+        checkpoint=str(folder / CHECKPOINT),
         resume=resume,
         events=str(folder / "events.jsonl"),
     )
@@ -166,8 +211,10 @@ def train_model(
     model = initial_model(config, workspace, spec, pretrain_gmf, pretrain_mlp)
     settings = fit_settings(config)
     tag = f"{pretrain_gmf}+{pretrain_mlp}" if pretrain_gmf else ""
-    folder = run_dir(workspace, dataset, spec, settings, tag)
-    folder.mkdir(parents=True, exist_ok=True)
+    identity = run_identity(dataset, spec, settings, tag)
+    folder = run_dir(workspace, identity)
+    if resume and config.train.backend == "local":
+        check_resumable(workspace, folder, identity)
     bars = EpochProgress(progress, f"train {spec.model_type}", settings.epochs, settings.top_k)
     extra: dict[str, Any] = {}
     if config.train.backend == "sagemaker":
@@ -191,7 +238,7 @@ def train_model(
             settings,
             on_epoch=bars.on_epoch,
             on_batch=bars.on_batch,
-            checkpoint=folder / "checkpoint.pt",
+            checkpoint=folder / CHECKPOINT,
             resume=resume,
         )
         result = asdict(fitted)
