@@ -405,3 +405,14 @@ def rerecord(artifact) -> None:
 
     manifest = artifact.manifest.model_copy(update={"files": hash_folder(artifact.path, exclude=[MANIFEST])})
     (artifact.path / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+
+
+@pytest.fixture(autouse=True)
+def fresh_aws_session():
+    """boto3 sessions are cached per process (one command is one process): in-process CLI tests run
+    many commands in one process, each with its own AWS environment, so each test starts uncached."""
+    from ncfctl.aws import clients
+
+    clients._session.cache_clear()
+    yield
+    clients._session.cache_clear()

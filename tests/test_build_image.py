@@ -18,7 +18,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from ncf_serving.checksums import sha256_file
+from ncf_serving.checksums import hash_folder
 
 from ncfctl.workspace import Workspace
 
@@ -65,10 +65,7 @@ def test_context_holds_server_dockerfile_and_bundle(run_cli, workdir, compiled_a
     for name in ("Dockerfile", "buildspec.yml", "ncf_serving/__init__.py", "ncf_serving/serve.py"):
         assert (context / name).is_file(), name
     assert not list(context.rglob("__pycache__")) and not list(context.rglob("*.pyc"))
-    bundle_files = {p.name for p in compiled_artifact.path.iterdir()} - {"manifest.json"}
-    assert {p.name for p in (context / "model").iterdir()} == bundle_files
-    for name in bundle_files:
-        assert sha256_file(context / "model" / name) == sha256_file(compiled_artifact.path / name)
+    assert hash_folder(context / "model") == hash_folder(compiled_artifact.path, exclude=["manifest.json"])
 
     image = Workspace(workdir).get(result["image_artifact"], "image")
     assert image.manifest.parent == compiled_artifact.id
@@ -109,9 +106,11 @@ def test_an_unservable_neo_bundle_is_refused(run_cli, workdir, tiny_bundle):
     with Workspace(workdir).create("compiled") as writer:
         shutil.copytree(tiny_bundle, writer.path, dirs_exist_ok=True)
         spec = json.loads((writer.path / "serving.json").read_text())
-        spec.update(runtime="dlr", target="ml_c6g", models=[{"batch_size": 1, "path": "b1"}])
-        (writer.path / "serving.json").write_text(json.dumps(spec))
         (writer.path / "b1").mkdir()
+        (writer.path / "b1" / "compiled.so").write_bytes(b"an arm64 library")
+        spec.update(runtime="dlr", target="ml_c6g", models=[{"batch_size": 1, "path": "b1"}])
+        spec["files"] = hash_folder(writer.path, exclude=["serving.json"])
+        (writer.path / "serving.json").write_text(json.dumps(spec))
     proc = run_cli("build-image", "--backend", "none", check=False)
     assert (
         proc.returncode == 2
@@ -127,7 +126,7 @@ def test_missing_or_broken_compiled_artifact(run_cli, workdir, tiny_bundle):
     with Workspace(workdir).create("compiled") as writer:
         (writer.path / "serving.json").write_text((tiny_bundle / "serving.json").read_text())
     proc = run_cli("build-image", "--compiled", writer.artifact.id, check=False)
-    assert proc.returncode == 2 and "not packing" in proc.stderr and "fastpath.npz: is missing" in proc.stderr
+    assert proc.returncode == 2 and "not packing" in proc.stderr and ": is missing (a recorded file)" in proc.stderr
     assert not (workdir / "images").exists()
 
 

@@ -124,6 +124,7 @@ def test_bundle_round_trip(tmp_path):
 
 def test_rewriting_a_bundle_leaves_no_stale_arrays(tmp_path):
     data = tiny_interaction_data()
+    (tmp_path / "model.onnx").write_bytes(b"model")
     for name in ("neumf", "gmf"):
         model = separated_ncf(NCFSpec(num_users=60, num_items=40, **SPECS[name]))
         write_serving_bundle(

@@ -117,17 +117,17 @@ def test_resume_with_changed_settings_names_them(cli, workdir):
 
 def test_build_image_loads_the_bundle_as_the_server_does(cli, compiled_artifact, workdir):
     broken = Workspace(workdir).create("compiled", parent="model-tiny", info={"runtime": "onnxruntime"})
-    with broken as writer:  # a committed bundle that never had fastpath.npz: its manifest agrees
+    with broken as writer:  # a committed bundle that never had its fast-path arrays: its manifest agrees
         shutil.copytree(compiled_artifact.path, writer.path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("man*"))
-        (writer.path / "fastpath.npz").unlink()
+        shutil.rmtree(writer.path / "fastpath")
     result = cli("build-image", "--backend", "none", "--compiled", writer.id)
-    assert_one_line_error(result, "not packing", "fastpath.npz: is missing")
+    assert_one_line_error(result, "not packing", "fastpath/", ": is missing")
 
-    ids = dict(np.load(compiled_artifact.path / "ids.npz"))
-    np.savez(compiled_artifact.path / "ids.npz", user_ids=ids["user_ids"][:-1], item_ids=ids["item_ids"])
+    user_ids = compiled_artifact.path / "ids" / "user_ids.npy"
+    np.save(user_ids, np.load(user_ids)[:-1])
     rerecord(compiled_artifact)  # the manifest agrees, serving.json's own checksums do not
     result = cli("build-image", "--backend", "none", "--compiled", compiled_artifact.id)
-    assert_one_line_error(result, "not packing", "ids.npz")
+    assert_one_line_error(result, "not packing", "ids/user_ids.npy")
     assert not (workdir / "images").exists()
 
 

@@ -83,12 +83,10 @@ def bundle_spec(bundle: Path) -> Any:
     return loaded.spec
 
 
-def write_build_context(dest: Path, bundle: Path) -> Any:
-    """Copy ``container/`` and the bundle (minus its manifest) into ``dest``; returns the bundle spec."""
-    spec = bundle_spec(bundle)
+def write_build_context(dest: Path, bundle: Path) -> None:
+    """Copy ``container/`` and the bundle (minus its manifest) into ``dest``."""
     shutil.copytree(container_source_dir(), dest, ignore=CONTAINER_IGNORE)
     shutil.copytree(bundle, dest / MODEL_DIR, ignore=shutil.ignore_patterns(MANIFEST))
-    return spec
 
 
 def zip_context(context: Path, target: Path) -> Path:
@@ -232,7 +230,8 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
 def build_image(config: Config, workspace: Workspace, compiled: str | None = None, progress=None) -> ImageResult:
     """Write the build context as an ``image`` artifact, then build it with ``config.image.backend``."""
     source = workspace.resolve(compiled, "compiled", COMPILED_HINT)
-    spec = bundle_spec(source.path)
+    bundle = source.verify()  # ncfctl's manifest first (names the artifact), then the server's own checks
+    spec = bundle_spec(bundle)
     check_serving_pair(source.id, spec.target, spec.runtime, None)
     push = config.image.push
     image = f"{config.aws.ecr_repository}:{config.image.tag}"
@@ -245,7 +244,7 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
         config={"image": config.image.model_dump(), "aws.ecr_repository": config.aws.ecr_repository},
         info={"compiled": source.id, "context": CONTEXT_DIR, "model_dir": f"{CONTEXT_DIR}/{MODEL_DIR}"},
     ) as writer:
-        spec = write_build_context(writer.path / CONTEXT_DIR, source.verify())
+        write_build_context(writer.path / CONTEXT_DIR, bundle)
         writer.manifest.info.update(
             runtime=spec.runtime,
             task=spec.task,
