@@ -44,6 +44,9 @@ def test_container_pins_match_the_lock():
                  "requirements-torchscript.txt"):
         pins = tool.read_pins(CONTAINER / name)
         assert pins, f"container/{name} pins nothing"
+        unpinned = [line for line in (CONTAINER / name).read_text().splitlines()
+                    if tool.REQUIREMENT.match(line.strip()) and not tool.PIN.match(line.strip())]
+        assert not unpinned, f"container/{name}: {unpinned} not pinned: run python tools/lock.py"
         for package, pin in pins.items():
             assert lock.get(package) == pin, f"container/{name} pins {package}=={pin}, the lock {lock.get(package)}"
     assert "torch" not in tool.read_pins(CONTAINER / "requirements.txt") | tool.read_pins(

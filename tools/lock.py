@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 CONTAINER_REQUIREMENTS = sorted((ROOT / "container").glob("requirements*.txt"))
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)==(\S+)")
+REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)(==\S+)?$")  # a container line: a name, pinned or not yet
 
 
 def canonical(name: str) -> str:
@@ -49,10 +50,11 @@ def compile_lock() -> None:
 
 
 def repin(path: Path, lock: dict[str, str]) -> None:
-    """Rewrite each pin in ``path`` to the lock's version, keeping comments and order."""
+    """Pin each requirement in ``path`` (``name`` or ``name==old``) to the lock's version, keeping comments
+    and order: a new server dependency is added to the file by name and pinned here."""
     lines = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        match = PIN.match(line.strip())
+        match = REQUIREMENT.match(line.strip())
         if match:
             name = canonical(match.group(1))
             if name not in lock:
