@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import httpx
 import pytest
+from ncf_serving.checksums import hash_folder
 
 from ncfctl.workspace import Workspace
 
@@ -258,9 +259,11 @@ def test_a_neo_bundle_deploys_only_on_its_instance_family(workdir, tiny_bundle, 
         shutil.copytree(tiny_bundle, writer.path / "context" / "model")
         spec_path = writer.path / "context" / "model" / "serving.json"
         spec = _json.loads(spec_path.read_text())
-        spec.update(runtime="dlr", target="ml_c5", models=[{"batch_size": 1, "path": "b1"}])
-        spec_path.write_text(_json.dumps(spec))
         (writer.path / "context" / "model" / "b1").mkdir()
+        (writer.path / "context" / "model" / "b1" / "compiled.so").write_bytes(b"an ml_c5 library")
+        spec.update(runtime="dlr", target="ml_c5", models=[{"batch_size": 1, "path": "b1"}])
+        spec["files"] = hash_folder(writer.path / "context" / "model", exclude=["serving.json"])
+        spec_path.write_text(_json.dumps(spec))
 
     refused = run_cli("deploy", "--backend", "sagemaker", "--instance-type", "ml.m5.large", check=False)
     assert refused.returncode == 2 and "Neo-compiled for ml_c5: deploy it on ml.c5.* instances" in refused.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from ncf_serving.checksums import hash_folder
 from prometheus_client.parser import text_string_to_metric_families
 
 WORKERS = {"NCF_WORKERS": "2"}
@@ -178,6 +179,9 @@ def test_the_bundle_arrays_are_one_copy_shared_by_the_workers(serving_process, t
     shutil.copytree(tiny_bundle, bundle)
     model = onnx.load(str(bundle / "model.onnx"))  # weights outside the graph, as `ncfctl neo compile` writes them
     onnx.save_model(model, str(bundle / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    spec = json.loads((bundle / "serving.json").read_text())
+    spec["files"] = hash_folder(bundle, exclude=["serving.json"])  # what compile records for these files
+    (bundle / "serving.json").write_text(json.dumps(spec))
     server = serving_process(bundle, env=WORKERS)
     by_worker = [_bundle_mappings(w.pid, bundle.resolve()) for w in workers_of(server)]
     shared = {str(p.resolve()) for p in [*bundle.glob("*/*.npy"), bundle / "model.onnx.data"]}
