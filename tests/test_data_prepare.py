@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import tracemalloc
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from ncfctl.data.dataset import Interactions, load_dataset
 from ncfctl.data.prepare import prepare_dataset
 from ncfctl.data.rawlog import RawLog
 from ncfctl.data.splits import UnseenItemSampler, _distinct_ranks, leave_one_out, ratio_split
+from ncfctl.data import synthetic
 from ncfctl.data.synthetic import generate_synthetic
 from ncfctl.errors import NcfError
 from ncfctl.workspace import Workspace
@@ -225,6 +227,67 @@ def test_synthetic_default_shape_and_long_tails():
     top_share = per_item.sort_values(ascending=False).iloc[: len(per_item) // 10].sum() / len(frame)
     assert top_share > 0.25  # the 10% most popular items get well over 10% of interactions
     assert 3.3 < frame["rating"].mean() < 3.9
+
+
+@pytest.fixture
+def resampling(monkeypatch):
+    """Every user above the exact path's size goes through candidate resampling (the large-catalogue path)."""
+    monkeypatch.setattr(synthetic, "EXACT_CELLS", 0)
+
+
+def test_synthetic_resampling_is_deterministic_and_keeps_the_shape(resampling):
+    cfg = tiny_config(**{"data.synthetic.items": 2000, "data.synthetic.interactions": 4000}).data.synthetic
+    first = generate_synthetic(cfg, seed=3).frame
+    pd.testing.assert_frame_equal(first, generate_synthetic(cfg, seed=3).frame)
+    assert not first.equals(generate_synthetic(cfg, seed=4).frame)
+    counts = synthetic._user_counts(cfg, np.random.default_rng(3))  # the generator's first draw
+    assert first.groupby("user").size().tolist() == counts.tolist()  # every user gets exactly n_u items
+    assert not first.duplicated(["user", "item"]).any()
+    assert first.groupby("user")["timestamp"].is_monotonic_increasing.all()
+
+
+def test_synthetic_resampling_draws_from_the_exact_distribution(monkeypatch):
+    """Same world, both paths: the chosen items' taste and popularity agree within a few percent."""
+    cfg = load_config(
+        overrides={
+            "data.synthetic.users": 1000,
+            "data.synthetic.items": 20000,
+            "data.synthetic.interactions": 60000,
+        },
+        environ={},
+    ).data.synthetic
+    def summary(frame):
+        rng = np.random.default_rng(42)
+        synthetic._user_counts(cfg, rng)
+        world = synthetic._world(cfg, rng)
+        users, items = frame["user"].to_numpy() - 1, frame["item"].to_numpy() - 1
+        return world.taste(users, items).mean(), world.log_pop[items].mean()
+
+    exact = summary(generate_synthetic(cfg, seed=42).frame)
+    monkeypatch.setattr(synthetic, "EXACT_CELLS", 0)
+    resampled = summary(generate_synthetic(cfg, seed=42).frame)
+    assert resampled[0] == pytest.approx(exact[0], rel=0.05)  # measured: -3% (4,000 x 40,000)
+    assert resampled[1] == pytest.approx(exact[1], rel=0.05)
+
+
+def test_synthetic_cost_grows_with_interactions_not_users_x_items(resampling):
+    """2,000 users x 200,000 items (4e8 cells, ~1 GB of keys for the exact path) within O(items + interactions)."""
+    cfg = load_config(
+        overrides={
+            "data.synthetic.users": 2000,
+            "data.synthetic.items": 200_000,
+            "data.synthetic.interactions": 50_000,
+        },
+        environ={},
+    ).data.synthetic
+    tracemalloc.start()
+    try:
+        frame = generate_synthetic(cfg, seed=0).frame
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 40_000 <= len(frame) <= 50_000
+    assert peak < 200e6  # the item table is ~40 MB; the per-user path held 256 x 200,000 keys several times
 
 
 def test_synthetic_rejects_impossible_shapes():
