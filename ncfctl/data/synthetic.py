@@ -15,13 +15,16 @@ items" on it, so the generator is a latent-factor model with the structure of re
 
 Cost is O(interactions), not O(users x items), so a million-item catalogue generates in seconds.
 The user's weight of item ``i`` splits as ``popularity_i * exp(s u.centre_c) * exp(s u.noise_i)``:
-the first two factors depend on the item only through its cluster, so they are sampled directly
-(a cluster per user from 24 weights, then an item of that cluster by popularity). Each user draws
-``OVERSAMPLE x n_u`` such candidates and keeps the ``n_u`` distinct ones with the largest
-``s u.noise_i + Gumbel`` (sampling-importance-resampling: the remaining factor is the importance
-weight). Users whose candidate pool would cover the catalogue anyway (``OVERSAMPLE x n_u >=
-items``), or whose pool came out with fewer than ``n_u`` distinct items, take the exact Gumbel
-top-k over every item instead; each of them costs ``items <= OVERSAMPLE x n_u``.
+the first two factors depend on the item only through its cluster ``c``, so they are sampled
+directly (a cluster per draw from the user's 24 weights, then an item of that cluster by
+popularity). Each user draws ``OVERSAMPLE x n_u`` such candidates and keeps the ``n_u`` distinct
+ones with the largest ``s u.noise_i + Gumbel`` (sampling-importance-resampling: the remaining
+factor is the importance weight). Measured against the exact draw on the same world (4,000 users
+x 40,000 items), the chosen items' mean taste is 3% lower and their popularity 2% higher.
+The exact draw (Gumbel top-k over every item, costing ``items`` per user) remains for users whose
+pool would cover the catalogue anyway (``OVERSAMPLE x n_u >= items``) or came out with fewer than
+``n_u`` distinct items, and for every user while ``users x items <= EXACT_CELLS``: the default
+(22M cells, ~1 s) is generated exactly as before, bit for bit.
 
 ``taste_strength`` sets how much personal taste outweighs popularity. At the default (4.0,
 1M interactions, seed 42, leave-one-out) NeuMF trained 3 epochs by ``ncfctl train`` reached
