@@ -71,6 +71,7 @@ class TrainConfig(_Section):
     threads: int = Field(gt=0)
     nproc: int = Field(gt=0)
     device: Literal["auto", "cpu", "cuda"]
+    optimizer: Literal["auto", "adam", "lazy-adam"]
     backend: Literal["local", "sagemaker"]
 
 

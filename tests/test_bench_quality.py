@@ -53,10 +53,10 @@ def test_served_full_ranking_matches_evaluation(held_per_user):
         return top_k_unseen(scores[user], k, indices[indptr[user] : indptr[user + 1]])
 
     expected = evaluate(lambda u, i: scores[u, i], data, "test", k=5, full_ranking=True)
-    hr, ndcg = served_full_ranking(top_k, data.test, 5)
-    assert hr == pytest.approx(expected["full_hr"])
-    assert ndcg == pytest.approx(expected["full_ndcg"])
-    assert 0 < hr < 1  # the case is not degenerate
+    served = served_full_ranking(top_k, data.test, data.num_items, 5)
+    assert served == pytest.approx({key: expected[key] for key in served})
+    assert set(served) == {"full_hr", "full_ndcg", "full_hr_se", "full_ndcg_se", "full_users"}
+    assert 0 < served["full_hr"] < 1  # the case is not degenerate
 
 
 def test_top_k_unseen_excludes_seen_and_orders_ties_by_index():

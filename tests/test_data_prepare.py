@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ncfctl.config import load_config
+from ncfctl.data import synthetic
 from ncfctl.data.cleaning import clean_log
 from ncfctl.data.dataset import Interactions, load_dataset
 from ncfctl.data.prepare import prepare_dataset
 from ncfctl.data.rawlog import RawLog
 from ncfctl.data.splits import UnseenItemSampler, _distinct_ranks, leave_one_out, ratio_split
-from ncfctl.data import synthetic
 from ncfctl.data.synthetic import generate_synthetic
 from ncfctl.errors import NcfError
 from ncfctl.workspace import Workspace
@@ -256,6 +256,7 @@ def test_synthetic_resampling_draws_from_the_exact_distribution(monkeypatch):
         },
         environ={},
     ).data.synthetic
+
     def summary(frame):
         rng = np.random.default_rng(42)
         synthetic._user_counts(cfg, rng)

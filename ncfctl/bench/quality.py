@@ -21,7 +21,7 @@ import numpy as np
 
 from ncfctl.bench.runners import Runner
 from ncfctl.data.dataset import EvalSplit, InteractionData
-from ncfctl.evaluation import evaluate, ranking_metrics
+from ncfctl.evaluation import evaluate, full_ranking_metrics, full_ranking_rows
 
 
 class RunnerScoreFn:
@@ -37,16 +37,22 @@ class RunnerScoreFn:
 
 
 def served_full_ranking(
-    top_k: Callable[[int, int], np.ndarray], split: EvalSplit, k: int, on_user: Callable[[], None] | None = None
-) -> tuple[float, float]:
-    """Full-ranking HR@k / NDCG@k from top-K answers that already exclude each user's seen items.
+    top_k: Callable[[int, int], np.ndarray],
+    split: EvalSplit,
+    num_items: int,
+    k: int,
+    on_user: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """Full-ranking metrics (:func:`~ncfctl.evaluation.full_ranking_metrics`) from top-K answers that
+    already exclude each user's seen items, on the same rows (and user sample) as ``evaluate``.
 
     As in :func:`ncfctl.evaluation.full_ranks`, a user's other held-out items do not compete: the
     request asks for ``k`` plus that many extra items and drops them before ranking.
     """
     rows = split.rows
+    row_index, ranked_users = full_ranking_rows(split, num_items)
     ranks = np.full(len(rows), k + 1, dtype=np.int64)  # anything above k is a miss for HR@k/NDCG@k
-    order = np.argsort(rows.users, kind="stable")
+    order = row_index[np.argsort(rows.users[row_index], kind="stable")]
     users, starts = np.unique(rows.users[order], return_index=True)
     bounds = np.append(starts, len(order))
     for user, lo, hi in zip(users.tolist(), bounds[:-1], bounds[1:], strict=True):
@@ -60,7 +66,7 @@ def served_full_ranking(
                 ranks[row] = position[0] + 1
         if on_user is not None:
             on_user()
-    return ranking_metrics(ranks, k)
+    return full_ranking_metrics(ranks[row_index], ranked_users, k)
 
 
 def recorded_quality(metrics: dict[str, Any], explicit: bool, k: int) -> dict[str, float] | None:
@@ -86,5 +92,5 @@ def measure_quality(
     if runner.runtime != "http" or data.explicit:
         return evaluate(score_fn, data, "test", k=k, full_ranking=True)
     metrics = evaluate(score_fn, data, "test", k=k, full_ranking=False)
-    metrics["full_hr"], metrics["full_ndcg"] = served_full_ranking(runner.top_k, data.test, k, on_user)
+    metrics.update(served_full_ranking(runner.top_k, data.test, data.num_items, k, on_user))
     return metrics

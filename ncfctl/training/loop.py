@@ -29,6 +29,7 @@ from ncfctl.models import NCF
 from ncfctl.threads import torch_threads
 from ncfctl.training import distributed
 from ncfctl.training.checkpoint import TrainingState, check_fingerprint, load_checkpoint, save_checkpoint
+from ncfctl.training.optim import OptimizerName, make_optimizer
 from ncfctl.training.sampling import (
     EpochExamples,
     NegativeSampler,
@@ -56,11 +57,23 @@ class FitSettings:
     fraction: float = 1.0  # share of the training rows used (fine-tuning on part of the data)
     task: Literal["implicit", "explicit"] = "implicit"
     full_ranking: bool = True  # also report full-ranking test metrics (a second or so)
+    optimizer: OptimizerName = "auto"  # adam | lazy-adam (row updates for large tables) | auto
 
     @classmethod
     def from_config(cls, train: Any, seed: int, **changes: Any) -> FitSettings:
         """Settings from a ``TrainConfig`` (or anything with the same attributes)."""
-        names = ("epochs", "batch_size", "lr", "weight_decay", "negatives", "patience", "top_k", "threads", "device")
+        names = (
+            "epochs",
+            "batch_size",
+            "lr",
+            "weight_decay",
+            "negatives",
+            "patience",
+            "top_k",
+            "threads",
+            "device",
+            "optimizer",
+        )
         values = {name: getattr(train, name) for name in names}
         values.update(task=train.task, seed=seed)
         values.update(changes)
@@ -68,7 +81,7 @@ class FitSettings:
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a run and its resumption (``epochs`` and ``patience`` may)."""
-        keep = ("batch_size", "lr", "weight_decay", "negatives", "seed", "fraction", "task")
+        keep = ("batch_size", "lr", "weight_decay", "negatives", "seed", "fraction", "task", "optimizer")
         return {key: getattr(self, key) for key in keep}
 
 
@@ -103,19 +116,6 @@ def selection_score(metrics: dict[str, float], explicit: bool) -> list[float]:
     return [metrics["hr"], metrics["ndcg"]]
 
 
-def make_optimizer(model: nn.Module, settings: FitSettings) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel where this torch supports it for the parameters' device.
-
-    The fused kernel makes one pass over each tensor instead of ~10; with dense embedding tables
-    updated every step that is ~20% of a CPU epoch (torch >= 2.4 on CPU; older ones fall back).
-    """
-    params = list(model.parameters())
-    try:
-        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-
-
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
@@ -131,7 +131,7 @@ def _autocast(device: torch.device):
 def _grad_scaler(device: torch.device):
     """A loss scaler only for fp16 autocast (bf16 and fp32 do not underflow)."""
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.cuda.amp.GradScaler()
+        return torch.amp.GradScaler("cuda")
     return None
 
 
@@ -173,12 +173,17 @@ class EpochRunner:
         self.scaler = _grad_scaler(self.device)
 
     def run(self, examples: EpochExamples) -> tuple[float, int]:
-        """Returns (summed loss, examples seen) of this rank."""
+        """Returns (summed loss, examples seen) of this rank.
+
+        The epoch's compact arrays move to the device once; each batch is gathered there from a
+        slice of the shuffled order (``index_select``: ~70x faster than ``tensor[index]`` for int32).
+        """
         _, world = distributed.rank_and_world()
-        users, items, targets = (
-            torch.from_numpy(array).to(self.device, non_blocking=True)
-            for array in (examples.users, examples.items, examples.targets)
+        users, items, order = (
+            torch.from_numpy(a).to(self.device) for a in (examples.users, examples.items, examples.order)
         )
+        ratings = None if examples.ratings is None else torch.from_numpy(examples.ratings).to(self.device)
+        rows = examples.rows
         self.net.train()
         loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
         seen, n, size = 0, len(examples), self.settings.batch_size
@@ -189,7 +194,9 @@ class EpochRunner:
             if part is None:
                 continue
             lo, hi = part
-            loss_sum = self._loss_sum(users[lo:hi], items[lo:hi], targets[lo:hi])
+            ids = order[lo:hi]
+            targets = (ids < rows).float() if ratings is None else ratings.index_select(0, ids)
+            loss_sum = self._loss_sum(users.index_select(0, ids % rows), items.index_select(0, ids), targets)
             # sum / global batch * world: DDP's gradient average then equals the global batch mean exactly
             self._step(loss_sum * (world / (stop - start)))
             loss_total += loss_sum.detach()
@@ -243,7 +250,7 @@ def fit(
     device = resolve_device(settings.device)
     with torch_threads(settings.threads):
         model.to(device)
-        optimizer = make_optimizer(model, settings)
+        optimizer = make_optimizer(model, settings.optimizer, settings.lr, settings.weight_decay, device)
         state = _initial_state(model, optimizer, settings, checkpoint if resume else None)
         net = model
         if distributed.rank_and_world()[1] > 1:
