@@ -107,12 +107,25 @@ class CompileConfig(_Section):
     job_prefix: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,19}$")
 
 
+class AnnConfig(_Section):
+    """``serving.ann``: the FAISS HNSW index ``neo compile`` builds when retrieval is ANN."""
+
+    min_items: int = Field(gt=0)
+    candidates: int = Field(gt=0)
+    ef_search: int = Field(gt=0)
+    m: int = Field(ge=4, le=256)
+    ef_construction: int = Field(gt=0)
+    mlp_users: int = Field(gt=0)
+
+
 class ServingConfig(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
     max_batch: int = Field(gt=0)
     max_top_k: int = Field(gt=0)
     max_body_bytes: int = Field(gt=0)
+    retrieval: Literal["auto", "exact", "ann"]
+    ann: AnnConfig
 
 
 class ImageConfig(_Section):

@@ -35,7 +35,7 @@ from ncfctl.errors import NcfError
 from ncfctl.models import NCF
 
 PAIRS_PER_CALL = 1 << 18  # pairs per score_fn call: bounded memory, few Python round trips
-CELLS_PER_BLOCK = 1 << 22  # user-block size for full ranking: rows x items scores held at once
+CELLS_PER_BLOCK = 1 << 24  # user-block size for full ranking: rows x items scores held at once (~200 MB)
 FULL_RANKING_CELLS = 10**8  # full ranking ranks every held-out user up to this many user x item scores
 MIN_SAMPLE_USERS = 1_000  # ... and at least this many sampled users above it
 SAMPLE_SEED = 20_170_403  # the users sampled depend only on the split, never on the model
@@ -208,8 +208,6 @@ def evaluate(
 class TorchScorer:
     """Adapts an ``NCF`` to the ``score_fn`` protocol: eval mode, no grad, numpy out."""
 
-    pairs_per_block = 1 << 15  # user x item pairs per tower pass in ``all_items`` (cache-sized)
-
     def __init__(self, model: NCF, device: torch.device | str | None = None):
         if not isinstance(model, NCF):
             raise TypeError(f"TorchScorer adapts ncfctl.models.NCF, got {type(model).__name__}")
@@ -227,37 +225,45 @@ class TorchScorer:
     def all_items(self, users: np.ndarray) -> np.ndarray:
         """Scores of every item for each user, sharing the item-side work (same numbers as pairs).
 
-        GMF: ``(p_u * q_i) . h == p_u . (q_i * h)``, one matmul for all items. MLP: the first
-        layer splits as ``W_u m_u + W_i m_i``, so each side is computed once and only the sum
-        and the deeper layers run per pair: about 4x fewer multiply-adds than scoring pairs.
+        GMF: ``(p_u * q_i) . h == p_u . (q_i * h)``, one mat-vec for all items. MLP: the first
+        layer splits as ``W_u m_u + (W_i m_i + b)``, so the item half is computed once per call,
+        and each hidden state is kept as ``H + s`` (per-item matrix plus the user's row, using
+        ``relu(x + s) = max(x, -s) + s``): per user, one matmul and one ``maximum`` per layer.
+        This is the serving fast path's algorithm (:mod:`ncf_serving.fastpath`), here in torch so
+        it runs on the training device; on one CPU thread it is ~5x faster than running the tower
+        on ``user + item`` sums (measured at 528k items: 65 vs 360 ms per user).
         """
         model = self.model
         spec = model.spec
         with _eval_mode(model):
             u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
-            weight = model.predict.weight[0]
+            out_weight = model.predict.weight[0]
             scores = torch.zeros(len(u), spec.num_items, device=self.device) + model.predict.bias
             if spec.has_gmf:
-                scores += model.gmf_user(u) @ (model.gmf_item.weight * weight[: spec.factors]).T
+                scores += model.gmf_user(u) @ (model.gmf_item.weight * out_weight[: spec.factors]).T
             if spec.has_mlp:
-                scores += self._mlp_scores(model, u, weight[-spec.hidden[-1] :])
+                self._add_mlp_scores(scores, u, out_weight[-spec.hidden[-1] :])
             return scores.float().cpu().numpy()
 
-    def _mlp_scores(self, model: NCF, u: torch.Tensor, out_weight: torch.Tensor) -> torch.Tensor:
+    def _add_mlp_scores(self, scores: torch.Tensor, u: torch.Tensor, out_weight: torch.Tensor) -> None:
+        """Adds the MLP branch; buffers are allocated once per call (fresh 100 MB tensors per user
+        cost more in page faults than the arithmetic)."""
+        model = self.model
         first, *rest = model.linear_layers()
         user_dim = model.spec.mlp_user_dim
-        user_side = model.mlp_user(u) @ first.weight[:, :user_dim].T + first.bias
-        item_side = model.mlp_item.weight @ first.weight[:, user_dim:].T
-        num_items = item_side.shape[0]
-        out = torch.empty(len(u), num_items, device=self.device)
-        step = max(1, self.pairs_per_block // num_items)
-        for start in range(0, len(u), step):
-            h = (user_side[start : start + step, None, :] + item_side[None, :, :]).relu_()
-            h = h.reshape(-1, h.shape[-1])
-            for layer in rest:
-                h = layer(h).relu_()
-            out[start : start + step] = (h @ out_weight).reshape(-1, num_items)
-        return out
+        item_pre = model.mlp_item.weight @ first.weight[:, user_dim:].T + first.bias
+        shifts = model.mlp_user(u) @ first.weight[:, :user_dim].T
+        weights = [layer.weight.T.contiguous() for layer in rest]
+        widths = [first.weight.shape[0], *(weight.shape[1] for weight in weights)]
+        hidden = [torch.empty(item_pre.shape[0], width, device=self.device) for width in widths]
+        branch = torch.empty(item_pre.shape[0], device=self.device)
+        for row, shift in enumerate(shifts):
+            h = torch.maximum(item_pre, -shift, out=hidden[0])
+            for layer, weight, nxt in zip(rest, weights, hidden[1:], strict=True):
+                torch.mm(h, weight, out=nxt)
+                shift = shift @ weight + layer.bias
+                h = torch.maximum(nxt, -shift, out=nxt)
+            scores[row] += torch.mv(h, out_weight, out=branch) + shift @ out_weight
 
 
 @contextmanager

@@ -88,6 +88,9 @@ def aws_env(moto_server, monkeypatch):
     return values
 
 
+ONNX_MODELS = [{"batch_size": None, "path": "model.onnx"}]  # a bundle's ``models`` for one dynamic-batch model.onnx
+
+
 def tiny_interaction_data(
     users: int = 60,
     items: int = 40,
@@ -163,25 +166,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
     )
     model = NCF(spec).eval()
     folder = tmp_path_factory.mktemp("bundle")
-    pair = (torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
-    torch.onnx.export(
-        model,
-        pair,
-        str(folder / "model.onnx"),
-        dynamo=False,
-        opset_version=12,
-        input_names=["user", "item"],
-        output_names=["score"],
-        dynamic_axes={"user": {0: "n"}, "item": {0: "n"}, "score": {0: "n"}},
-    )
+    export_onnx(model, folder / "model.onnx")
     write_serving_bundle(
-        folder,
-        model,
-        data,
-        runtime="onnxruntime",
-        models=[{"batch_size": None, "path": "model.onnx"}],
-        source_model="model-tiny",
-        target="local",
+        folder, model, data, runtime="onnxruntime", models=ONNX_MODELS, source_model="model-tiny", target="local"
     )
     return folder
 

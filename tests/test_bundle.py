@@ -84,6 +84,7 @@ def test_bundle_round_trip(tmp_path):
             "threads": 1,
             "source_model": "model-x",
             "target": "ml_c5",
+            "retrieval": None,
         }
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fastpath.npz", "ids.npz", "seen_items.npz", "serving.json"]

@@ -11,6 +11,7 @@ Files::
     seen_items.npz  ``indptr`` (U+1,) int64, ``indices`` int32/int64: each user's train+val items
     ids.npz         ``user_ids``, ``item_ids``: unicode arrays, index -> raw id from the user's data
     model files     ``model.onnx`` | ``model.pth`` | a DLR folder per static batch size
+    retrieval.faiss only with ``serving.json`` ``retrieval``: the ANN index (:mod:`ncf_serving.retrieval`)
 
 ``fastpath.npz`` keys (float32; present only for the parts the model has; NeuMF has all). The
 score of ``(u, i)`` is ``out_bias + gmf_user[u] . gmf_item[i] + out_mlp . tower(u, i)`` where
@@ -40,9 +41,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ncf_serving.layout import FASTPATH_NPZ, FORMAT, IDS_NPZ, SEEN_NPZ, SERVING_JSON
+from ncf_serving.layout import ANN_INDEX, FASTPATH_NPZ, FORMAT, IDS_NPZ, SEEN_NPZ, SERVING_JSON
 
-__all__ = ["FASTPATH_NPZ", "FORMAT", "IDS_NPZ", "SEEN_NPZ", "SERVING_JSON"]
+__all__ = ["ANN_INDEX", "FASTPATH_NPZ", "FORMAT", "IDS_NPZ", "SEEN_NPZ", "SERVING_JSON"]
 
 GMF_KEYS = ("gmf_user", "gmf_item")
 MLP_KEYS = ("mlp_user", "w1_user", "item_pre", "out_mlp")
@@ -58,6 +59,11 @@ class BundleError(Exception):
     """The bundle in the model directory is missing a file or holds an inconsistent value."""
 
 
+def _check_inside(path: str) -> None:
+    if Path(path).is_absolute() or ".." in Path(path).parts:
+        raise ValueError(f"path {path!r} must be relative and stay inside the bundle")
+
+
 class ModelFile(BaseModel):
     """One runtime model: ``batch_size`` null means any batch (dynamic); otherwise exactly that many pairs."""
 
@@ -68,9 +74,29 @@ class ModelFile(BaseModel):
 
     @model_validator(mode="after")
     def _inside_bundle(self) -> ModelFile:
-        parts = Path(self.path).parts
-        if Path(self.path).is_absolute() or ".." in parts:
-            raise ValueError(f"path {self.path!r} must be relative and stay inside the bundle")
+        _check_inside(self.path)
+        return self
+
+
+class RetrievalSpec(BaseModel):
+    """``serving.json`` ``retrieval``: top-K from an ANN index's candidates, re-ranked exactly.
+
+    The index is a FAISS ``IndexHNSWFlat`` (inner product) over ``[gmf_item | mean MLP score]``;
+    ``candidates`` items are retrieved per request (``ef_search`` is HNSW's search breadth) and
+    re-scored by the fast path. ``sha256`` is the index file's digest, checked at load.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["faiss-hnsw"] = "faiss-hnsw"
+    path: str = ANN_INDEX
+    candidates: int = Field(gt=0)
+    ef_search: int = Field(gt=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _inside_bundle(self) -> RetrievalSpec:
+        _check_inside(self.path)
         return self
 
 
@@ -90,6 +116,7 @@ class ServingSpec(BaseModel):
     threads: int = Field(default=1, gt=0)
     source_model: str | None = None
     target: str | None = None
+    retrieval: RetrievalSpec | None = None  # None: exact top-K over every item
 
     @model_validator(mode="after")
     def _one_dynamic_or_distinct_static(self) -> ServingSpec:

@@ -15,6 +15,8 @@ match the runtime to rounding (the predictor checks this at load) and rankings m
 items whose scores tie to within rounding.
 
 Work buffers are per thread: allocating ~1 MB per request costs more than the math.
+:meth:`FastPath.score_items` runs the same math on a subset of items (the candidates an ANN
+index retrieved, :mod:`ncf_serving.retrieval`), so re-ranking is exact for those items.
 """
 
 from __future__ import annotations
@@ -53,26 +55,35 @@ class FastPath:
         self.num_users = int((self.gmf_user if self.has_gmf else self.mlp_user).shape[0])
         self._local = threading.local()
 
-    def _buffers(self) -> list[np.ndarray]:
-        buffers = getattr(self._local, "buffers", None)
-        if buffers is None:
-            widths = [self.item_pre.shape[1], *(w.shape[1] for w, _ in self.tower)] if self.has_mlp else []
-            vectors = [np.empty(self.num_items, np.float32) for _ in range(2)]
-            buffers = [*vectors, *(np.empty((self.num_items, width), np.float32) for width in widths)]
-            self._local.buffers = buffers
-        return buffers
+    def _buffers(self, rows: int) -> list[np.ndarray]:
+        """Score and hidden-state buffers for ``rows`` items: per thread and reused for the whole
+        catalogue (allocating ~1 MB per request costs more than the math), fresh for a subset."""
+        if rows == self.num_items:
+            buffers = getattr(self._local, "buffers", None)
+            if buffers is None:
+                buffers = self._local.buffers = self._new_buffers(rows)
+            return buffers
+        return self._new_buffers(rows)
 
-    def _score_into_buffer(self, user: int) -> np.ndarray:
-        scores, mlp_scores, *hidden = self._buffers()
+    def _new_buffers(self, rows: int) -> list[np.ndarray]:
+        widths = [self.item_pre.shape[1], *(w.shape[1] for w, _ in self.tower)] if self.has_mlp else []
+        return [np.empty(rows, np.float32), np.empty(rows, np.float32)] + [
+            np.empty((rows, width), np.float32) for width in widths
+        ]
+
+    def _score(self, user: int, gmf_item: np.ndarray | None, item_pre: np.ndarray | None) -> np.ndarray:
+        """Scores of the items whose precomputed rows are given (the whole tables, or a gathered subset)."""
+        rows = (gmf_item if self.has_gmf else item_pre).shape[0]
+        scores, mlp_scores, *hidden = self._buffers(rows)
         if self.has_gmf:
-            np.matmul(self.gmf_item, self.gmf_user[user], out=scores)
+            np.matmul(gmf_item, self.gmf_user[user], out=scores)
         else:
             scores.fill(0.0)
         offset = self.out_bias
         if self.has_mlp:
             shift = self.w1_user @ self.mlp_user[user]
             h = hidden[0]
-            np.maximum(self.item_pre, -shift, out=h)
+            np.maximum(item_pre, -shift, out=h)
             for (weight, bias), nxt in zip(self.tower, hidden[1:], strict=True):
                 np.matmul(h, weight, out=nxt)
                 shift = shift @ weight + bias
@@ -84,9 +95,22 @@ class FastPath:
         scores += offset
         return scores
 
+    def _score_into_buffer(self, user: int) -> np.ndarray:
+        return self._score(user, self.gmf_item, self.item_pre)
+
     def score_all(self, user: int) -> np.ndarray:
         """Raw scores of every item for user index ``user`` (a fresh array)."""
         return self._score_into_buffer(user).copy()
+
+    def score_items(self, user: int, items: np.ndarray) -> np.ndarray:
+        """Raw scores of ``items`` only (the re-ranking of retrieved candidates): same math, their rows."""
+        gathered = [None if table is None else table[items] for table in (self.gmf_item, self.item_pre)]
+        return self._score(user, *gathered)
+
+    def rank(self, items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of ``items`` by ``scores`` (best first; ties by lower index), with their scores."""
+        order = np.lexsort((items, -scores))[:k]
+        return items[order].astype(np.int64, copy=False), scores[order].copy()
 
     def top_k(self, user: int, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best item indices (best first; ties by lower index) and their scores.
@@ -111,5 +135,4 @@ class FastPath:
                 candidates = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
         else:
             candidates = np.arange(self.num_items)
-        order = candidates[np.lexsort((candidates, -scores[candidates]))]
-        return order.astype(np.int64, copy=False), scores[order].copy()
+        return self.rank(candidates, scores[candidates], k)

@@ -29,9 +29,11 @@ from ncf_serving.bundle import (
 from pydantic import ValidationError
 
 from ncfctl import fileio
+from ncfctl.config import AnnConfig
 from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
 from ncfctl.models import NCF
+from ncfctl.serving.retrieval import build_index
 
 
 def fastpath_arrays(model: NCF) -> dict[str, np.ndarray]:
@@ -76,8 +78,11 @@ def write_serving_bundle(
     source_model: str | None,
     target: str | None,
     threads: int = 1,
+    ann: AnnConfig | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Write ``serving.json``, ``fastpath.npz``, ``seen_items.npz`` and ``ids.npz`` into ``folder``.
+    """Write ``serving.json``, ``fastpath.npz``, ``seen_items.npz`` and ``ids.npz`` into ``folder``,
+    and with ``ann`` the ANN index ``retrieval.faiss`` (:mod:`ncfctl.serving.retrieval`).
 
     ``models`` lists the runtime model files the caller writes (``[{"batch_size": None, "path":
     "model.onnx"}]`` or one entry per static batch size). Returns the ``serving.json`` document.
@@ -108,13 +113,16 @@ def write_serving_bundle(
     indptr, indices = data.seen_items(include_val=True)
     index_dtype = np.int32 if spec.num_items < np.iinfo(np.int32).max else np.int64
     folder.mkdir(parents=True, exist_ok=True)
-    _write_npz(folder / FASTPATH_NPZ, fastpath_arrays(model), compress=False)
+    arrays = fastpath_arrays(model)
+    _write_npz(folder / FASTPATH_NPZ, arrays, compress=False)
     _write_npz(folder / SEEN_NPZ, {"indptr": indptr.astype(np.int64), "indices": indices.astype(index_dtype)}, True)
     _write_npz(
         folder / IDS_NPZ,
         {"user_ids": np.asarray(data.user_ids).astype(str), "item_ids": np.asarray(data.item_ids).astype(str)},
         compress=True,
     )
+    if ann is not None:
+        serving = serving.model_copy(update={"retrieval": build_index(folder, arrays, ann, seed, threads)})
     document = serving.model_dump(mode="json")
     fileio.write_json(folder / SERVING_JSON, document)
     return document
