@@ -108,13 +108,12 @@ class CompileConfig(_Section):
 
 
 class AnnConfig(_Section):
-    """``serving.ann``: the FAISS HNSW index ``neo compile`` builds when retrieval is ANN."""
+    """``serving.ann``: the FAISS IVF-Flat index ``neo compile`` builds when retrieval is ANN."""
 
     min_items: int = Field(gt=0)
     candidates: int = Field(gt=0)
-    ef_search: int = Field(gt=0)
-    m: int = Field(ge=4, le=256)
-    ef_construction: int = Field(gt=0)
+    lists: int = Field(gt=0)
+    nprobe: int = Field(gt=0)
     mlp_users: int = Field(gt=0)
 
 

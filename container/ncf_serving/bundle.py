@@ -81,17 +81,17 @@ class ModelFile(BaseModel):
 class RetrievalSpec(BaseModel):
     """``serving.json`` ``retrieval``: top-K from an ANN index's candidates, re-ranked exactly.
 
-    The index is a FAISS ``IndexHNSWFlat`` (inner product) over ``[gmf_item | mean MLP score]``;
-    ``candidates`` items are retrieved per request (``ef_search`` is HNSW's search breadth) and
-    re-scored by the fast path. ``sha256`` is the index file's digest, checked at load.
+    The index is a FAISS ``IndexIVFFlat`` (inner product) over ``[gmf_item | mean MLP score]``;
+    ``candidates`` items are retrieved per request from the ``nprobe`` inverted lists nearest the
+    query and re-scored by the fast path. ``sha256`` is the index file's digest, checked at load.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["faiss-hnsw"] = "faiss-hnsw"
+    kind: Literal["faiss-ivf-flat"] = "faiss-ivf-flat"
     path: str = ANN_INDEX
     candidates: int = Field(gt=0)
-    ef_search: int = Field(gt=0)
+    nprobe: int = Field(gt=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")

@@ -6,7 +6,8 @@ maximum inner product search over the GMF item vectors (``gmf_item``, with ``h``
 finds the items that branch ranks highest. The MLP branch does not decompose, so each item
 vector gets one more dimension, the item's mean MLP-branch score over a sample of users, matched
 by a constant 1 in the query: the index ranks by ``GMF score + typical MLP score``. The
-``candidates`` best items it returns (the user's seen items filtered inside the search) are then
+``candidates`` best items it returns from the ``nprobe`` nearest inverted lists (the user's seen
+items filtered inside the search) are then
 scored by the exact fast path (:meth:`ncf_serving.fastpath.FastPath.score_items`), so every
 returned score is the model's own and only the candidate set is approximate.
 
@@ -76,17 +77,20 @@ class AnnRetrieval:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise BundleError(f"{path} is not a readable FAISS index: {str(exc).splitlines()[0]}") from None
-        cls._check_matches(index, spec, fastpath, path)
+        cls._check_matches(index, fastpath, path, faiss)
         return cls(index, spec, fastpath, faiss)
 
     @staticmethod
-    def _check_matches(index, spec: RetrievalSpec, fastpath: FastPath, path: Path) -> None:
+    def _check_matches(index, fastpath: FastPath, path: Path, faiss) -> None:
         dim = fastpath.gmf_item.shape[1] + 1
         if (index.ntotal, index.d) != (fastpath.num_items, dim):
             raise BundleError(
                 f"{path} holds {index.ntotal} vectors of dimension {index.d}, the model has "
                 f"{fastpath.num_items} items of dimension {dim}"
             )
+        if not isinstance(index, faiss.IndexIVFFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise BundleError(f"{path} is not an inner-product IVF-Flat index")
+        index.make_direct_map()  # item id -> stored vector (a few MB), for the check below
         rows = np.linspace(0, fastpath.num_items - 1, min(CHECK_ROWS, fastpath.num_items)).astype(np.int64)
         stored = np.stack([index.reconstruct(int(row)) for row in rows])[:, :-1]
         if not np.allclose(stored, fastpath.gmf_item[rows], rtol=1e-6, atol=1e-7):
@@ -95,7 +99,7 @@ class AnnRetrieval:
     def search(self, user: int, count: int, exclude: np.ndarray | None) -> np.ndarray:
         """Up to ``count`` candidate item indices for ``user``, never one of ``exclude``."""
         faiss = self.faiss
-        params = faiss.SearchParametersHNSW(efSearch=max(self.spec.ef_search, count))
+        params = faiss.SearchParametersIVF(nprobe=self.spec.nprobe)
         if exclude is not None and len(exclude):
             # the selectors hold raw pointers to each other: keep both alive until the search returns
             seen = faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64))
