@@ -177,6 +177,8 @@ class BenchConfig(_Section):
     repeats: int = Field(gt=0)
     warmup: int = Field(ge=0)
     threads: int = Field(gt=0)
+    series_seconds: float = Field(gt=0)
+    recall_users: int = Field(gt=0)
 
 
 class PipelineConfig(_Section):

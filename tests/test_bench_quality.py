@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from ncfctl.bench.latency import interleaved_timings, summarize, throughput
-from ncfctl.bench.quality import served_full_ranking
+from ncfctl.bench.latency import MIN_TIMED_CALLS, interleaved_timings, summarize, throughput
+from ncfctl.bench.quality import served_full_ranking, topk_recall
 from ncfctl.bench.runners import top_k_unseen
 from ncfctl.data.dataset import EvalSplit, InteractionData, Interactions
 from ncfctl.evaluation import evaluate
@@ -85,3 +87,29 @@ def test_interleaved_timings_shuffle_each_round_and_skip_warmup():
     )
     predecessors = {rnd[i - 1][0] for rnd in rounds for i in range(1, 4) if rnd[i][0] == "a"}
     assert len(predecessors) == 3  # "a" follows every other call at some point, not always the same one
+
+
+def test_topk_recall_is_the_share_of_the_exact_top_k():
+    class Fake:
+        exact = False
+
+        def top_k(self, user, k):
+            return np.arange(k)
+
+        def exact_top_k(self, user, k):
+            return np.arange(k // 2, k // 2 + k)
+
+    class Exact(Fake):
+        exact = True
+
+        def top_k(self, user, k):
+            raise AssertionError("an exact variant is not asked")
+
+    assert topk_recall(Fake(), np.arange(5), 10) == 0.5
+    assert topk_recall(Exact(), np.arange(5), 10) == 1.0
+
+
+def test_a_series_over_its_time_budget_stops_after_the_minimum_calls():
+    fns = {"slow": lambda rep: time.sleep(0.002), "fast": lambda rep: None}
+    samples = interleaved_timings(fns, warmup=0, repeats=60, budget_s=0.01)
+    assert len(samples["slow"]) == MIN_TIMED_CALLS and len(samples["fast"]) == 60
