@@ -61,13 +61,14 @@ def interleaved_timings(
     on_round: Callable[[int], None] | None = None,
     seed: int = 0,
     budget_s: float | None = None,
+    min_calls: int = MIN_TIMED_CALLS,
 ) -> dict[str, list[float]]:
     """Call every ``calls[name](rep)`` ``warmup`` times untimed, then ``repeats`` timed rounds.
 
     ``rep`` lets a call pick a different input each time (e.g. a different user), so a cache
     never sees the same request twice in a row. Each timed round runs every call once, in an
     order shuffled with ``seed``; with ``budget_s`` a series sits out the remaining rounds once
-    its timed calls total that much (and number at least ``MIN_TIMED_CALLS``). Returns per-call
+    its timed calls total that much (and number at least ``min_calls``). Returns per-call
     durations in seconds.
     """
     names = list(calls)
@@ -80,7 +81,7 @@ def interleaved_timings(
     for rep in range(repeats):
         for index in rng.permutation(len(names)):
             name = names[index]
-            if budget_s is not None and spent[name] >= budget_s and len(samples[name]) >= MIN_TIMED_CALLS:
+            if budget_s is not None and spent[name] >= budget_s and len(samples[name]) >= min_calls:
                 continue
             call = calls[name]
             start = time.perf_counter()
