@@ -35,7 +35,8 @@ from ncfctl.errors import NcfError
 from ncfctl.models import NCF
 
 PAIRS_PER_CALL = 1 << 18  # pairs per score_fn call: bounded memory, few Python round trips
-CELLS_PER_BLOCK = 1 << 24  # user-block size for full ranking: rows x items scores held at once (~200 MB)
+CELLS_PER_BLOCK = 1 << 22  # user-block size for full ranking: rows x items scores held at once ...
+MIN_BLOCK_USERS = 32  # ... but at least this many users, so a scorer's per-call item-side work is shared
 FULL_RANKING_CELLS = 10**8  # full ranking ranks every held-out user up to this many user x item scores
 MIN_SAMPLE_USERS = 1_000  # ... and at least this many sampled users above it
 SAMPLE_SEED = 20_170_403  # the users sampled depend only on the split, never on the model
@@ -154,7 +155,7 @@ def full_ranks(score_fn: ScoreFn, data: InteractionData, split: EvalSplit, row_i
     order = row_index[np.argsort(rows.users[row_index], kind="stable")]
     sorted_users = rows.users[order]
     uniq = np.unique(sorted_users)
-    block = max(1, CELLS_PER_BLOCK // num_items)
+    block = max(MIN_BLOCK_USERS, CELLS_PER_BLOCK // num_items)
     ranks = np.empty(len(rows), dtype=np.int64)
     for start in range(0, len(uniq), block):
         users = uniq[start : start + block]
@@ -208,6 +209,8 @@ def evaluate(
 class TorchScorer:
     """Adapts an ``NCF`` to the ``score_fn`` protocol: eval mode, no grad, numpy out."""
 
+    pairs_per_pass = 1 << 15  # user x item pairs per tower pass in ``all_items`` (cache-sized; >= 1 user)
+
     def __init__(self, model: NCF, device: torch.device | str | None = None):
         if not isinstance(model, NCF):
             raise TypeError(f"TorchScorer adapts ncfctl.models.NCF, got {type(model).__name__}")
@@ -246,24 +249,28 @@ class TorchScorer:
             return scores.float().cpu().numpy()
 
     def _add_mlp_scores(self, scores: torch.Tensor, u: torch.Tensor, out_weight: torch.Tensor) -> None:
-        """Adds the MLP branch; buffers are allocated once per call (fresh 100 MB tensors per user
-        cost more in page faults than the arithmetic)."""
+        """Adds the MLP branch, ``pairs_per_pass`` (user, item) pairs at a time (several users per pass
+        for small catalogues); buffers are allocated once per call (fresh 100 MB tensors per user cost
+        more in page faults than the arithmetic)."""
         model = self.model
         first, *rest = model.linear_layers()
         user_dim = model.spec.mlp_user_dim
         item_pre = model.mlp_item.weight @ first.weight[:, user_dim:].T + first.bias
         shifts = model.mlp_user(u) @ first.weight[:, :user_dim].T
         weights = [layer.weight.T.contiguous() for layer in rest]
+        num_items = item_pre.shape[0]
+        step = max(1, min(len(u), self.pairs_per_pass // num_items))
         widths = [first.weight.shape[0], *(weight.shape[1] for weight in weights)]
-        hidden = [torch.empty(item_pre.shape[0], width, device=self.device) for width in widths]
-        branch = torch.empty(item_pre.shape[0], device=self.device)
-        for row, shift in enumerate(shifts):
-            h = torch.maximum(item_pre, -shift, out=hidden[0])
+        hidden = [torch.empty(step, num_items, width, device=self.device) for width in widths]
+        for start in range(0, len(u), step):
+            shift = shifts[start : start + step]
+            rows = len(shift)
+            h = torch.maximum(item_pre, -shift[:, None, :], out=hidden[0][:rows])
             for layer, weight, nxt in zip(rest, weights, hidden[1:], strict=True):
-                torch.mm(h, weight, out=nxt)
+                h = torch.matmul(h, weight, out=nxt[:rows])
                 shift = shift @ weight + layer.bias
-                h = torch.maximum(nxt, -shift, out=nxt)
-            scores[row] += torch.mv(h, out_weight, out=branch) + shift @ out_weight
+                h = torch.maximum(h, -shift[:, None, :], out=h)
+            scores[start : start + rows] += h @ out_weight + (shift @ out_weight)[:, None]
 
 
 @contextmanager

@@ -155,6 +155,8 @@ def train(
         "val_metrics": info["val_metrics"],
         "baseline": info["baseline"],
         "history": info["history"],
+        "train_seconds": info["train_seconds"],
+        "test_seconds": info["test_seconds"],
     }
 
     def render() -> None:

@@ -94,6 +94,7 @@ class FitResult:
     stopped_early: bool
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    test_seconds: float = 0.0  # the final test evaluation (sampled + full ranking), part of ``seconds``
 
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -264,9 +265,11 @@ def fit(
         model.eval()
         best = next(record for record in state.history if record["epoch"] == state.best_epoch)
         test_metrics: dict[str, float] = {}
+        test_started = time.perf_counter()
         if distributed.is_main():
             scorer = torch_score_fn(model, device)
             test_metrics = evaluate(scorer, data, "test", k=settings.top_k, full_ranking=settings.full_ranking)
+        test_seconds = time.perf_counter() - test_started
     return FitResult(
         history=list(state.history),
         best_epoch=state.best_epoch,
@@ -275,6 +278,7 @@ def fit(
         stopped_early=stopped_early,
         seconds=time.perf_counter() - started,
         settings=asdict(settings),
+        test_seconds=test_seconds,
     )
 
 
