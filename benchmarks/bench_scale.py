@@ -3,7 +3,8 @@
 Shapes (synthetic generator; ``--shapes`` picks some):
 
 * ``1x``: the default, 6,040 users x 3,706 items x 1M interactions (ML-1M shaped);
-* ``16x``: 96,640 users x 59,242 items x 16M interactions;
+* ``4x``, ``8x``, ``16x``: users and items times 2, ~2.8, 4 and interactions times 4, 8, 16
+  (``16x`` = 96,640 users x 59,242 items x 16M interactions);
 * ``1m``: the goal's shape, 20,000 users x 1,000,000 items x 2M interactions (~528k items survive
   cleaning: the rest never get an interaction).
 
@@ -47,6 +48,8 @@ import httpx
 
 SHAPES = {
     "1x": (6_040, 3_706, 1_000_000),
+    "4x": (24_160, 14_824, 4_000_000),
+    "8x": (48_320, 29_648, 8_000_000),
     "16x": (96_640, 59_242, 16_000_000),
     "1m": (20_000, 1_000_000, 2_000_000),
 }
@@ -274,7 +277,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default="1x,16x,1m", help="comma list of " + ", ".join(SHAPES))
+    parser.add_argument("--shapes", default="1x,16x,1m", help="comma list of " + ", ".join(SHAPES))  # 4x, 8x on request
     parser.add_argument("--stages", default=",".join(STAGES), help="comma list of " + ", ".join(STAGES))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="training device")
     parser.add_argument("--threads", type=int, default=1, help="training threads (train.threads)")

@@ -73,3 +73,4 @@ def test_training_with_lazy_adam_beats_popularity():
     result = fit(model, data, settings)
     baseline = evaluate(popularity_score_fn(data), data)
     assert result.test_metrics["hr"] > baseline["hr"] + 0.2
+    assert not any(table.sparse for table in (model.gmf_user, model.gmf_item, model.mlp_user, model.mlp_item))

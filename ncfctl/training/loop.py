@@ -29,7 +29,7 @@ from ncfctl.models import NCF
 from ncfctl.threads import torch_threads
 from ncfctl.training import distributed
 from ncfctl.training.checkpoint import TrainingState, check_fingerprint, load_checkpoint, save_checkpoint
-from ncfctl.training.optim import OptimizerName, make_optimizer
+from ncfctl.training.optim import OptimizerName, make_optimizer, sparse_gradients
 from ncfctl.training.sampling import (
     EpochExamples,
     NegativeSampler,
@@ -259,6 +259,7 @@ def fit(
             net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         runner = EpochRunner(net, model, optimizer, settings, device, explicit, after_step, on_batch)
         stopped_early = _train_epochs(runner, data, state, checkpoint, on_epoch)
+        sparse_gradients(model, False)  # hand back a plain model (export, later fits)
         if not state.best_state:
             raise NcfError(f"no epoch was trained (epochs={settings.epochs}, checkpoint already at {state.epoch})")
         model.load_state_dict(state.best_state)

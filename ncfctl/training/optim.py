@@ -1,24 +1,27 @@
 """The optimizer: Adam, updating whole tables (small catalogues) or only the rows a batch touched.
 
 Dense Adam reads and writes every parameter on every step, so its cost grows with the embedding
-tables, not with the batch: measured on this machine (NeuMF 32 / 128,64,32, batch 4,096, one
-thread, ms per step, medians interleaved; ``python benchmarks/bench_optimizer.py``):
+tables, not with the batch. Measured on this machine (NeuMF 32 / 128,64,32, batch 4,096, random
+batches, one thread, median ms per step, interleaved; ``python benchmarks/bench_scale.py
+--optimizers --shapes 1x,4x,8x,16x,1m``, load average ~8 on 2 cores):
 
-================================  =========  =========  =============
-tables (users + items rows)       1x: 9.7k   16x: 156k  1M: 549k
-================================  =========  =========  =============
-dense Adam (fused)                24         53         292
-``torch.optim.SparseAdam``        38         69         54
-:class:`LazyAdam` (below)         36         39         30
-================================  =========  =========  =============
+================================  =====  =====  =====  ======  =======
+embedding rows (users + items)    9.7k   39k    78k    156k    549k
+================================  =====  =====  =====  ======  =======
+dense Adam (fused)                14.8   20.4   27.7   33.6    237.5
+``torch.optim.SparseAdam``        23.9   32.7   38.5   41.9    43.3
+:class:`LazyAdam` (below)         21.2   23.0   24.0   24.3    25.1
+================================  =====  =====  =====  ======  =======
 
+(An earlier run had 8x at 27 dense vs 30 lazy: the crossover is around 60k rows.)
 So large tables switch their embeddings to sparse gradients (``nn.Embedding(sparse=True)``, a
 training-time flag that leaves the weights and ``state_dict`` unchanged) and :class:`LazyAdam`,
 which applies Adam's update to the touched rows only (TensorFlow's LazyAdam): rows absent from
 a batch keep their moments instead of decaying them. Hyper-parameters mean the same as for Adam.
-``SparseAdam`` does the same arithmetic through sparse-tensor operations and is ~1.8x slower
-here. Row-wise Adagrad (FBGEMM's fused CPU kernel, ``fbgemm-gpu-cpu`` 1.8.0) was 2x faster still
-per step, but needs a differently tuned learning rate and a binary pinned to one torch release.
+``SparseAdam`` does the same arithmetic through sparse-tensor operations and is 1.1-1.7x slower
+here. Row-wise Adagrad (FBGEMM's fused CPU kernel, ``fbgemm-gpu-cpu`` 1.8.0, the one that loads
+with torch 2.13) was faster still at 1M items (15 vs 30 ms per step in one run), but needs a
+differently tuned learning rate, and its binary is pinned to one torch release.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 from torch import nn
 
 OptimizerName = Literal["auto", "adam", "lazy-adam"]
-LAZY_MIN_ROWS = 50_000  # auto: lazy updates from this many embedding rows (users + items) on a CPU
+LAZY_MIN_ROWS = 64_000  # auto: lazy from this many embedding rows on a CPU (the measured crossover, above)
 
 
 def embeddings(model: nn.Module) -> list[nn.Embedding]:
@@ -45,6 +48,12 @@ def resolve(name: OptimizerName, model: nn.Module, device: torch.device) -> str:
     return "lazy-adam" if device.type == "cpu" and rows >= LAZY_MIN_ROWS else "adam"
 
 
+def sparse_gradients(model: nn.Module, on: bool) -> None:
+    """Switch the embeddings' sparse gradients (a training-time flag: weights and ``state_dict`` stay as they are)."""
+    for table in embeddings(model):
+        table.sparse = on
+
+
 def make_optimizer(
     model: nn.Module, name: OptimizerName, lr: float, weight_decay: float, device: torch.device
 ) -> torch.optim.Optimizer:
@@ -54,8 +63,7 @@ def make_optimizer(
     one pass over each tensor instead of ~10 (~20% of a CPU epoch at 1x).
     """
     chosen = resolve(name, model, device)
-    for table in embeddings(model):
-        table.sparse = chosen == "lazy-adam"
+    sparse_gradients(model, chosen == "lazy-adam")
     params = list(model.parameters())
     if chosen == "lazy-adam":
         return LazyAdam(params, lr=lr, weight_decay=weight_decay)
