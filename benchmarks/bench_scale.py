@@ -92,31 +92,17 @@ def server_peak_rss_mb(bundle: Path, env: dict[str, str]) -> dict[str, float]:
     from ncf_serving.bundle import load_bundle
 
     from ncfctl.bench.memory import process_peak_rss_mb
-    from ncfctl.serving.deploy_local import free_port
+    from ncfctl.serving.deploy_local import free_port, server_command, wait_ready
 
     port = free_port("127.0.0.1")
-    command = [sys.executable, "-m", "ncf_serving.serve", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--model-dir", str(bundle)],
-        env={**env, "NCF_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log_path = bundle.parent / f"{bundle.name}-server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            server_command("127.0.0.1", port, bundle), env={**env, "NCF_THREADS": "1"}, stdout=log, stderr=log
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        started = time.perf_counter()
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"server on {bundle} exited {server.returncode} while loading")
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - started > PING_TIMEOUT_S:
-                raise SystemExit(f"server on {bundle} not ready after {PING_TIMEOUT_S} s")
-            time.sleep(0.5)
-        ready = time.perf_counter() - started
+        ready = wait_ready(url, server, log_path, PING_TIMEOUT_S)
         users = load_bundle(bundle).user_ids[:SERVER_REQUESTS]
         with httpx.Client(base_url=url, timeout=30) as client:
             for user in users.tolist():

@@ -229,6 +229,11 @@ def test_synthetic_default_shape_and_long_tails():
     assert 3.3 < frame["rating"].mean() < 3.9
 
 
+def synthetic_shape(users: int, items: int, interactions: int):
+    shape = {"users": users, "items": items, "interactions": interactions}
+    return load_config(overrides={f"data.synthetic.{k}": v for k, v in shape.items()}, environ={}).data.synthetic
+
+
 @pytest.fixture
 def resampling(monkeypatch):
     """Every user above the exact path's size goes through candidate resampling (the large-catalogue path)."""
@@ -248,14 +253,7 @@ def test_synthetic_resampling_is_deterministic_and_keeps_the_shape(resampling):
 
 def test_synthetic_resampling_draws_from_the_exact_distribution(monkeypatch):
     """Same world, both paths: the chosen items' taste and popularity agree within a few percent."""
-    cfg = load_config(
-        overrides={
-            "data.synthetic.users": 1000,
-            "data.synthetic.items": 20000,
-            "data.synthetic.interactions": 60000,
-        },
-        environ={},
-    ).data.synthetic
+    cfg = synthetic_shape(1000, 20000, 60000)
 
     def summary(frame):
         rng = np.random.default_rng(42)
@@ -273,14 +271,7 @@ def test_synthetic_resampling_draws_from_the_exact_distribution(monkeypatch):
 
 def test_synthetic_cost_grows_with_interactions_not_users_x_items(resampling):
     """2,000 users x 200,000 items (4e8 cells, ~1 GB of keys for the exact path) within O(items + interactions)."""
-    cfg = load_config(
-        overrides={
-            "data.synthetic.users": 2000,
-            "data.synthetic.items": 200_000,
-            "data.synthetic.interactions": 50_000,
-        },
-        environ={},
-    ).data.synthetic
+    cfg = synthetic_shape(2000, 200_000, 50_000)
     tracemalloc.start()
     try:
         frame = generate_synthetic(cfg, seed=0).frame
