@@ -121,19 +121,14 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
 
-def _autocast(device: torch.device):
-    """Mixed precision on CUDA (bf16 where supported: no loss scaling needed); fp32 on CPU."""
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA: bf16 from Ampere on (native; no loss scaling needed), fp16 before; none on CPU.
+
+    Asked once per run: ``torch.cuda.is_bf16_supported()`` also says yes for GPUs that only emulate bf16.
+    """
     if device.type != "cuda":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def _grad_scaler(device: torch.device):
-    """A loss scaler only for fp16 autocast (bf16 and fp32 do not underflow)."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.amp.GradScaler("cuda")
-    return None
+        return None
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
 
 
 def _check_task(model: nn.Module, data: InteractionData, settings: FitSettings) -> bool:
@@ -171,7 +166,9 @@ class EpochRunner:
     on_batch: BatchCallback | None = None
 
     def __post_init__(self) -> None:
-        self.scaler = _grad_scaler(self.device)
+        self.amp_dtype = amp_dtype(self.device)
+        # fp16 needs a loss scaler (torch.amp.GradScaler is >= 2.3; SageMaker's container runs torch 2.0)
+        self.scaler = torch.cuda.amp.GradScaler() if self.amp_dtype == torch.float16 else None
 
     def run(self, examples: EpochExamples) -> tuple[float, int]:
         """Returns (summed loss, examples seen) of this rank.
@@ -207,7 +204,8 @@ class EpochRunner:
         return float(loss_total.item()), seen
 
     def _loss_sum(self, users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        with _autocast(self.device):
+        autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with autocast:
             scores = self.net(users, items).float()
         if self.explicit:
             return F.mse_loss(scores, targets, reduction="sum")
