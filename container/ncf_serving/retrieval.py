@@ -7,9 +7,9 @@ finds the items that branch ranks highest. The MLP branch does not decompose, so
 vector gets one more dimension, the item's mean MLP-branch score over a sample of users, matched
 by a constant 1 in the query: the index ranks by ``GMF score + typical MLP score``. The
 ``candidates`` best items it returns from the ``nprobe`` nearest inverted lists (the user's seen
-items filtered inside the search) are then
-scored by the exact fast path (:meth:`ncf_serving.fastpath.FastPath.score_items`), so every
-returned score is the model's own and only the candidate set is approximate.
+items filtered inside the search) are then scored by the exact fast path
+(:meth:`ncf_serving.fastpath.FastPath.score_items`), so every returned score is the model's own
+and only the candidate set is approximate.
 
 The index (``retrieval.faiss``, written by ``ncfctl neo compile``) and its parameters live in
 ``serving.json`` under ``retrieval`` (:class:`ncf_serving.bundle.RetrievalSpec`). Loading refuses,
