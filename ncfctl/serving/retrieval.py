@@ -1,7 +1,7 @@
 """Top-K retrieval for a serving bundle: exact, or an ANN index built here at compile time.
 
 ``serving.retrieval`` picks how the bundle answers "top-K for one user": ``exact`` scores every
-item (the fast path: ~65 ms per request at 528k items, one thread), ``ann`` retrieves
+item (the fast path: 67-92 ms per request at 528k items, one thread), ``ann`` retrieves
 ``serving.ann.candidates`` items from a FAISS IVF-Flat index and re-ranks them exactly (how it
 serves, and what the index holds: :mod:`ncf_serving.retrieval`), ``auto`` is ``ann`` from
 ``serving.ann.min_items`` items. An MLP-only model has no inner-product branch to index, so it
@@ -10,18 +10,20 @@ is always exact (``ann`` is refused).
 The index's extra dimension is each item's mean MLP-branch score over ``serving.ann.mlp_users``
 users sampled with the compile seed, computed with the serving fast path itself (numpy).
 Measured on the 1M-item synthetic shape (528k items after cleaning, NeuMF 32 / 128,64,32, one
-epoch), recall@10 of the re-ranked candidates against the exact top-10 over 300 users, search
-time per request on one thread (``/tmp`` experiment, numbers in the README):
+epoch), recall@10 of the re-ranked candidates against the exact top-10 over 300 users and p50 per
+request on one thread (``python benchmarks/bench_retrieval.py --workdir W --hnsw``):
 
 * exact inner-product search over the GMF vectors alone: recall 0.43 / 0.52 / 0.59 at 50 / 100 /
   200 candidates (the MLP branch matters);
-* ... with the mean-MLP dimension: 0.96 at 10 candidates, 1.0 from 20 (the same with 16, 64 or
-  128 users averaged);
-* IVF-Flat, 1,024 lists, 100 candidates: nprobe 16 0.979 (0.07 ms), 32 1.0 (0.10 ms); built in 4 s;
-* HNSW-Flat, M 32, ef_construction 64: ef 50 0.982 (0.05 ms), ef 100 0.990 (0.09 ms); built in
-  29 s, and its graph makes the file 3x larger (M 16: 0.961 at ef 100).
+* ... with the mean-MLP dimension: 0.96 at 10 candidates, 1.0 from 20 (also with 16 or 128 users
+  averaged instead of 64);
+* IVF-Flat, 1,024 lists, 100 candidates: nprobe 8 0.90 (0.09 ms), 16 0.987 (0.11 ms), 32 1.0
+  (0.16 ms); the lists train in ~4 s;
+* HNSW-Flat, ef_construction 64, ef = candidates = 100: M 16 0.961 (0.11 ms), M 32 0.993
+  (0.13 ms); built in 21 / 26 s, and its graph makes the file 3x larger.
 
-IVF-Flat is the choice: the same latency at higher recall, built 7x faster, a third of the size.
+IVF-Flat is the choice: higher recall at about the same latency, built several times faster, a third
+of the size.
 """
 
 from __future__ import annotations
