@@ -77,6 +77,7 @@ class TrainConfig(_Section):
     threads: int = Field(gt=0)
     nproc: int = Field(gt=0)
     device: Literal["auto", "cpu", "cuda"]
+    optimizer: Literal["auto", "adam", "lazy-adam"]
     backend: Literal["local", "sagemaker"]
 
 
@@ -113,6 +114,16 @@ class CompileConfig(_Section):
     job_prefix: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,19}$")
 
 
+class AnnConfig(_Section):
+    """``serving.ann``: the FAISS IVF-Flat index ``neo compile`` builds when retrieval is ANN."""
+
+    min_items: int = Field(gt=0)
+    candidates: int = Field(gt=0)
+    lists: int = Field(gt=0)
+    nprobe: int = Field(gt=0)
+    mlp_users: int = Field(gt=0)
+
+
 class ServingConfig(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
@@ -121,6 +132,8 @@ class ServingConfig(_Section):
     max_body_bytes: int = Field(gt=0)
     request_read_seconds: int = Field(ge=1, le=3600)
     workers: int | None = Field(default=None, gt=0, le=1024)
+    retrieval: Literal["auto", "exact", "ann"]
+    ann: AnnConfig
 
 
 class ImageConfig(_Section):
@@ -188,6 +201,8 @@ class BenchConfig(_Section):
     repeats: int = Field(gt=0)
     warmup: int = Field(ge=0)
     threads: int = Field(gt=0)
+    series_seconds: float = Field(gt=0)
+    recall_users: int = Field(gt=0)
 
 
 class ArchiveConfig(_Section):

@@ -10,6 +10,12 @@ Two protocols, because sampled metrics alone are known to mislead (Krichene & Re
 * sampled: each held-out item is ranked among that row's stored negatives (99 in the NCF paper);
 * full ranking: it is ranked among every item the user has not interacted with in train + val
   (other held-out items of the same user are left out of the candidates, not counted as misses).
+  Its cost is users x items scores, so it ranks every held-out user only up to
+  ``FULL_RANKING_CELLS`` (10^8: the 1x default's 6,040 x 3,706 is 22M); above that, a sample of
+  ``max(MIN_SAMPLE_USERS, FULL_RANKING_CELLS / items)`` users drawn with a fixed seed, so every
+  model (and the popularity baseline) of a dataset is ranked on the same users. ``full_users``
+  says how many were ranked and ``full_hr_se`` / ``full_ndcg_se`` give the standard error of the
+  mean over them (at 1,000 users and HR 0.1: about 0.01).
 
 Ties never flatter: the 1-based rank is the number of candidates scoring >= the positive
 (the positive included), so a constant model ranks last, not first. A NaN score counts against
@@ -29,7 +35,11 @@ from ncfctl.errors import NcfError
 from ncfctl.models import NCF
 
 PAIRS_PER_CALL = 1 << 18  # pairs per score_fn call: bounded memory, few Python round trips
-CELLS_PER_BLOCK = 1 << 22  # user-block size for full ranking: rows x items scores held at once
+CELLS_PER_BLOCK = 1 << 22  # user-block size for full ranking: rows x items scores held at once ...
+MIN_BLOCK_USERS = 32  # ... but at least this many users, so a scorer's per-call item-side work is shared
+FULL_RANKING_CELLS = 10**8  # full ranking ranks every held-out user up to this many user x item scores
+MIN_SAMPLE_USERS = 1_000  # ... and at least this many sampled users above it
+SAMPLE_SEED = 20_170_403  # the users sampled depend only on the split, never on the model
 
 
 class ScoreFn(Protocol):
@@ -48,13 +58,46 @@ def score_pairs(score_fn: ScoreFn, users: np.ndarray, items: np.ndarray) -> np.n
     return out
 
 
+def _hits_and_gains(ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    hits = ranks <= k
+    return hits, np.where(hits, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
 def ranking_metrics(ranks: np.ndarray, k: int) -> tuple[float, float]:
     """HR@k and NDCG@k from 1-based ranks (one relevant item per row)."""
     if len(ranks) == 0:
         return float("nan"), float("nan")
-    hits = ranks <= k
-    gains = np.where(hits, 1.0 / np.log2(ranks + 1.0), 0.0)
+    hits, gains = _hits_and_gains(ranks, k)
     return float(hits.mean()), float(gains.mean())
+
+
+def full_ranking_metrics(ranks: np.ndarray, users: int, k: int) -> dict[str, float]:
+    """``full_hr``, ``full_ndcg``, their standard errors over the ranked rows, and ``full_users``."""
+    hits, gains = _hits_and_gains(ranks, k)
+    n = len(ranks)
+
+    def se(values: np.ndarray) -> float:
+        return float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+    return {
+        "full_hr": float(hits.mean()) if n else float("nan"),
+        "full_ndcg": float(gains.mean()) if n else float("nan"),
+        "full_hr_se": se(hits.astype(np.float64)),
+        "full_ndcg_se": se(gains),
+        "full_users": users,
+    }
+
+
+def full_ranking_rows(split: EvalSplit, num_items: int) -> tuple[np.ndarray, int]:
+    """The held-out rows full ranking ranks (all, or those of a seeded user sample) and their user count."""
+    users = np.unique(split.rows.users)
+    if len(users) * num_items <= FULL_RANKING_CELLS:
+        return np.arange(len(split.rows)), len(users)
+    size = max(MIN_SAMPLE_USERS, FULL_RANKING_CELLS // num_items)
+    if size >= len(users):
+        return np.arange(len(split.rows)), len(users)
+    chosen = np.random.default_rng(SAMPLE_SEED).choice(users, size=size, replace=False)
+    return np.flatnonzero(np.isin(split.rows.users, chosen)), size
 
 
 def pessimistic_rank(candidates: np.ndarray, positive: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
@@ -100,8 +143,8 @@ def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple
     return local, indices[np.repeat(starts, counts) + np.arange(counts.sum()) - first_of_row]
 
 
-def full_ranks(score_fn: ScoreFn, data: InteractionData, split: EvalSplit) -> np.ndarray:
-    """Rank of each held-out item among all items its user has not interacted with.
+def full_ranks(score_fn: ScoreFn, data: InteractionData, split: EvalSplit, row_index: np.ndarray) -> np.ndarray:
+    """Rank of each held-out row in ``row_index`` among all items its user has not interacted with.
 
     Users are scored in blocks (``CELLS_PER_BLOCK`` scores at a time); within a block the known
     items (train + val) and the user's other held-out items are masked out of the candidates.
@@ -109,24 +152,24 @@ def full_ranks(score_fn: ScoreFn, data: InteractionData, split: EvalSplit) -> np
     rows = split.rows
     num_items = data.num_items
     indptr, indices = data.seen_items()
-    order = np.argsort(rows.users, kind="stable")
+    order = row_index[np.argsort(rows.users[row_index], kind="stable")]
     sorted_users = rows.users[order]
     uniq = np.unique(sorted_users)
-    block = max(1, CELLS_PER_BLOCK // num_items)
+    block = max(MIN_BLOCK_USERS, CELLS_PER_BLOCK // num_items)
     ranks = np.empty(len(rows), dtype=np.int64)
     for start in range(0, len(uniq), block):
         users = uniq[start : start + block]
         lo = np.searchsorted(sorted_users, users[0], side="left")
         hi = np.searchsorted(sorted_users, users[-1], side="right")
-        row_index = order[lo:hi]
-        local = np.searchsorted(users, rows.users[row_index])
-        held_items = rows.items[row_index]
+        block_rows = order[lo:hi]
+        local = np.searchsorted(users, rows.users[block_rows])
+        held_items = rows.items[block_rows]
         scores = _all_item_scores(score_fn, users, num_items)
         excluded = np.zeros((len(users), num_items), dtype=bool)
         excluded[csr_rows(indptr, indices, users)] = True
         excluded[local, held_items] = True  # held-out items of the block never compete
-        ranks[row_index] = pessimistic_rank(scores[local], scores[local, held_items], excluded[local])
-    return ranks
+        ranks[block_rows] = pessimistic_rank(scores[local], scores[local, held_items], excluded[local])
+    return ranks[row_index]
 
 
 def rating_metrics(score_fn: ScoreFn, split: EvalSplit) -> dict[str, float]:
@@ -157,8 +200,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``score_fn`` on ``data``'s ``split`` ("val" or "test").
 
-    Implicit data: ``hr``, ``ndcg`` (sampled), ``full_hr``, ``full_ndcg`` (if ``full_ranking``) and
-    ``k``. Explicit data: ``rmse`` and ``mae``.
+    Implicit data: ``hr``, ``ndcg`` (sampled), with ``full_ranking`` also ``full_hr``,
+    ``full_ndcg``, ``full_hr_se``, ``full_ndcg_se`` and ``full_users`` (see the module
+    docstring), and ``k``. Explicit data: ``rmse`` and ``mae``.
     """
     if split not in ("val", "test"):
         raise NcfError(f"evaluation split must be 'val' or 'test', got {split!r}")
@@ -171,7 +215,8 @@ def evaluate(
     hr, ndcg = ranking_metrics(sampled_ranks(score_fn, held_out), k)
     metrics: dict[str, float] = {"hr": hr, "ndcg": ndcg}
     if full_ranking:
-        metrics["full_hr"], metrics["full_ndcg"] = ranking_metrics(full_ranks(score_fn, data, held_out), k)
+        row_index, users = full_ranking_rows(held_out, data.num_items)
+        metrics.update(full_ranking_metrics(full_ranks(score_fn, data, held_out, row_index), users, k))
     metrics["k"] = k
     return metrics
 
@@ -179,7 +224,7 @@ def evaluate(
 class TorchScorer:
     """Adapts an ``NCF`` to the ``score_fn`` protocol: eval mode, no grad, numpy out."""
 
-    pairs_per_block = 1 << 15  # user x item pairs per tower pass in ``all_items`` (cache-sized)
+    pairs_per_pass = 1 << 15  # user x item pairs per tower pass in ``all_items`` (cache-sized; >= 1 user)
 
     def __init__(self, model: NCF, device: torch.device | str | None = None):
         if not isinstance(model, NCF):
@@ -198,37 +243,49 @@ class TorchScorer:
     def all_items(self, users: np.ndarray) -> np.ndarray:
         """Scores of every item for each user, sharing the item-side work (same numbers as pairs).
 
-        GMF: ``(p_u * q_i) . h == p_u . (q_i * h)``, one matmul for all items. MLP: the first
-        layer splits as ``W_u m_u + W_i m_i``, so each side is computed once and only the sum
-        and the deeper layers run per pair: about 4x fewer multiply-adds than scoring pairs.
+        GMF: ``(p_u * q_i) . h == p_u . (q_i * h)``, one mat-vec for all items. MLP: the first
+        layer splits as ``W_u m_u + (W_i m_i + b)``, so the item half is computed once per call,
+        and each hidden state is kept as ``H + s`` (per-item matrix plus the user's row, using
+        ``relu(x + s) = max(x, -s) + s``): per user, one matmul and one ``maximum`` per layer.
+        This is the serving fast path's algorithm (:mod:`ncf_serving.fastpath`), here in torch so
+        it runs on the training device; on one CPU thread it is ~5x faster than running the tower
+        on ``user + item`` sums (measured at 528k items: 65 vs 360 ms per user).
         """
         model = self.model
         spec = model.spec
         with _eval_mode(model):
             u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
-            weight = model.predict.weight[0]
+            out_weight = model.predict.weight[0]
             scores = torch.zeros(len(u), spec.num_items, device=self.device) + model.predict.bias
             if spec.has_gmf:
-                scores += model.gmf_user(u) @ (model.gmf_item.weight * weight[: spec.factors]).T
+                scores += model.gmf_user(u) @ (model.gmf_item.weight * out_weight[: spec.factors]).T
             if spec.has_mlp:
-                scores += self._mlp_scores(model, u, weight[-spec.hidden[-1] :])
+                self._add_mlp_scores(scores, u, out_weight[-spec.hidden[-1] :])
             return scores.float().cpu().numpy()
 
-    def _mlp_scores(self, model: NCF, u: torch.Tensor, out_weight: torch.Tensor) -> torch.Tensor:
+    def _add_mlp_scores(self, scores: torch.Tensor, u: torch.Tensor, out_weight: torch.Tensor) -> None:
+        """Adds the MLP branch, ``pairs_per_pass`` (user, item) pairs at a time (several users per pass
+        for small catalogues); buffers are allocated once per call (fresh 100 MB tensors per user cost
+        more in page faults than the arithmetic)."""
+        model = self.model
         first, *rest = model.linear_layers()
         user_dim = model.spec.mlp_user_dim
-        user_side = model.mlp_user(u) @ first.weight[:, :user_dim].T + first.bias
-        item_side = model.mlp_item.weight @ first.weight[:, user_dim:].T
-        num_items = item_side.shape[0]
-        out = torch.empty(len(u), num_items, device=self.device)
-        step = max(1, self.pairs_per_block // num_items)
+        item_pre = model.mlp_item.weight @ first.weight[:, user_dim:].T + first.bias
+        shifts = model.mlp_user(u) @ first.weight[:, :user_dim].T
+        weights = [layer.weight.T.contiguous() for layer in rest]
+        num_items = item_pre.shape[0]
+        step = max(1, min(len(u), self.pairs_per_pass // num_items))
+        widths = [first.weight.shape[0], *(weight.shape[1] for weight in weights)]
+        hidden = [torch.empty(step, num_items, width, device=self.device) for width in widths]
         for start in range(0, len(u), step):
-            h = (user_side[start : start + step, None, :] + item_side[None, :, :]).relu_()
-            h = h.reshape(-1, h.shape[-1])
-            for layer in rest:
-                h = layer(h).relu_()
-            out[start : start + step] = (h @ out_weight).reshape(-1, num_items)
-        return out
+            shift = shifts[start : start + step]
+            rows = len(shift)
+            h = torch.maximum(item_pre, -shift[:, None, :], out=hidden[0][:rows])
+            for layer, weight, nxt in zip(rest, weights, hidden[1:], strict=True):
+                h = torch.matmul(h, weight, out=nxt[:rows])
+                shift = shift @ weight + layer.bias
+                h = torch.maximum(h, -shift[:, None, :], out=h)
+            scores[start : start + rows] += h @ out_weight + (shift @ out_weight)[:, None]
 
 
 @contextmanager

@@ -144,7 +144,7 @@ def run_pipeline(
     """Run every stage (skipping fresh ones unless ``force``); stops the deployment unless keep_serving."""
     from ncfctl.bench.service import run_benchmark
     from ncfctl.bench.variants import select_variants
-    from ncfctl.compile.service import compile_model
+    from ncfctl.compile.service import compile_model, compile_sections
     from ncfctl.data.prepare import prepare_dataset
     from ncfctl.pruning.service import finetune_model, prune_model
     from ncfctl.serving import deploy as deploy_service
@@ -193,7 +193,7 @@ def run_pipeline(
     )
     compiled = run.artifact_step(
         "compile",
-        lambda: find_fresh(workspace, "compiled", finetuned.id, {"compile": cfg.compile.model_dump()}),
+        lambda: find_fresh(workspace, "compiled", finetuned.id, compile_sections(cfg)),
         lambda: compile_model(cfg, workspace, finetuned.id, progress=progress),
         force,
     )

@@ -97,6 +97,9 @@ def aws(aws_env, moto_server):
     return lambda service: boto3.client(service, endpoint_url=moto_server, region_name="us-east-1")
 
 
+ONNX_MODELS = [{"batch_size": None, "path": "model.onnx"}]  # a bundle's ``models`` for one dynamic-batch model.onnx
+
+
 def tiny_interaction_data(
     users: int = 60,
     items: int = 40,
@@ -172,25 +175,9 @@ def tiny_bundle(tmp_path_factory) -> Path:
     )
     model = NCF(spec).eval()
     folder = tmp_path_factory.mktemp("bundle")
-    pair = (torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
-    torch.onnx.export(
-        model,
-        pair,
-        str(folder / "model.onnx"),
-        dynamo=False,
-        opset_version=12,
-        input_names=["user", "item"],
-        output_names=["score"],
-        dynamic_axes={"user": {0: "n"}, "item": {0: "n"}, "score": {0: "n"}},
-    )
+    export_onnx(model, folder / "model.onnx")
     write_serving_bundle(
-        folder,
-        model,
-        data,
-        runtime="onnxruntime",
-        models=[{"batch_size": None, "path": "model.onnx"}],
-        source_model="model-tiny",
-        target="local",
+        folder, model, data, runtime="onnxruntime", models=ONNX_MODELS, source_model="model-tiny", target="local"
     )
     return folder
 

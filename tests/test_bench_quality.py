@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from ncfctl.bench.latency import interleaved_timings, summarize, throughput
-from ncfctl.bench.quality import served_full_ranking
+from ncfctl.bench.latency import MIN_TIMED_CALLS, interleaved_timings, summarize, throughput
+from ncfctl.bench.quality import served_full_ranking, topk_recall
 from ncfctl.bench.runners import top_k_unseen
 from ncfctl.data.dataset import EvalSplit, InteractionData, Interactions
 from ncfctl.evaluation import evaluate
@@ -53,10 +55,10 @@ def test_served_full_ranking_matches_evaluation(held_per_user):
         return top_k_unseen(scores[user], k, indices[indptr[user] : indptr[user + 1]])
 
     expected = evaluate(lambda u, i: scores[u, i], data, "test", k=5, full_ranking=True)
-    hr, ndcg = served_full_ranking(top_k, data.test, 5)
-    assert hr == pytest.approx(expected["full_hr"])
-    assert ndcg == pytest.approx(expected["full_ndcg"])
-    assert 0 < hr < 1  # the case is not degenerate
+    served = served_full_ranking(top_k, data.test, data.num_items, 5)
+    assert served == pytest.approx({key: expected[key] for key in served})
+    assert set(served) == {"full_hr", "full_ndcg", "full_hr_se", "full_ndcg_se", "full_users"}
+    assert 0 < served["full_hr"] < 1  # the case is not degenerate
 
 
 def test_top_k_unseen_excludes_seen_and_orders_ties_by_index():
@@ -85,3 +87,29 @@ def test_interleaved_timings_shuffle_each_round_and_skip_warmup():
     )
     predecessors = {rnd[i - 1][0] for rnd in rounds for i in range(1, 4) if rnd[i][0] == "a"}
     assert len(predecessors) == 3  # "a" follows every other call at some point, not always the same one
+
+
+def test_topk_recall_is_the_share_of_the_exact_top_k():
+    class Fake:
+        exact = False
+
+        def top_k(self, user, k):
+            return np.arange(k)
+
+        def exact_top_k(self, user, k):
+            return np.arange(k // 2, k // 2 + k)
+
+    class Exact(Fake):
+        exact = True
+
+        def top_k(self, user, k):
+            raise AssertionError("an exact variant is not asked")
+
+    assert topk_recall(Fake(), np.arange(5), 10) == 0.5
+    assert topk_recall(Exact(), np.arange(5), 10) == 1.0
+
+
+def test_a_series_over_its_time_budget_stops_after_the_minimum_calls():
+    fns = {"slow": lambda rep: time.sleep(0.002), "fast": lambda rep: None}
+    samples = interleaved_timings(fns, warmup=0, repeats=60, budget_s=0.01)
+    assert len(samples["slow"]) == MIN_TIMED_CALLS and len(samples["fast"]) == 60

@@ -114,3 +114,28 @@ def test_cli_compare_list_json(served, run_cli):
     assert all(Path(f).is_file() for f in payload["figures"])
     speedups = [r["speedup_topk"] for r in results["rows"]]
     assert speedups[0] == 1.0 and np.isfinite(speedups[1]) and speedups[1] > 0
+
+
+def test_an_ann_bundle_reports_its_top_k_recall(served):
+    """Last in this module: it adds a compiled artifact to the shared workspace."""
+    from ncfctl.compile.service import compile_model
+
+    config, ws, arts = served
+    ann = config.model_copy(
+        update={
+            "serving": config.serving.model_copy(
+                update={
+                    "retrieval": "ann",
+                    "ann": config.serving.ann.model_copy(update={"candidates": 12, "lists": 2, "nprobe": 1}),
+                }
+            )
+        }
+    )
+    compiled = compile_model(ann, ws, arts["original"].id)
+    assert compiled.manifest.info["retrieval"] == "ann"
+    artifact = run_benchmark(config, ws, compare=f"original,{compiled.id}")
+    rows = {row["variant"]: row for row in json.loads((artifact.path / RESULTS_JSON).read_text())["rows"]}
+    assert rows["original"]["topk_recall"] == 1.0  # eager torch scores every item
+    recall = rows["compiled ort"]["topk_recall"]
+    assert 0.3 < recall < 1.0  # 12 candidates from one of two lists: measured, not assumed
+    assert rows["compiled ort"]["recall_users"] == 120

@@ -63,6 +63,17 @@ def test_fastpath_matches_the_model_exactly(name, block, monkeypatch):
         np.testing.assert_allclose(scores, reference[items], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_score_items_rescores_a_subset_exactly(name):
+    """What re-ranks ANN candidates: the same scores as scoring every item, for any subset and order."""
+    fast = FastPath(fastpath_arrays(separated_ncf(NCFSpec(num_users=60, num_items=40, **SPECS[name]))))
+    subset = np.random.default_rng(0).permutation(40)[:13]
+    for user in (0, 17, 59):
+        np.testing.assert_allclose(fast.score_items(user, subset), fast.score_all(user)[subset], rtol=1e-6, atol=1e-6)
+        items, scores = fast.rank(subset, fast.score_items(user, subset), 5)
+        assert items.tolist() == [i for i in fast.top_k(user, 40)[0].tolist() if i in set(subset.tolist())][:5]
+
+
 def test_top_k_returns_fewer_items_when_fewer_remain():
     data = tiny_interaction_data()
     fast = FastPath(fastpath_arrays(separated_ncf(NCFSpec(num_users=60, num_items=40, **SPECS["neumf"]))))
@@ -102,6 +113,7 @@ def test_bundle_round_trip(tmp_path):
                 for path in tmp_path.rglob("*")
                 if path.is_file() and path.name != "serving.json"
             },
+            "retrieval": None,
         }
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == names

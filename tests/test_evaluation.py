@@ -150,3 +150,33 @@ def test_ranks_match_brute_force(draw):
     full = [(scores[u, i], [scores[u, j] for j in range(num_items) if j not in known[u] and j != i]) for u, i in test]
     assert (got["hr"], got["ndcg"]) == pytest.approx(brute(sampled))
     assert (got["full_hr"], got["full_ndcg"]) == pytest.approx(brute(full))
+
+
+def test_full_ranking_samples_users_above_the_cell_budget(monkeypatch):
+    """Above ``FULL_RANKING_CELLS`` a fixed seeded user sample is ranked: same users for every model,
+    the same ranks those users get in the full evaluation, and the standard error of their mean."""
+    from ncfctl import evaluation
+
+    rng = np.random.default_rng(7)
+    num_users, num_items = 40, 60
+    train, val, test = [], [], []
+    for u in range(num_users):
+        items = rng.permutation(num_items)
+        train += [(u, int(i)) for i in items[:5]]
+        val.append((u, int(items[5])))
+        test.append((u, int(items[6])))
+    data = make_data(num_users, num_items, train, val, test, [[0]] * num_users)
+    scores = rng.normal(size=(num_users, num_items))
+    everyone = evaluation.full_ranks(table_fn(scores), data, data.test, np.arange(num_users))
+
+    monkeypatch.setattr(evaluation, "FULL_RANKING_CELLS", 10 * num_items)
+    monkeypatch.setattr(evaluation, "MIN_SAMPLE_USERS", 5)
+    rows, users = evaluation.full_ranking_rows(data.test, num_items)
+    assert users == 10 and len(rows) == 10
+    assert np.array_equal(rows, evaluation.full_ranking_rows(data.test, num_items)[0])  # seeded: always these
+    got = evaluate(table_fn(scores), data, k=10)
+    hits = (everyone[rows] <= 10).astype(float)
+    assert got["full_users"] == 10
+    assert got["full_hr"] == pytest.approx(hits.mean())
+    assert got["full_hr_se"] == pytest.approx(hits.std(ddof=1) / math.sqrt(10))
+    assert evaluate(popularity_score_fn(data), data, k=10)["full_users"] == 10

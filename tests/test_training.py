@@ -63,8 +63,9 @@ def test_after_step_runs_after_every_optimizer_step():
     assert len(calls) == -(-positives * 5 // 256)  # 4 negatives + 1 positive per row, batch 256
 
 
-def test_resume_after_a_crash_mid_epoch_equals_an_uninterrupted_run(tmp_path):
-    settings = FitSettings(epochs=4, patience=0, **FAST)
+@pytest.mark.parametrize("optimizer", ["adam", "lazy-adam"])
+def test_resume_after_a_crash_mid_epoch_equals_an_uninterrupted_run(tmp_path, optimizer):
+    settings = FitSettings(epochs=4, patience=0, optimizer=optimizer, **FAST)
     straight = neumf()
     expected = fit(straight, DATA, settings, checkpoint=tmp_path / "a.pt")
 
@@ -114,10 +115,22 @@ def test_negatives_are_never_training_positives_and_epochs_differ():
     known = set(zip(DATA.train.users.tolist(), DATA.train.items.tolist(), strict=True))
     first = implicit_examples(DATA.train, sampler, 4, np.random.default_rng([0, 1]))
     second = implicit_examples(DATA.train, sampler, 4, np.random.default_rng([0, 2]))
-    negatives = first.targets == 0
-    assert negatives.sum() == 4 * len(DATA.train) and (first.targets == 1).sum() == len(DATA.train)
-    assert not any((u, i) in known for u, i in zip(first.users[negatives], first.items[negatives], strict=True))
+    rows = len(DATA.train)
+    assert len(first) == 5 * rows and sorted(first.order.tolist()) == list(range(5 * rows))
+    assert first.items[:rows].tolist() == DATA.train.items.tolist()  # the positives, once each
+    owners = first.users[np.arange(rows, 5 * rows) % rows]
+    assert not any((u, i) in known for u, i in zip(owners.tolist(), first.items[rows:].tolist(), strict=True))
     assert not np.array_equal(first.items, second.items)
+    assert not np.array_equal(first.order, second.order)
+
+
+def test_an_epoch_is_stored_compactly_as_int32():
+    """No (1 + negatives) x rows int64 copies: int32 users per row, items and order per example."""
+    sampler = NegativeSampler(DATA.train, DATA.num_items)
+    examples = implicit_examples(DATA.train, sampler, 4, np.random.default_rng(0))
+    assert {examples.users.dtype, examples.items.dtype, examples.order.dtype} == {np.dtype(np.int32)}
+    rows = len(DATA.train)
+    assert examples.users.nbytes + examples.items.nbytes + examples.order.nbytes == 4 * (rows + 2 * 5 * rows)
 
 
 def test_fraction_uses_a_fixed_share_of_rows():

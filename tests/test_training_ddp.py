@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import tiny_interaction_data
 
@@ -19,16 +20,18 @@ SAME = {"train.epochs": 3, "train.patience": 0, "model.factors": 8, "model.layer
 SAME |= {"train.lr": 0.01}  # learns fast enough that no two epochs tie on validation (a tie could pick either)
 
 
-def test_two_processes_match_one(run_cli, workdir):
+@pytest.mark.parametrize("optimizer", ["adam", "lazy-adam"])
+def test_two_processes_match_one(run_cli, workdir, optimizer):
     data = tiny_interaction_data(users=150, items=60, per_user=12)
     info = {"dataset": "tiny", "num_users": 150, "num_items": 60, "explicit": False, "split": "leave-one-out"}
     workspace = Workspace(workdir)
     with workspace.create("dataset", info=info) as writer:
         data.save(writer.path)
-    two = json.loads(run_cli("train", *ARGS, "--nproc", "2", "--json").stdout)
+    env = {"NCFCTL_TRAIN__OPTIMIZER": optimizer}  # lazy-adam: DDP all-reduces sparse embedding gradients (gloo)
+    two = json.loads(run_cli("train", *ARGS, "--nproc", "2", "--json", env=env).stdout)
     assert workspace.get(two["model"]).manifest.info["nproc"] == 2
 
-    config = load_config(overrides=SAME)  # the single-process run of the same command, in this process
+    config = load_config(overrides={**SAME, "train.optimizer": optimizer})  # the same command, one process
     data = load_dataset(writer.artifact)
     single = initial_model(config, workspace, model_spec(config, data), None, None)
     one = fit(single, data, fit_settings(config))

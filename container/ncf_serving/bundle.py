@@ -12,6 +12,7 @@ Files::
     ids/            ``user_ids``, ``item_ids``: unicode arrays, index -> raw id from the user's data;
                     ``user_order``, ``item_order``: the permutations that sort them (id lookup)
     model files     ``model.onnx`` | ``model.pth`` | a DLR folder per static batch size
+    retrieval.faiss only with ``serving.json`` ``retrieval``: the ANN index (:mod:`ncf_serving.retrieval`)
 
 Each folder holds one ``<name>.npy`` per array, never compressed: the server memory-maps them
 read-only, so every worker process of a server shares one copy of the arrays in the page cache
@@ -55,9 +56,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ncf_serving.checksums import ChecksumError, verify_files
-from ncf_serving.layout import FASTPATH_DIR, FORMAT, IDS_DIR, SEEN_DIR, SERVING_JSON
+from ncf_serving.layout import ANN_INDEX, FASTPATH_DIR, FORMAT, IDS_DIR, SEEN_DIR, SERVING_JSON
 
-__all__ = ["FASTPATH_DIR", "FORMAT", "IDS_DIR", "SEEN_DIR", "SERVING_JSON"]
+__all__ = ["ANN_INDEX", "FASTPATH_DIR", "FORMAT", "IDS_DIR", "SEEN_DIR", "SERVING_JSON"]
 
 GMF_KEYS = ("gmf_user", "gmf_item")
 MLP_KEYS = ("mlp_user", "w1_user", "item_pre", "out_mlp")
@@ -73,10 +74,9 @@ class BundleError(Exception):
     """The bundle in the model directory is missing a file or holds an inconsistent value."""
 
 
-def _check_relative(path: str) -> str:
+def _check_inside(path: str) -> None:
     if Path(path).is_absolute() or ".." in Path(path).parts:
         raise ValueError(f"path {path!r} must be relative and stay inside the bundle")
-    return path
 
 
 class ModelFile(BaseModel):
@@ -89,7 +89,29 @@ class ModelFile(BaseModel):
 
     @model_validator(mode="after")
     def _inside_bundle(self) -> ModelFile:
-        _check_relative(self.path)
+        _check_inside(self.path)
+        return self
+
+
+class RetrievalSpec(BaseModel):
+    """``serving.json`` ``retrieval``: top-K from an ANN index's candidates, re-ranked exactly.
+
+    The index is a FAISS ``IndexIVFFlat`` (inner product) over ``[gmf_item | mean MLP score]``;
+    ``candidates`` items are retrieved per request from the ``nprobe`` inverted lists nearest the
+    query and re-scored by the fast path. ``sha256`` is the index file's digest, checked at load.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["faiss-ivf-flat"] = "faiss-ivf-flat"
+    path: str = ANN_INDEX
+    candidates: int = Field(gt=0)
+    nprobe: int = Field(gt=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _inside_bundle(self) -> RetrievalSpec:
+        _check_inside(self.path)
         return self
 
 
@@ -110,6 +132,7 @@ class ServingSpec(BaseModel):
     source_model: str | None = None
     target: str | None = None
     files: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256, every file but serving.json
+    retrieval: RetrievalSpec | None = None  # None: exact top-K over every item
 
     @model_validator(mode="after")
     def _one_dynamic_or_distinct_static(self) -> ServingSpec:
@@ -119,7 +142,7 @@ class ServingSpec(BaseModel):
         if len(set(sizes)) != len(sizes):
             raise ValueError(f"models: batch sizes must be distinct, got {sizes}")
         for name in self.files:
-            _check_relative(name)
+            _check_inside(name)
         return self
 
     @property

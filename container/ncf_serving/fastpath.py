@@ -18,6 +18,8 @@ The MLP tower runs over the items in blocks of :data:`BLOCK_ITEMS`, so each thre
 (allocated once: allocating ~1 MB per request costs more than the math) stay a few MB whatever
 the catalogue size, and a block's hidden states stay in cache between layers. With one buffer
 row per item, every server worker would hold ~400 MB of them for a million items.
+:meth:`FastPath.score_items` runs the same math on a subset of items (the candidates an ANN
+index retrieved, :mod:`ncf_serving.retrieval`), so re-ranking is exact for those items.
 """
 
 from __future__ import annotations
@@ -58,48 +60,72 @@ class FastPath:
         self.num_users = int((self.gmf_user if self.has_gmf else self.mlp_user).shape[0])
         self._local = threading.local()
 
-    def _buffers(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """This thread's (scores, MLP scores of a block, hidden states of a block per layer)."""
-        buffers = getattr(self._local, "buffers", None)
+    def _block_buffers(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """This thread's (MLP scores of a block, hidden states of a block per layer)."""
+        buffers = getattr(self._local, "blocks", None)
         if buffers is None:
-            widths = [self.item_pre.shape[1], *(w.shape[1] for w, _ in self.tower)] if self.has_mlp else []
+            widths = [self.item_pre.shape[1], *(w.shape[1] for w, _ in self.tower)]
             block = min(BLOCK_ITEMS, self.num_items)
-            hidden = [np.empty((block, width), np.float32) for width in widths]
-            buffers = np.empty(self.num_items, np.float32), np.empty(block, np.float32), hidden
-            self._local.buffers = buffers
+            buffers = np.empty(block, np.float32), [np.empty((block, width), np.float32) for width in widths]
+            self._local.blocks = buffers
         return buffers
 
-    def _score_into_buffer(self, user: int) -> np.ndarray:
-        scores, mlp_scores, hidden = self._buffers()
+    def _catalogue_scores(self) -> np.ndarray:
+        """This thread's score buffer for every item, reused by each request."""
+        scores = getattr(self._local, "scores", None)
+        if scores is None:
+            scores = self._local.scores = np.empty(self.num_items, np.float32)
+        return scores
+
+    def _score(
+        self, user: int, gmf_item: np.ndarray | None, item_pre: np.ndarray | None, scores: np.ndarray
+    ) -> np.ndarray:
+        """Scores (into ``scores``) of the items whose precomputed rows are given: the whole tables, or
+        a gathered subset."""
+        rows = len(scores)
         if self.has_gmf:
-            np.matmul(self.gmf_item, self.gmf_user[user], out=scores)
+            np.matmul(gmf_item, self.gmf_user[user], out=scores)
         else:
             scores.fill(0.0)
         offset = self.out_bias
         if self.has_mlp:
+            mlp_scores, hidden = self._block_buffers()
             shift = self.w1_user @ self.mlp_user[user]
             floors = [-shift]  # relu(x + s) = max(x, -s) + s, per layer
             for weight, bias in self.tower:
                 shift = shift @ weight + bias
                 floors.append(-shift)
-            for start in range(0, self.num_items, len(mlp_scores)):
-                stop = min(start + len(mlp_scores), self.num_items)
-                rows = stop - start
-                h = hidden[0][:rows]
-                np.maximum(self.item_pre[start:stop], floors[0], out=h)
+            for start in range(0, rows, len(mlp_scores)):
+                stop = min(start + len(mlp_scores), rows)
+                n = stop - start
+                h = hidden[0][:n]
+                np.maximum(item_pre[start:stop], floors[0], out=h)
                 for (weight, _), nxt, floor in zip(self.tower, hidden[1:], floors[1:], strict=True):
-                    np.matmul(h, weight, out=nxt[:rows])
-                    np.maximum(nxt[:rows], floor, out=nxt[:rows])
-                    h = nxt[:rows]
-                np.matmul(h, self.out_mlp, out=mlp_scores[:rows])
-                scores[start:stop] += mlp_scores[:rows]
+                    np.matmul(h, weight, out=nxt[:n])
+                    np.maximum(nxt[:n], floor, out=nxt[:n])
+                    h = nxt[:n]
+                np.matmul(h, self.out_mlp, out=mlp_scores[:n])
+                scores[start:stop] += mlp_scores[:n]
             offset = offset + shift @ self.out_mlp
         scores += offset
         return scores
 
+    def _score_into_buffer(self, user: int) -> np.ndarray:
+        return self._score(user, self.gmf_item, self.item_pre, self._catalogue_scores())
+
     def score_all(self, user: int) -> np.ndarray:
         """Raw scores of every item for user index ``user`` (a fresh array)."""
         return self._score_into_buffer(user).copy()
+
+    def score_items(self, user: int, items: np.ndarray) -> np.ndarray:
+        """Raw scores of ``items`` only (the re-ranking of retrieved candidates): same math, their rows."""
+        gathered = [None if table is None else table[items] for table in (self.gmf_item, self.item_pre)]
+        return self._score(user, *gathered, np.empty(len(items), np.float32))
+
+    def rank(self, items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of ``items`` by ``scores`` (best first; ties by lower index), with their scores."""
+        order = np.lexsort((items, -scores))[:k]
+        return items[order].astype(np.int64, copy=False), scores[order].copy()
 
     def top_k(self, user: int, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best item indices (best first; ties by lower index) and their scores.
@@ -124,5 +150,4 @@ class FastPath:
                 candidates = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
         else:
             candidates = np.arange(self.num_items)
-        order = candidates[np.lexsort((candidates, -scores[candidates]))]
-        return order.astype(np.int64, copy=False), scores[order].copy()
+        return self.rank(candidates, scores[candidates], k)

@@ -1,4 +1,7 @@
-"""The model behind the endpoint: pair scores through the runtime, top-K through the exact fast path.
+"""The model behind the endpoint: pair scores through the runtime, top-K through the fast path.
+
+Top-K scores every item with the exact fast path, or, for a bundle with an ANN index
+(``serving.json`` ``retrieval``), re-ranks the index's candidates with it (:mod:`ncf_serving.retrieval`).
 
 :class:`Predictor` is plain Python (no HTTP), so benchmarks and tests call it directly. Loading
 ends with :meth:`Predictor.warm_up`, which runs real inferences and checks that the fast path and
@@ -24,7 +27,7 @@ CHECK_ITEMS = 64
 
 
 class Predictor:
-    def __init__(self, bundle: Bundle, scorer: Scorer):
+    def __init__(self, bundle: Bundle, scorer: Scorer, threads: int = 1):
         self.spec = bundle.spec
         self.scorer = scorer
         self.fastpath = FastPath(bundle.fastpath)
@@ -37,11 +40,17 @@ class Predictor:
                 f"{bundle.folder}: fastpath/ is for {self.fastpath.num_users} users x {self.fastpath.num_items} "
                 f"items, serving.json says {self.spec.num_users} x {self.spec.num_items}"
             )
+        self.retrieval = None
+        if self.spec.retrieval is not None:
+            from ncf_serving.retrieval import AnnRetrieval  # faiss only for bundles that have an index
+
+            self.retrieval = AnnRetrieval.load(bundle.folder, self.spec.retrieval, self.fastpath, threads)
 
     @classmethod
     def load(cls, model_dir: str | Path, threads: int | None = None) -> Predictor:
         bundle = load_bundle(model_dir)
-        return cls(bundle, load_scorer(bundle.spec, Path(model_dir), threads or bundle.spec.threads))
+        threads = threads or bundle.spec.threads
+        return cls(bundle, load_scorer(bundle.spec, Path(model_dir), threads), threads)
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Raw scores of index pairs through the runtime model."""
@@ -51,8 +60,15 @@ class Predictor:
         return self.seen_indices[self.seen_indptr[user] : self.seen_indptr[user + 1]]
 
     def top_k(self, user: int, k: int, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``k`` item indices for a user index, best first, with raw scores."""
-        return self.fastpath.top_k(user, k, self.seen(user) if exclude_seen else None)
+        """Best ``k`` item indices for a user index, best first, with raw scores (ANN candidates when indexed)."""
+        exclude = self.seen(user) if exclude_seen else None
+        if self.retrieval is not None:
+            return self.retrieval.top_k(self.fastpath, user, k, exclude)
+        return self.fastpath.top_k(user, k, exclude)
+
+    def exact_top_k(self, user: int, k: int) -> np.ndarray:
+        """The exact top-``k`` unseen items over the whole catalogue (what ANN retrieval is measured against)."""
+        return self.fastpath.top_k(user, k, self.seen(user))[0]
 
     def warm_up(self, rounds: int = 1) -> float:
         """Run ``rounds`` of real inferences; check fast path == runtime. Returns the largest score gap."""

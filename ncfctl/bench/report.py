@@ -52,6 +52,7 @@ SPEED_COLUMNS = [
     Column("b64_p99_ms", "b64 p99", ".3f"),
     Column("topk_p50_ms", "top-K p50", ".3f"),
     Column("topk_p99_ms", "top-K p99", ".3f"),
+    Column("topk_recall", "top-K recall", ".3f"),
     Column("throughput", "samples/s", ",.0f"),
 ]
 SIZE_COLUMNS = [
@@ -153,10 +154,13 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"test split; baseline **{results['baseline']}**. Machine: {machine['cpu']}, {machine['cores']} cores "
         f"(1-min load average {machine.get('load_average_1m', '?')} at the start), "
         f"{results['threads']} thread(s) per runtime, {results['warmup']} warm-up + {results['repeats']} timed "
-        "calls per cell, interleaved across variants in shuffled order; latencies in ms per call, p50/p99; "
+        f"calls per cell (fewer, at least 20, once a cell's calls total {results.get('series_seconds', '?')} s), "
+        "interleaved across variants in shuffled order; latencies in ms per call, p50/p99; "
         "×b1 / ×top-K = speed-up, the baseline's p50 over the variant's. b1 = one (user, item) pair, "
         f"b64 = 64 pairs, top-K = top-{results['k']} over all {results['num_items']:,} items for one user "
-        "(seen items excluded); samples/s at batch 64; peak RSS of a separate process serving only that model "
+        "(seen items excluded); top-K recall = share of the exact top-K of the variant's own model in its "
+        "top-K, over the same test users (1 for variants that score every item); samples/s at batch 64; "
+        "peak RSS of a separate process serving only that model "
         "(for a deployment: its largest worker; workers = the server's worker processes, threads = per worker).",
         "",
         _quality_sources(results),

@@ -18,6 +18,7 @@ one runner in a fresh process, and a bundle's peak RSS must not include torch.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,10 +32,15 @@ HTTP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"
 class Runner(Protocol):
     runtime: str
     num_items: int
+    exact: bool  # top_k scores every item (True), or re-ranks ANN candidates (False)
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...
 
     def top_k(self, user: int, k: int) -> np.ndarray: ...
+
+    def exact_top_k(self, user: int, k: int) -> np.ndarray:
+        """The same model's exact top-``k`` unseen items (what ``top_k``'s recall is measured against)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -56,6 +62,7 @@ class TorchRunner:
     """
 
     runtime = "torch"
+    exact = True
 
     def __init__(self, model_path: Path, seen_indptr: np.ndarray, seen_indices: np.ndarray, threads: int):
         import torch
@@ -83,6 +90,8 @@ class TorchRunner:
         indptr, indices = self._seen
         return top_k_unseen(scores, k, indices[indptr[user] : indptr[user + 1]])
 
+    exact_top_k = top_k
+
     def close(self) -> None:
         pass
 
@@ -97,6 +106,7 @@ class BundleRunner:
         self.predictor.warm_up()
         self.runtime = self.predictor.spec.runtime
         self.num_items = self.predictor.spec.num_items
+        self.exact = self.predictor.retrieval is None
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self.predictor.score(users, items)
@@ -107,6 +117,9 @@ class BundleRunner:
 
     def top_k(self, user: int, k: int) -> np.ndarray:
         return self.predictor.top_k(user, k)[0]
+
+    def exact_top_k(self, user: int, k: int) -> np.ndarray:
+        return self.predictor.exact_top_k(user, k)
 
     def close(self) -> None:
         pass
@@ -133,6 +146,8 @@ class HttpRunner:
         self.users = IdMap(loaded.user_ids, loaded.user_order)
         self.items = IdMap(loaded.item_ids, loaded.item_order)
         self.num_items = loaded.spec.num_items
+        self.exact = loaded.spec.retrieval is None
+        self._bundle = loaded  # the served model's exact top-K, computed here from its fast path
         self.max_batch = max_batch
         self.url = url
         parts = urlsplit(url)
@@ -172,6 +187,16 @@ class HttpRunner:
     def top_k(self, user: int, k: int) -> np.ndarray:
         answer = self._post({"user_id": self.users.to_public(np.array([user]))[0], "top_k": int(k)})
         return np.array([self.items.lookup(entry["item_id"]) for entry in answer["items"]], dtype=np.int64)
+
+    @cached_property
+    def _fastpath(self):
+        from ncf_serving.fastpath import FastPath
+
+        return FastPath(self._bundle.fastpath)
+
+    def exact_top_k(self, user: int, k: int) -> np.ndarray:
+        indptr, indices = self._bundle.seen_indptr, self._bundle.seen_indices
+        return self._fastpath.top_k(user, k, indices[indptr[user] : indptr[user + 1]])[0]
 
     def close(self) -> None:
         self.connection.close()

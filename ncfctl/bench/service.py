@@ -27,7 +27,7 @@ from ncfctl.bench import charts, report
 from ncfctl.bench.footprint import MB, bundle_footprint, model_footprint
 from ncfctl.bench.latency import interleaved_timings, summarize, throughput
 from ncfctl.bench.memory import probe_many_peak_rss_mb, process_peak_rss_mb
-from ncfctl.bench.quality import measure_quality, recorded_quality
+from ncfctl.bench.quality import measure_quality, recall_users, recorded_quality, topk_recall
 from ncfctl.bench.runners import BundleRunner, HttpRunner, Runner, TorchRunner
 from ncfctl.bench.variants import Selection, Variant, select_variants
 from ncfctl.config import BenchConfig, Config
@@ -40,7 +40,13 @@ from ncfctl.workspace import Artifact, Workspace
 
 BATCH = 64
 QUERIES = ("b1", "b64", "topk")
-HEADLINE = ("topk_p50_ms", "b1_p50_ms", "peak_rss_mb", "size_mb")  # per-variant numbers copied to the manifest
+HEADLINE = (
+    "topk_p50_ms",
+    "topk_recall",
+    "b1_p50_ms",
+    "peak_rss_mb",
+    "size_mb",
+)  # per-variant numbers copied to the manifest
 PROBE_ROUNDS = 20  # queries of each kind the memory probe serves before reading its peak
 
 
@@ -233,15 +239,33 @@ def _speed(
     """p50/p99 of each query and batch-64 throughput per variant name, all series interleaved."""
     calls = _query_calls(runners, data, k)
     advance = tracker.task(f"latency ({len(calls)} series interleaved)", settings.repeats)
-    samples = interleaved_timings(calls, warmup=settings.warmup, repeats=settings.repeats, on_round=lambda _: advance())
+    samples = interleaved_timings(
+        calls,
+        warmup=settings.warmup,
+        repeats=settings.repeats,
+        on_round=lambda _: advance(),
+        budget_s=settings.series_seconds,
+    )
     out: dict[str, dict[str, Any]] = {name: {} for name in runners}
     for key, seconds in samples.items():
         name, query = key.split("|")
         stats = summarize(seconds)
         out[name][f"{query}_p50_ms"] = stats.p50_ms
         out[name][f"{query}_p99_ms"] = stats.p99_ms
+        out[name][f"{query}_calls"] = stats.n
         if query == "b64":
             out[name]["throughput"] = throughput(BATCH, seconds)
+    return out
+
+
+def _recall(runners: dict[str, Runner], data: InteractionData, k: int, settings: BenchConfig, tracker: _Progress):
+    """``topk_recall`` per variant name over the same seeded test users (1.0 for exact variants)."""
+    users = recall_users(data, settings.recall_users, seed=0)
+    done = tracker.status(f"top-{k} recall vs exact ({len(users)} users)", len(runners))
+    out = {}
+    for name, runner in runners.items():
+        out[name] = {"topk_recall": topk_recall(runner, users, k), "recall_users": len(users)}
+        done(f"{name}: {out[name]['topk_recall']:.3f}")
     return out
 
 
@@ -262,7 +286,9 @@ def _measure(
         runners = _open_runners(selection, seen_npz, config, stack, notes, tracker)
         variants = [variant for variant, _ in runners.values()]
         quality = _quality(runners, data, k, tracker)
-        speed = _speed({name: runner for name, (_, runner) in runners.items()}, data, k, settings, tracker)
+        plain = {name: runner for name, (_, runner) in runners.items()}
+        speed = _speed(plain, data, k, settings, tracker)
+        recall = _recall(plain, data, k, settings, tracker)
         sizing = tracker.status("size + peak memory (one process per model)", 2)
         sizes = {v.name: _footprint(v, notes) for v in variants}
         sizing("sizes counted")
@@ -281,6 +307,7 @@ def _measure(
             "model_id": v.model_id,
             **quality[v.name],
             **speed[v.name],
+            **recall[v.name],
             **sizes[v.name],
             "peak_rss_mb": peaks[v.name],
         }
@@ -317,6 +344,7 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
             "threads": settings.threads,
             "warmup": settings.warmup,
             "repeats": settings.repeats,
+            "series_seconds": settings.series_seconds,
             "machine": machine,
             "columns": [c.key for c in report.columns(data.explicit, k)],
             "rows": rows,

@@ -94,6 +94,8 @@ def register(app: typer.Typer) -> None:
             "runtime": info["runtime"],
             "batch_sizes": info["batch_sizes"],
             "threads": info["threads"],
+            "retrieval": info["retrieval"],
+            "retrieval_reason": info["retrieval_reason"],
             "jobs": info.get("jobs"),
             "metrics": metrics,
         }
@@ -106,8 +108,10 @@ def register(app: typer.Typer) -> None:
 
         def render() -> None:
             c.out.info(f"backend: [bold]{info['backend']}[/bold] ({info['backend_reason']})")
+            c.out.info(f"top-K retrieval: [bold]{info['retrieval']}[/bold] ({info['retrieval_reason']})")
+            hidden = ("metrics", "backend_reason", "retrieval_reason")
             c.out.kv(
-                {k: v for k, v in payload.items() if k not in ("metrics", "backend_reason") and v is not None},
+                {k: v for k, v in payload.items() if k not in hidden and v is not None},
                 title="neo compile",
             )
             if "pair_speedup" in metrics:

@@ -54,7 +54,8 @@ def parse_layers(text: str | None) -> list[int] | None:
 def _metric_rows(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
     k = metrics.get("k", "")
     names = {"hr": f"HR@{k} (sampled)", "ndcg": f"NDCG@{k} (sampled)", "full_hr": f"HR@{k} (full ranking)"}
-    names |= {"full_ndcg": f"NDCG@{k} (full ranking)", "rmse": "RMSE", "mae": "MAE"}
+    names |= {"full_ndcg": f"NDCG@{k} (full ranking)", "full_hr_se": f"HR@{k} (full ranking) std. error"}
+    names |= {"full_users": "users ranked (full ranking)", "rmse": "RMSE", "mae": "MAE"}
     return [
         {"metric": label, "model": metrics[key], baseline.get("name", "baseline"): baseline.get(key)}
         for key, label in names.items()
@@ -154,6 +155,8 @@ def train(
         "val_metrics": info["val_metrics"],
         "baseline": info["baseline"],
         "history": info["history"],
+        "train_seconds": info["train_seconds"],
+        "test_seconds": info["test_seconds"],
     }
 
     def render() -> None:

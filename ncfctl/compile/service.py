@@ -8,6 +8,7 @@ seen-items and id files around them (docs/architecture.md, "Serving bundle").
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,7 @@ from ncfctl.data.dataset import load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE, load_model
 from ncfctl.serving.bundle import write_serving_bundle
+from ncfctl.serving.retrieval import choose_retrieval
 from ncfctl.workspace import Artifact, Workspace
 
 MODEL_HINT = "run `ncfctl train` first, or pass --model ID"
@@ -57,6 +59,14 @@ def make_compiler(backend: str, config: Config) -> Compiler:
     return NeoCompiler(config.aws, config.compile, config.archive)
 
 
+def compile_sections(config: Config) -> dict[str, Any]:
+    """The config a compiled artifact records (and ``ncfctl pipeline`` compares for freshness)."""
+    return {
+        "compile": config.compile.model_dump(),
+        "retrieval": config.serving.model_dump(include={"retrieval", "ann"}),
+    }
+
+
 def compile_model(config: Config, workspace: Workspace, model_ref: str | None = None, progress=None) -> Artifact:
     """Compile a model artifact (latest by default) for ``compile.target`` into a ``compiled`` artifact."""
     settings = config.compile
@@ -78,6 +88,7 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
         seed=config.seed,
     )
     compiler.check(request)
+    retrieval = choose_retrieval(config.serving, model.spec)
     dataset_id = source.manifest.info.get("dataset")
     if dataset_id:
         data = load_dataset(workspace.get(dataset_id, "dataset"))
@@ -96,9 +107,13 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
         "backend": backend.name,
         "backend_reason": backend.reason,
         "framework": settings.framework,
+        "retrieval": "ann" if retrieval.ann else "exact",
+        "retrieval_reason": retrieval.reason,
     }
-    with workspace.create(KIND, parent=source.id, config={"compile": settings.model_dump()}, info=info) as writer:
+    with workspace.create(KIND, parent=source.id, config=compile_sections(config), info=info) as writer:
         output = compiler.compile(replace(request, name=writer.id), writer.path, progress)
+        task = progress.add_task("serving bundle", total=None, status=info["retrieval"]) if progress else None
+        started = time.perf_counter()
         write_serving_bundle(
             writer.path,
             model,
@@ -108,8 +123,12 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
             source_model=source.id,
             target=target.name,
             threads=output.threads,
+            ann=config.serving.ann if retrieval.ann else None,
+            seed=config.seed,
         )
-        writer.manifest.metrics.update(output.metrics)
+        if progress:
+            progress.update(task, total=1, completed=1)
+        writer.manifest.metrics.update(output.metrics, bundle_seconds=round(time.perf_counter() - started, 3))
         writer.manifest.info.update(
             output.info,
             runtime=output.runtime,

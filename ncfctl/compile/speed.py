@@ -38,8 +38,14 @@ def compare(
     repeats: Mapping[str, int],
     warmup: int,
     seed: int = 0,
+    budget_s: float | None = None,
+    min_calls: int = 1,
 ) -> dict[str, dict[str, LatencyStats]]:
-    """``{query: {runner name: latency}}`` for each query in ``repeats`` (``pair``/``all_items``)."""
+    """``{query: {runner name: latency}}`` for each query in ``repeats`` (``pair``/``all_items``).
+
+    With ``budget_s`` a runner stops timing a query once its calls total that long (after
+    ``min_calls``): scoring every item of a million-item catalogue takes seconds per call.
+    """
     results: dict[str, dict[str, LatencyStats]] = {}
     for query, count in repeats.items():
         inputs = _inputs(query, num_users, num_items, seed)
@@ -47,7 +53,7 @@ def compare(
             name: (lambda rep, fn=fn, inputs=inputs: fn(*inputs[rep % DISTINCT_USERS]))  # bound per runner
             for name, fn in runners.items()
         }
-        samples = interleaved_timings(calls, warmup=warmup, repeats=count)
+        samples = interleaved_timings(calls, warmup=warmup, repeats=count, budget_s=budget_s, min_calls=min_calls)
         results[query] = {name: summarize(times) for name, times in samples.items()}
     return results
 

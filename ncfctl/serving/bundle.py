@@ -31,9 +31,11 @@ from ncf_serving.checksums import hash_folder
 from pydantic import ValidationError
 
 from ncfctl import fileio
+from ncfctl.config import AnnConfig
 from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
 from ncfctl.models import NCF
+from ncfctl.serving.retrieval import build_index
 
 
 def fastpath_arrays(model: NCF) -> dict[str, np.ndarray]:
@@ -82,8 +84,11 @@ def write_serving_bundle(
     source_model: str | None,
     target: str | None,
     threads: int = 1,
+    ann: AnnConfig | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Write ``serving.json`` and the ``fastpath/``, ``seen_items/`` and ``ids/`` arrays into ``folder``.
+    """Write ``serving.json`` and the ``fastpath/``, ``seen_items/`` and ``ids/`` arrays into ``folder``,
+    and with ``ann`` the ANN index ``retrieval.faiss`` (:mod:`ncfctl.serving.retrieval`).
 
     ``models`` lists the runtime model files, which the caller has already written into ``folder``
     (``[{"batch_size": None, "path": "model.onnx"}]`` or one entry per static batch size).
@@ -116,9 +121,12 @@ def write_serving_bundle(
     indptr, indices = data.seen_items(include_val=True)
     index_dtype = np.int32 if spec.num_items < np.iinfo(np.int32).max else np.int64
     folder.mkdir(parents=True, exist_ok=True)
-    write_arrays(folder / FASTPATH_DIR, fastpath_arrays(model))
+    arrays = fastpath_arrays(model)
+    write_arrays(folder / FASTPATH_DIR, arrays)
     write_arrays(folder / SEEN_DIR, {"indptr": indptr.astype(np.int64), "indices": indices.astype(index_dtype)})
     write_arrays(folder / IDS_DIR, id_arrays(data))
+    if ann is not None:
+        serving = serving.model_copy(update={"retrieval": build_index(folder, arrays, ann, seed, threads)})
     serving.files = hash_folder(folder, exclude=[SERVING_JSON])
     document = serving.model_dump(mode="json")
     fileio.write_json(folder / SERVING_JSON, document)

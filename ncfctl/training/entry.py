@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--explicit", type=_flag, default=False)
     types = {"epochs": int, "batch_size": int, "negatives": int, "patience": int, "top_k": int, "seed": int}
     types |= {"threads": int, "lr": float, "weight_decay": float, "fraction": float}
-    types |= {"full_ranking": _flag, "device": str, "task": str}
+    types |= {"full_ranking": _flag, "device": str, "task": str, "optimizer": str}
     for field in fields(FitSettings):
         parser.add_argument(f"--{field.name}", type=types[field.name], default=None)
     parser.add_argument("--master_port", default=MASTER_PORT)

@@ -19,16 +19,50 @@ from ncfctl.errors import NcfError
 MAX_REDRAWS = 64  # each redraw keeps only colliding draws; 64 rounds leave none unless a user knows ~all items
 
 
+SAMPLE_BLOCK = 1 << 22  # negatives drawn at once: bounds the sampler's int64 temporaries at ~100 MB
+
+
 @dataclass
 class EpochExamples:
-    """Shuffled ``(user, item, target)`` arrays: target is 1/0 (implicit) or the rating (explicit)."""
+    """One epoch's shuffled examples, stored once in compact form and read batch by batch.
 
-    users: np.ndarray
-    items: np.ndarray
-    targets: np.ndarray
+    Example ``e`` is training row ``e % rows`` paired with ``items[e]``: the first ``rows``
+    entries of ``items`` are the rows' own items (positives), each further block of ``rows`` one
+    round of negatives for the same rows. Its target is ``targets[e]`` for ratings (explicit) or
+    ``e < rows`` (implicit: 1 for a positive, 0 for a negative). ``order`` is the shuffled
+    sequence of example ids; a batch is a slice of it, so nothing of size ``rows x (1 +
+    negatives)`` is ever copied. Indices are int32 (half of int64, and what the embedding
+    lookups take) whenever they fit.
+    """
+
+    users: np.ndarray  # (rows,) int32: the training rows' users
+    items: np.ndarray  # (rows * (1 + negatives),) int32
+    order: np.ndarray  # (len(items),) int32 permutation of the example ids
+    ratings: np.ndarray | None = None  # (rows,) float32 for the explicit task, else None
 
     def __len__(self) -> int:
+        return len(self.order)
+
+    @property
+    def rows(self) -> int:
         return len(self.users)
+
+
+def index_dtype(size: int) -> type:
+    """int32 when every index below ``size`` fits, else int64."""
+    return np.int32 if size <= np.iinfo(np.int32).max else np.int64
+
+
+def narrow(indices: np.ndarray) -> np.ndarray:
+    """``indices`` (non-negative) in the narrowest index type that holds them."""
+    return indices.astype(index_dtype(int(indices.max(initial=0)) + 1), copy=False)
+
+
+def shuffled(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of ``0..size-1`` in the narrowest index type."""
+    order = np.arange(size, dtype=index_dtype(size))
+    rng.shuffle(order)
+    return order
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -77,16 +111,18 @@ class NegativeSampler:
 def implicit_examples(
     train: Interactions, sampler: NegativeSampler, negatives: int, rng: np.random.Generator
 ) -> EpochExamples:
-    """Every positive once plus ``negatives`` fresh negatives per positive, shuffled."""
-    neg_users = np.repeat(train.users, negatives)
-    users = np.concatenate([train.users, neg_users])
-    items = np.concatenate([train.items, sampler.sample(neg_users, rng)])
-    targets = np.concatenate([np.ones(len(train), np.float32), np.zeros(len(neg_users), np.float32)])
-    order = rng.permutation(len(users))
-    return EpochExamples(users[order], items[order], targets[order])
+    """Every positive once plus ``negatives`` fresh negatives per positive, in a shuffled order."""
+    rows = len(train)
+    items = np.empty(rows * (1 + negatives), dtype=index_dtype(sampler.num_items))
+    items[:rows] = train.items
+    for start in range(0, rows * negatives, SAMPLE_BLOCK):  # block of negatives, row-major over rounds
+        stop = min(start + SAMPLE_BLOCK, rows * negatives)
+        owners = train.users[np.arange(start, stop) % rows]
+        items[rows + start : rows + stop] = sampler.sample(owners, rng)
+    return EpochExamples(narrow(train.users), items, shuffled(len(items), rng))
 
 
 def explicit_examples(train: Interactions, rng: np.random.Generator) -> EpochExamples:
-    """The rated pairs with their ratings, shuffled."""
-    order = rng.permutation(len(train))
-    return EpochExamples(train.users[order], train.items[order], train.ratings[order].astype(np.float32))
+    """The rated pairs with their ratings, in a shuffled order."""
+    order = shuffled(len(train), rng)
+    return EpochExamples(narrow(train.users), narrow(train.items), order, ratings=train.ratings.astype(np.float32))

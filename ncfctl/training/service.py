@@ -278,6 +278,7 @@ def register_model(
         "baseline": baseline,
         "history": result["history"],
         "train_seconds": round(result["seconds"], 3),
+        "test_seconds": round(result.get("test_seconds", 0.0), 3),
         "threads": config.train.threads,
         "nproc": config.train.nproc,
         "device": config.train.device,
