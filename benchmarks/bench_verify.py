@@ -1,7 +1,7 @@
 """What verifying a serving bundle before use costs: sha256 of every file, against loading it.
 
 Builds a real bundle of 150 MB+ (a NeuMF with ``--users`` users: its embedding tables are in both
-``model.onnx`` and ``fastpath.npz``), then times, interleaved round by round so a busy machine
+``model.onnx`` and ``fastpath/``), then times, interleaved round by round so a busy machine
 slows them alike:
 
 * ``sha256 file_digest``: :func:`ncf_serving.checksums.sha256_file`, what both ncfctl's manifests

@@ -1134,18 +1134,17 @@ def file_probes(lab: Lab) -> list[Probe]:
         "none",
     )
     add(
-        "compiled fastpath.npz missing (re-recorded)",
-        compiled_edit(lambda f: (f / "fastpath.npz").unlink()),
+        "compiled fast-path arrays missing (re-recorded)",
+        compiled_edit(lambda f: shutil.rmtree(f / "fastpath")),
         "build-image",
         "--backend",
         "none",
     )
 
     def short_ids(folder: Path) -> None:
-        ids = dict(np.load(folder / "ids.npz"))
-        np.savez(folder / "ids.npz", user_ids=ids["user_ids"][:-1], item_ids=ids["item_ids"])
+        np.save(folder / "ids" / "user_ids.npy", np.load(folder / "ids" / "user_ids.npy")[:-1])
 
-    add("compiled ids.npz mismatched (re-recorded)", compiled_edit(short_ids), "build-image", "--backend", "none")
+    add("compiled user ids mismatched (re-recorded)", compiled_edit(short_ids), "build-image", "--backend", "none")
     add(
         "compiled serving.json invalid (re-recorded)",
         compiled_edit(lambda f: (f / "serving.json").write_text("{")),
@@ -1154,8 +1153,8 @@ def file_probes(lab: Lab) -> list[Probe]:
         "none",
     )
     add(
-        "compiled seen_items.npz garbage (re-recorded)",
-        compiled_edit(lambda f: (f / "seen_items.npz").write_bytes(b"PK")),
+        "compiled seen items garbage (re-recorded)",
+        compiled_edit(lambda f: (f / "seen_items" / "indices.npy").write_bytes(b"PK")),
         "build-image",
         "--backend",
         "none",

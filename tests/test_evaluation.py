@@ -165,7 +165,7 @@ def test_full_ranking_samples_users_above_the_cell_budget(monkeypatch):
         train += [(u, int(i)) for i in items[:5]]
         val.append((u, int(items[5])))
         test.append((u, int(items[6])))
-    data = make_data(num_users, num_items, train, val, test, [[0]] * num_users)
+    data = make_data(num_users, num_items, train, val, test, [list(range(10))] * num_users)  # k=10 needs 10+
     scores = rng.normal(size=(num_users, num_items))
     everyone = evaluation.full_ranks(table_fn(scores), data, data.test, np.arange(num_users))
 

@@ -184,9 +184,10 @@ def test_image_builds_and_serves_like_sagemaker(make_bundle, base_image, run_cli
         served = [
             p for p in psutil.Process(server.pid).children(recursive=True) if "ncf_serving" in " ".join(p.cmdline())
         ]
-        python = served[-1]
-        assert python.uids().real == 10001  # the image's `serving` user, not root
-        python.send_signal(signal.SIGTERM)  # what SageMaker sends first (SIGKILL 30 s later)
+        pids = {p.pid for p in served}
+        master = next(p for p in served if p.ppid() not in pids)  # gunicorn's master, above its workers
+        assert all(p.uids().real == 10001 for p in served)  # the image's `serving` user, not root
+        master.send_signal(signal.SIGTERM)  # what SageMaker sends first (SIGKILL 30 s later)
         output, _ = server.communicate(timeout=30)
         assert server.returncode == 0, output
         print(f"{runtime}: image built in {build_seconds:.0f} s")

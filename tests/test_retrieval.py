@@ -107,10 +107,11 @@ def test_an_exact_bundle_has_no_index(tmp_path):
 
 
 def _set_sha(folder, path):
-    from ncfctl.fileio import sha256_file
+    """Record ``path``'s new digest everywhere the bundle keeps it, to reach the checks behind them."""
+    from ncf_serving.checksums import sha256_file
 
     spec = json.loads((folder / "serving.json").read_text())
-    spec["retrieval"]["sha256"] = sha256_file(path)
+    spec["retrieval"]["sha256"] = spec["files"][path.name] = sha256_file(path)
     (folder / "serving.json").write_text(json.dumps(spec))
 
 
@@ -123,13 +124,13 @@ def test_a_missing_damaged_or_foreign_index_refuses_to_load(catalogue, tmp_path)
     original = index.read_bytes()
 
     index.unlink()
-    with pytest.raises(BundleError, match=r"retrieval.faiss not found"):
+    with pytest.raises(BundleError, match=r"retrieval.faiss: is missing"):
         Predictor.load(good)
 
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0xFF
     index.write_bytes(bytes(damaged))
-    with pytest.raises(BundleError, match="sha256 differs"):
+    with pytest.raises(BundleError, match=r"retrieval.faiss: sha256 is \w+\.\.\., the recorded one"):
         Predictor.load(good)
 
     index.write_bytes(original[: len(original) // 3])  # truncated, with a matching digest

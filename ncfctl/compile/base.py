@@ -2,7 +2,7 @@
 
 Each backend (ONNX Runtime locally, SageMaker Neo in the cloud; TVM or OpenVINO could follow)
 implements :class:`Compiler`. The service writes the bundle's common files (``serving.json``,
-``fastpath.npz``, ...) around whatever the compiler returns, so a new compiler only has to
+``fastpath/``, ...) around whatever the compiler returns, so a new compiler only has to
 produce model files and say how the container should run them.
 """
 
