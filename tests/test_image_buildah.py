@@ -181,8 +181,10 @@ def test_image_builds_and_serves_like_sagemaker(make_bundle, base_image, run_cli
             raise AssertionError("/ping never answered 200")
         top = httpx.post(f"{url}/invocations", json={"user_id": "u3", "top_k": 3}, timeout=5)
         assert top.status_code == 200 and len(top.json()["items"]) == 3
-        served = [
-            p for p in psutil.Process(server.pid).children(recursive=True) if "ncf_serving" in " ".join(p.cmdline())
+        served = [  # the server's Python processes (buildah's chroot helper also carries the command line)
+            p
+            for p in psutil.Process(server.pid).children(recursive=True)
+            if p.cmdline() and Path(p.cmdline()[0]).name.startswith("python") and "ncf_serving" in p.cmdline()
         ]
         pids = {p.pid for p in served}
         master = next(p for p in served if p.ppid() not in pids)  # gunicorn's master, above its workers
