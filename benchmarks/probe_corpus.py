@@ -913,6 +913,10 @@ def flip_middle(path: Path, count: int = 8) -> None:
 
 
 def flip_tensor(path: Path, payload: bytes) -> None:
+    """Flip 8 bytes in the middle of ``payload`` inside ``path`` (an ONNX model's weights live in
+    ``model.onnx.data`` beside it when compile wrote them as external data)."""
+    if path.suffix == ".onnx" and path.with_name(path.name + ".data").is_file():
+        path = path.with_name(path.name + ".data")
     raw = bytearray(path.read_bytes())
     start = raw.find(payload)
     if start < 0:
@@ -1286,9 +1290,14 @@ def cve_2025_4517(outer: Path, dest: Path) -> Callable[[tarfile.TarFile], None]:
 
 
 def archive_probe(lab: Lab, name: str, make: Callable[[Path, Path], bytes], expect_refusal: bool = True):
-    """``safe_extract`` on a hostile archive: refused with NcfError, nothing written anywhere."""
+    """``safe_extract`` on a hostile archive: refused with NcfError, nothing written anywhere.
+
+    The probes run with ``archive.max_bytes`` at 64 MiB (the default, 4 GiB, is sized for real Neo
+    and training outputs), so the gzip bomb meets the cap.
+    """
 
     def run() -> tuple[str, str]:
+        from ncfctl.config import ArchiveConfig
         from ncfctl.errors import NcfError
         from ncfctl.safetar import safe_extract
 
@@ -1298,7 +1307,7 @@ def archive_probe(lab: Lab, name: str, make: Callable[[Path, Path], bytes], expe
         archive = outer / "archive.tar.gz"
         archive.write_bytes(make(outer, dest))
         try:
-            safe_extract(archive, dest)
+            safe_extract(archive, dest, ArchiveConfig(max_bytes=64 * 2**20, max_members=10_000))
         except NcfError as exc:
             outcome, detail = "clear", str(exc)[:140]
         except Exception as exc:  # anything else is a crash a user would see as a traceback
@@ -1424,12 +1433,12 @@ def orphan_probe(lab: Lab) -> tuple[str, str]:
         if not server:
             return "unclear", "the server never started"
         proc.send_signal(signal.SIGKILL)
-    lab.cli("deploy", "--status", workdir=workdir)
+    lab.cli("deploy", "--stop", workdir=workdir)  # the record written at spawn lets --stop find it
     time.sleep(2)
     alive = [p for p in servers_of(workdir) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     if alive:
-        return "silent", f"server pid {alive[0].pid} still running, known to no deployment"
-    return "clear", "the server went away with its deploy"
+        return "silent", f"server pid {alive[0].pid} still running after deploy --stop: known to no deployment"
+    return "clear", "deploy --stop found and stopped the orphaned server"
 
 
 def staging_probe(lab: Lab, command: tuple[str, ...], env: dict[str, str], name: str) -> tuple[str, str]:
