@@ -229,7 +229,7 @@ def print_report(report: dict) -> None:
         each = ", ".join(
             f"{p['role']} rss {p['rss']} pss {p['pss']} uss {p['uss']}" for p in last["memory"]["processes"]
         )
-        print(f"  {count} workers: PSS {row['pss_total_mb']} ({each})")
+        print(f"  {count} workers: PSS {row['pss_total_mb']:.1f} ({each})")
     counts = list(report["summary"])
     if len(counts) > 1:
         base = report["summary"][counts[0]]["pss_total_mb"]
