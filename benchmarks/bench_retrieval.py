@@ -105,12 +105,12 @@ def ivf_points(setup: Setup, requests: int) -> list[dict]:
     ann = load_config(environ={}).serving.ann
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        spec = build_index(Path(tmp), setup.arrays, ann, seed=42, threads=1)
+        build_index(Path(tmp), setup.arrays, ann, seed=42, threads=1)
         build_s = time.perf_counter() - started
         points = []
         for candidates in CANDIDATES:
             for nprobe in NPROBES:
-                settings = RetrievalSpec(candidates=candidates, nprobe=nprobe, sha256=spec.sha256)
+                settings = RetrievalSpec(candidates=candidates, nprobe=nprobe)
                 retrieval = AnnRetrieval.load(Path(tmp), settings, setup.fastpath)
                 p50, answers = timed(
                     setup, lambda u, r=retrieval: r.top_k(setup.fastpath, u, K, setup.seen(u))[0], requests

@@ -111,7 +111,7 @@ def _set_sha(folder, path):
     from ncf_serving.checksums import sha256_file
 
     spec = json.loads((folder / "serving.json").read_text())
-    spec["retrieval"]["sha256"] = spec["files"][path.name] = sha256_file(path)
+    spec["files"][path.name] = sha256_file(path)
     (folder / "serving.json").write_text(json.dumps(spec))
 
 

@@ -98,7 +98,7 @@ class RetrievalSpec(BaseModel):
 
     The index is a FAISS ``IndexIVFFlat`` (inner product) over ``[gmf_item | mean MLP score]``;
     ``candidates`` items are retrieved per request from the ``nprobe`` inverted lists nearest the
-    query and re-scored by the fast path. ``sha256`` is the index file's digest, checked at load.
+    query and re-scored by the fast path. Its digest is in ``files`` like every other file's.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -107,7 +107,6 @@ class RetrievalSpec(BaseModel):
     path: str = ANN_INDEX
     candidates: int = Field(gt=0)
     nprobe: int = Field(gt=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _inside_bundle(self) -> RetrievalSpec:
@@ -232,7 +231,8 @@ def verify_bundle(folder: Path, spec: ServingSpec) -> None:
             f"{folder / SERVING_JSON} records no checksums ('files'): the bundle cannot be verified "
             "(written by an older ncfctl?): run ncfctl neo compile again"
         )
-    for name in (FASTPATH_DIR, SEEN_DIR, IDS_DIR, *(m.path.rstrip("/") for m in spec.models)):
+    index = [spec.retrieval.path] if spec.retrieval else []
+    for name in (FASTPATH_DIR, SEEN_DIR, IDS_DIR, *index, *(m.path.rstrip("/") for m in spec.models)):
         if name not in spec.files and not any(f.startswith(f"{name}/") for f in spec.files):
             raise BundleError(f"{folder / SERVING_JSON}: 'files' does not cover {name}: the bundle cannot be verified")
     try:

@@ -12,8 +12,9 @@ items filtered inside the search) are then scored by the exact fast path
 and only the candidate set is approximate.
 
 The index (``retrieval.faiss``, written by ``ncfctl neo compile``) and its parameters live in
-``serving.json`` under ``retrieval`` (:class:`ncf_serving.bundle.RetrievalSpec`). Loading refuses,
-with one line, a file that is missing, whose sha256 differs from the recorded one, that FAISS
+``serving.json`` under ``retrieval`` (:class:`ncf_serving.bundle.RetrievalSpec`). A missing or
+changed index is refused with the bundle's other files (``serving.json`` ``files``, checked by
+:func:`ncf_serving.bundle.load_bundle`); loading also refuses, with one line, a file that FAISS
 cannot read, whose shape differs from the model's, or whose stored item vectors are not this
 model's ``gmf_item`` rows: a bundle never serves items retrieved for another model.
 
@@ -22,7 +23,6 @@ FAISS is imported only here and only for bundles that have an index (``faiss-cpu
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +31,6 @@ from ncf_serving.bundle import BundleError, RetrievalSpec
 from ncf_serving.fastpath import FastPath
 
 CHECK_ROWS = 64  # item vectors compared with the model's gmf_item at load
-HASH_CHUNK = 1 << 22
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _import_faiss():
@@ -64,11 +55,7 @@ class AnnRetrieval:
     @classmethod
     def load(cls, folder: Path, spec: RetrievalSpec, fastpath: FastPath, threads: int = 1) -> AnnRetrieval:
         """Open and verify the index (see the module docstring for what is refused)."""
-        path = folder / spec.path
-        if not path.is_file():
-            raise BundleError(f"{path} not found: serving.json names it as the retrieval index")
-        if _sha256(path) != spec.sha256:
-            raise BundleError(f"{path}: sha256 differs from serving.json's retrieval.sha256 (damaged or replaced)")
+        path = folder / spec.path  # present and unchanged: load_bundle checked it against ``files``
         if not fastpath.has_gmf:
             raise BundleError(f"{folder}: ANN retrieval needs the GMF arrays in the fast path, which has none")
         faiss = _import_faiss()

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 from ncf_serving.bundle import ANN_INDEX, RetrievalSpec
-from ncf_serving.checksums import sha256_file
 from ncf_serving.fastpath import FastPath
 
 from ncfctl import fileio
@@ -112,4 +111,4 @@ def build_index(
     with fileio.atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
     nprobe = min(settings.nprobe, lists)
-    return RetrievalSpec(candidates=settings.candidates, nprobe=nprobe, sha256=sha256_file(path))
+    return RetrievalSpec(candidates=settings.candidates, nprobe=nprobe)
