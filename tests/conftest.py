@@ -198,16 +198,23 @@ def compiled_artifact(workdir, tiny_bundle):
     return writer.artifact
 
 
+def commit_dataset(workdir: Path, data):
+    """Commit ``data`` (an ``InteractionData``) as a dataset artifact; returns the artifact."""
+    from ncfctl.workspace import Workspace
+
+    info = {"dataset": "tiny", "num_users": data.num_users, "num_items": data.num_items, "explicit": data.explicit}
+    with Workspace(workdir).create("dataset", info={**info, "split": "leave-one-out"}) as writer:
+        data.save(writer.path)
+    return writer.artifact
+
+
 def commit_model_artifact(workdir: Path, model, data, stage: str = "trained"):
     """Commit ``data`` as a dataset artifact and ``model`` as a model artifact on it; returns the model artifact."""
     from ncfctl.models import MODEL_FILE, save_model
     from ncfctl.workspace import Workspace
 
     workspace = Workspace(workdir)
-    info = {"dataset": "tiny", "num_users": data.num_users, "num_items": data.num_items, "explicit": data.explicit}
-    with workspace.create("dataset", info={**info, "split": "leave-one-out"}) as writer:
-        data.save(writer.path)
-    dataset = writer.artifact
+    dataset = commit_dataset(workdir, data)
     spec = model.spec
     model_info = {"stage": stage, "model_type": spec.model_type, "task": spec.task, "dataset": dataset.id}
     with workspace.create("model", parent=dataset.id, info=model_info) as writer:

@@ -1,4 +1,4 @@
-"""`ncfctl train`: train GMF / MLP / NeuMF on the latest dataset, or evaluate a saved model."""
+"""`ncfctl train`: train GMF / MLP / NeuMF (or fit an ALS / BPR baseline) on the latest dataset, or evaluate a model."""
 
 from __future__ import annotations
 
@@ -10,12 +10,20 @@ import typer
 from ncfctl.cli.context import command_context
 from ncfctl.cli.options import BatchSizeOpt, DatasetRefOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, ThreadsOpt
 from ncfctl.errors import NcfError
+from ncfctl.model_types import MF_TYPES
 
 
 class ModelType(StrEnum):
     gmf = "gmf"
     mlp = "mlp"
     neumf = "neumf"
+    als = "als"
+    bpr = "bpr"
+
+
+# what an ALS / BPR fit (ncfctl.training.baselines) takes from the NCF training flags
+BASELINE_FLAGS = {"als": {"--factors": "factors", "--epochs": "iterations"}}
+BASELINE_FLAGS["bpr"] = {**BASELINE_FLAGS["als"], "--lr": "learning_rate"}
 
 
 class Task(StrEnum):
@@ -49,6 +57,22 @@ def parse_layers(text: str | None) -> list[int] | None:
     if any(width <= 0 for width in layers):
         raise NcfError(f"--layers {text!r}: widths must be positive")
     return layers
+
+
+def baseline_overrides(model_type: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """Config overrides of an ALS / BPR run from the training flags given (``None`` = not given).
+
+    ``--factors``, ``--epochs`` (iterations) and, for BPR, ``--lr`` go to ``baselines.<type>``; a
+    flag such a model cannot honour is refused in one line rather than silently ignored.
+    """
+    mapped = BASELINE_FLAGS[model_type]
+    for flag, value in flags.items():
+        if value not in (None, False) and flag not in mapped:
+            takes = ", ".join([*mapped, "--top-k", "--threads", "--seed", "--dataset-id"])
+            raise NcfError(
+                f"model type {model_type} is fitted by the implicit library and does not take {flag}; it takes {takes}"
+            )
+    return {f"baselines.{model_type}.{key}": flags.get(flag) for flag, key in mapped.items()}
 
 
 def _metric_rows(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
@@ -98,7 +122,7 @@ def train(
     seed: SeedOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Train NCF (GMF / MLP / NeuMF); report HR@K and NDCG@K (sampled and full ranking) vs popularity."""
+    """Train NCF (GMF / MLP / NeuMF) or fit ALS / BPR; report HR@K and NDCG@K (sampled, full ranking) vs popularity."""
     from ncfctl.training.service import evaluate_model, train_model
 
     overrides = {
@@ -121,6 +145,26 @@ def train(
         "seed": seed,
     }
     c = command_context(ctx, overrides=overrides, json_output=json_output)
+    if c.config.model.type in MF_TYPES and not eval_only:
+        flags = {
+            "--factors": factors,
+            "--epochs": epochs,
+            "--lr": lr,
+            "--layers": layers,
+            "--dropout": dropout,
+            "--negatives": negatives,
+            "--batch-size": batch_size,
+            "--weight-decay": weight_decay,
+            "--patience": patience,
+            "--nproc": nproc,
+            "--device": _value(device),
+            "--backend": _value(backend),
+            "--pretrain-gmf": pretrain_gmf,
+            "--pretrain-mlp": pretrain_mlp,
+            "--resume": resume,
+        }
+        mf_overrides = baseline_overrides(c.config.model.type, flags)
+        c = command_context(ctx, overrides={**overrides, **mf_overrides}, json_output=json_output)
     if eval_only:
         with c.out.progress(transient=True) as progress:
             report = evaluate_model(c.config, c.workspace, eval_only, dataset_id, progress=progress)
@@ -154,6 +198,7 @@ def train(
         "val_metrics": info["val_metrics"],
         "baseline": info["baseline"],
         "history": info["history"],
+        **({"selection": info["selection"]} if "selection" in info else {}),
     }
 
     def render() -> None:
