@@ -153,7 +153,8 @@ def winners(results: dict[str, Any]) -> str:
         if not rows:
             continue
         best = best_of(row[key] for row in rows)
-        names = " and ".join(f"**{row['variant']}**" for row in rows if row[key] == best)
+        names = [f"**{row['variant']}**" for row in rows if row[key] == best]
+        names = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         parts.append(f"{label} {names} ({best:{fmt}}{unit[0] if unit else ''})")
     return "Best per metric: " + "; ".join(parts) + "."
 
