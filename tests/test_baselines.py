@@ -34,6 +34,7 @@ def library_model(model_type: str, data, selection: dict, seed: int = 42):
     settings = {"als": AlsConfig, "bpr": BprConfig}[model_type].model_validate(
         {**selection["settings"], "iterations": selection["iteration"]}
     )
+    baselines.import_implicit()  # loads its BLAS first, so that the limit below covers it
     with threadpool_limits(limits=1, user_api="blas"):  # as ncfctl fits it (implicit warns otherwise)
         estimator = baselines.estimator(model_type, settings, selection["regularization"], seed, threads=1)
         estimator.fit(baselines.user_items(data), show_progress=False)
