@@ -88,7 +88,9 @@ def _metric_rows(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[dict
 
 def train(
     ctx: typer.Context,
-    model_type: Annotated[ModelType | None, typer.Option("--model", help="Model family.")] = None,
+    model_type: Annotated[
+        ModelType | None, typer.Option("--model", help="Model family; als / bpr are fitted by the implicit library.")
+    ] = None,
     factors: Annotated[int | None, typer.Option("--factors", min=1, help="GMF embedding size.")] = None,
     layers: Annotated[
         str | None, typer.Option("--layers", help="MLP widths, e.g. 128,64,32 (embeddings are half the first).")
@@ -207,6 +209,13 @@ def train(
             title="epochs (validation metrics)",
         )
         c.out.table(_metric_rows(manifest.metrics, info["baseline"]), title=f"test, kept epoch {info['best_epoch']}")
+        if "selection" in info:  # ALS / BPR: the epochs above are iterations of the kept regularization
+            chosen = info["selection"]
+            grid = ", ".join(f"{row['regularization']:g}" for row in chosen["grid"])
+            c.out.info(
+                f"{info['model_type']}: regularization {chosen['regularization']:g} chosen on validation from {grid}, "
+                f"iteration {chosen['iteration']}; {chosen['library']} fitted it in {chosen['fit_seconds']:.2f} s"
+            )
         c.out.success(f"model {artifact.id} ({manifest.metrics['parameters']:,} parameters) -> {artifact.path}")
 
     c.out.result(payload, render=render)
