@@ -64,6 +64,7 @@ def test_train_evaluate_compile_and_serve_equal_the_library(model_type, run_cli,
     width = 8 + (model_type == "bpr")  # BPR's item bias is one more factor
     assert model.spec.model_type == model_type and model.spec.factors == width
     np.testing.assert_array_equal(model.gmf_user.weight.detach().numpy(), library.user_factors)
+    np.testing.assert_array_equal(model.gmf_item.weight.detach().numpy(), library.item_factors)
 
     compiled = json.loads(run_cli("neo", "compile", "--backend", "local", "--model", artifact.id, "--json").stdout)
     bundle = Workspace(workdir).get(compiled["compiled"]).path
