@@ -13,7 +13,8 @@ HR@10 (then NDCG@10) picks, as ``ncfctl train`` would, with the standard error o
 Options (a JSON object; keys absent = ncfctl's defaults): ``type factors layers dropout`` (model),
 ``neg batch lr epochs`` (training), and the levers ``l2`` (batch embedding L2 weight), ``adamw``
 (decoupled weight decay), ``eps`` (Adam epsilon), ``decay`` (lr multiplied by it every epoch),
-``ema`` (weight-averaging decay per step; scores use the average), ``init`` (embedding std),
+``ema`` (weight-averaging decay per step; scores use the average), ``sgd`` (SGD with momentum 0.9
+at this learning rate instead of Adam), ``init`` (embedding std),
 ``alsinit`` (ALS regularization; GMF half starts from ALS factors).
 
 Usage::
@@ -85,6 +86,8 @@ def build(options: dict, data, seed: int) -> NCF:
 def optimizer(options: dict, model: NCF, settings: FitSettings) -> torch.optim.Optimizer:
     if "adamw" in options:
         return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=options["adamw"])
+    if "sgd" in options:  # plain SGD (momentum 0.9) at this learning rate: rare items move only when sampled
+        return torch.optim.SGD(model.parameters(), lr=options["sgd"], momentum=0.9)
     if "eps" in options:
         return torch.optim.Adam(model.parameters(), lr=settings.lr, eps=options["eps"])
     return make_optimizer(model, settings)
@@ -129,7 +132,7 @@ def run_seed(options: dict, data, sampler: NegativeSampler, seed: int) -> list[d
     for epoch in range(1, settings.epochs + 1):
         torch.manual_seed(seed * 1_000_003 + epoch)
         for group in opt.param_groups:
-            group["lr"] = settings.lr * options.get("decay", 1.0) ** (epoch - 1)
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * options.get("decay", 1.0) ** (epoch - 1)
         runner.run(implicit_examples(data.train, sampler, settings.negatives, epoch_rng(seed, epoch)))
         scorer = torch_score_fn(averaged)
         val, test = evaluate(scorer, data, "val"), evaluate(scorer, data, "test")
