@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError
 
 from ncfctl.errors import NcfError
 
@@ -59,7 +59,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    type: Literal["gmf", "mlp", "neumf"]
+    type: Literal["gmf", "mlp", "neumf", "als", "bpr"]
     factors: int = Field(gt=0)
     layers: list[int] = Field(min_length=1)
     dropout: float = Field(ge=0, lt=1)
@@ -79,6 +79,31 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"]
     optimizer: Literal["auto", "adam", "lazy-adam"]
     backend: Literal["local", "sagemaker"]
+
+
+class AlsConfig(_Section):
+    """``ncfctl train --model als``: implicit's AlternatingLeastSquares (Hu, Koren & Volinsky 2008)."""
+
+    factors: int = Field(gt=0)
+    iterations: int = Field(gt=0)
+    regularization: list[NonNegativeFloat] = Field(min_length=1)
+    alpha: float = Field(gt=0)
+
+
+class BprConfig(_Section):
+    """``ncfctl train --model bpr``: implicit's BayesianPersonalizedRanking (Rendle et al. 2009)."""
+
+    factors: int = Field(gt=0)
+    iterations: int = Field(gt=0)
+    regularization: list[NonNegativeFloat] = Field(min_length=1)
+    learning_rate: float = Field(gt=0)
+
+
+class BaselinesConfig(_Section):
+    """Matrix-factorisation baselines; each ``regularization`` value is fitted and chosen on validation."""
+
+    als: AlsConfig
+    bpr: BprConfig
 
 
 class PruneConfig(_Section):
@@ -231,6 +256,7 @@ class Config(_Section):
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
+    baselines: BaselinesConfig
     prune: PruneConfig
     finetune: FinetuneConfig
     compile: CompileConfig

@@ -5,7 +5,11 @@ single layout:
 
 * GMF: ``h^T (p_u * q_i)`` with ``factors``-dim user/item embeddings;
 * MLP: ``[u_mlp ; i_mlp]`` -> ``Linear + ReLU`` tower -> output;
-* NeuMF: ``[p_u * q_i ; mlp_tower(u, i)]`` -> one output layer.
+* NeuMF: ``[p_u * q_i ; mlp_tower(u, i)]`` -> one output layer;
+* ALS / BPR (:data:`MF_TYPES`): plain matrix factorisation ``p_u . q_i`` fitted by the ``implicit``
+  library (:mod:`ncfctl.training.baselines`), held as a GMF whose output layer is fixed to
+  ``h = 1, b = 0`` (``h . (p_u * q_i) + b == p_u . q_i``), so export, the serving fast path and the
+  benchmark treat it like any other ``NCF`` with no second code path.
 
 ``forward`` returns raw scores: logits for the implicit task (train with BCE-with-logits; the
 ranking is the same as after a sigmoid) and predicted ratings for the explicit task. Widths are
@@ -25,6 +29,7 @@ from torch import nn
 
 from ncfctl import fileio
 from ncfctl.errors import NcfError
+from ncfctl.model_types import MF_TYPES
 
 MODEL_FILE = "model.pt"
 
@@ -34,7 +39,7 @@ class NCFSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_type: Literal["gmf", "mlp", "neumf"] = "neumf"
+    model_type: Literal["gmf", "mlp", "neumf", "als", "bpr"] = "neumf"
     task: Literal["implicit", "explicit"] = "implicit"
     num_users: int = Field(gt=0)
     num_items: int = Field(gt=0)
@@ -50,13 +55,20 @@ class NCFSpec(BaseModel):
             raise ValueError("GMF/NeuMF need factors > 0")
         if self.has_mlp and (self.mlp_user_dim <= 0 or self.mlp_item_dim <= 0 or not self.hidden):
             raise ValueError("MLP/NeuMF need positive MLP embedding sizes and at least one hidden layer")
+        if self.is_mf and self.task != "implicit":
+            raise ValueError(f"{self.model_type} ranks implicit feedback: it has no explicit (rating) task")
         if any(w <= 0 for w in self.hidden):
             raise ValueError(f"hidden widths must be positive, got {self.hidden}")
         return self
 
     @property
     def has_gmf(self) -> bool:
-        return self.model_type in ("gmf", "neumf")
+        return self.model_type in ("gmf", "neumf", *MF_TYPES)
+
+    @property
+    def is_mf(self) -> bool:
+        """A matrix-factorisation baseline: the GMF part only, output layer fixed to ones."""
+        return self.model_type in MF_TYPES
 
     @property
     def has_mlp(self) -> bool:
@@ -127,6 +139,8 @@ class NCF(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.kaiming_uniform_(self.predict.weight, a=1, nonlinearity="sigmoid")
         nn.init.zeros_(self.predict.bias)
+        if self.spec.is_mf:
+            nn.init.ones_(self.predict.weight)  # score = p_u . q_i exactly
         if self.spec.task == "explicit":
             nn.init.constant_(self.predict.bias, 3.5)  # start near the usual mean rating
 

@@ -87,3 +87,20 @@ def test_format_value():
     assert report.format_value(1234567, ",") == "1,234,567"
     assert report.format_value(-0.01, "+.4f") == "-0.0100"
     assert report.format_value(None, ".4f") == ""
+
+
+def test_winners_name_the_best_variant_per_metric():
+    results = _results(explicit=False)
+    results["rows"].append(
+        {**results["rows"][0], "variant": "als", "hr": 0.70, "full_hr": 0.25, "size_mb": 0.001, "peak_rss_mb": 90.0}
+    )
+    assert report.winners(results) == (
+        "Best per metric: HR@10 **original** and **als** (0.7000); full-ranking HR@10 **als** (0.2500); "
+        "top-K latency **compiled ort** (0.200 ms); "
+        "one-pair latency **original**, **compiled ort** and **als** (0.100 ms); size on disk **als** (0.00 MB); "
+        "peak memory **compiled ort** (40 MB)."
+    )
+    explicit = report.winners(_results(explicit=True))
+    assert explicit.startswith("Best per metric: RMSE **original** (0.9000); MAE **original** (0.7000);")
+    results["popularity"] = {"hr": 0.5, "full_hr": 0.05}
+    assert "Popularity ranking (no model) on the same split: HR@10 0.5000" in report.to_markdown(results)

@@ -118,3 +118,36 @@ def test_cli_refuses_different_datasets_in_one_line(family, run_cli):
     assert proc.returncode == 2
     assert "cannot compare" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == "" and not (ws.root / "comparison").exists()
+
+
+def _baseline_model(ws: Workspace, model_type: str, dataset: str) -> str:
+    info = {"stage": "trained", "dataset": dataset, "model_type": model_type}
+    with ws.create("model", parent=dataset, info=info) as w:
+        (w.path / "model.pt").write_bytes(b"weights")
+    return w.id
+
+
+def test_all_adds_the_newest_baselines_on_the_same_dataset(family):
+    ws, ids = family
+    data = ws.get(ids["original"]).manifest.info["dataset"]
+    _baseline_model(ws, "als", ws.get(ids["old"]).manifest.info["dataset"])  # another dataset: never picked
+    _baseline_model(ws, "als", data)
+    als = _baseline_model(ws, "als", data)
+    als_bundle = _compiled(ws, als)
+    bpr = _baseline_model(ws, "bpr", data)
+    selection = select_variants(ws, "all")
+    names = [v.name for v in selection.variants]
+    assert names == ["original", "pruned", "finetuned", "compiled ort", "als", "als compiled ort", "bpr"]
+    assert [v.id for v in selection.variants[-3:]] == [als, als_bundle, bpr]
+    assert {v.role for v in selection.variants[-3:]} == {"baseline"} and selection.baseline.id == ids["original"]
+    only = select_variants(ws, "original,baseline")  # the role by name
+    assert [v.name for v in only.variants] == ["original", "als", "als compiled ort", "bpr"]
+    assert select_variants(ws, bpr).variants[0].role == "baseline"
+
+
+def test_a_baseline_alone_is_the_original(tmp_path):
+    ws = Workspace(tmp_path)
+    data = _dataset(ws)
+    als = _baseline_model(ws, "als", data)
+    selection = select_variants(ws, "all")
+    assert [v.name for v in selection.variants] == ["als"] and selection.baseline.id == als

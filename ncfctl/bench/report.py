@@ -132,6 +132,47 @@ def findings(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def winners(results: dict[str, Any]) -> str:
+    """One sentence: which variant is best on each headline metric (ties name every winner)."""
+    explicit, k = results["explicit"], results["k"]
+    quality = (
+        [("rmse", "RMSE", min, ".4f"), ("mae", "MAE", min, ".4f")]
+        if explicit
+        else [
+            ("hr", f"HR@{k}", max, ".4f"),
+            ("full_hr", f"full-ranking HR@{k}", max, ".4f"),
+        ]
+    )
+    speed_size = [
+        ("topk_p50_ms", "top-K latency", min, ".3f", " ms"),
+        ("b1_p50_ms", "one-pair latency", min, ".3f", " ms"),
+        ("size_mb", "size on disk", min, ".2f", " MB"),
+        ("peak_rss_mb", "peak memory", min, ".0f", " MB"),
+    ]
+    parts = []
+    for key, label, best_of, fmt, *unit in [*quality, *speed_size]:
+        rows = [row for row in results["rows"] if isinstance(row.get(key), int | float)]
+        if not rows:
+            continue
+        best = best_of(row[key] for row in rows)
+        names = [f"**{row['variant']}**" for row in rows if row[key] == best]
+        names = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        parts.append(f"{label} {names} ({best:{fmt}}{unit[0] if unit else ''})")
+    return "Best per metric: " + "; ".join(parts) + "."
+
+
+def _popularity_line(results: dict[str, Any]) -> list[str]:
+    """The non-personalised baseline of the same split, as recorded when the original was trained."""
+    popularity = results.get("popularity")
+    if not popularity or results["explicit"]:
+        return []
+    k = results["k"]
+    return [
+        f"Popularity ranking (no model) on the same split: HR@{k} {popularity['hr']:.4f}, "
+        f"full-ranking HR@{k} {popularity['full_hr']:.4f}."
+    ]
+
+
 def _quality_sources(results: dict[str, Any]) -> str:
     """Which rows' quality was measured in this run and which came from the model's manifest."""
     recorded = [r["variant"] for r in results["rows"] if r.get("quality_from") == "manifest"]
@@ -167,7 +208,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         markdown_table(results),
         "",
-        *(f"- {line}" for line in findings(results)),
+        winners(results),
+        "",
+        *(f"- {line}" for line in [*findings(results), *_popularity_line(results)]),
     ]
     if results["notes"]:
         lines += ["", "Notes:", *(f"- {note}" for note in results["notes"])]

@@ -350,6 +350,7 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
             "rows": rows,
             "notes": notes,
             "figures": [],
+            "popularity": workspace.get(selection.baseline.model_id, "model").manifest.info.get("baseline"),
         }
         results["figures"] = charts.render_charts(writer.path, results)
         report.write_reports(writer.path, results)

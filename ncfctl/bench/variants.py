@@ -1,11 +1,14 @@
 """Which artifacts a benchmark compares: the original model and everything derived from it.
 
-``--compare all`` anchors on the newest trained model (the "original") and collects its family
-by following manifest ``parent`` links: pruned and fine-tuned models descending from it, compiled
-bundles (local ONNX Runtime and downloaded Neo output) of any of those, and a deployment serving
-one of those bundles that answers ``/ping``. Old runs on other datasets or older originals are
+``--compare all`` anchors on the newest trained GMF/MLP/NeuMF (the "original"; an ALS/BPR model when
+there is no other) and collects its family by following manifest ``parent`` links: pruned and
+fine-tuned models descending from it, compiled bundles (local ONNX Runtime and downloaded Neo
+output) of any of those, and a deployment serving one of those bundles that answers ``/ping``.
+It adds the matrix-factorisation baselines trained on the same dataset (role ``baseline``): the
+newest ALS and the newest BPR model, each with the newest bundle compiled from it, so the table
+says whether the network pays for itself. Old runs on other datasets or older originals are
 never mixed in. ``--compare`` may instead list artifact ids/folders and role names
-(``original,pruned,finetuned,compiled,deployment``) separated by commas.
+(``original,pruned,finetuned,compiled,deployment,baseline``) separated by commas.
 
 Rules a comparison must keep: every variant is scored on the same test split, so all of them
 must descend from the same dataset artifact (otherwise the request is refused, naming both
@@ -22,10 +25,17 @@ import httpx
 from ncf_serving.layout import SERVING_JSON
 
 from ncfctl.errors import NcfError
+from ncfctl.model_types import MF_TYPES
 from ncfctl.workspace import Artifact, Workspace
 
-ROLES = ("original", "pruned", "finetuned", "compiled", "deployment")
-ROLE_ALIASES = {"trained": "original", "model": "original", "neo": "compiled", "deployed": "deployment"}
+ROLES = ("original", "pruned", "finetuned", "compiled", "deployment", "baseline")
+ROLE_ALIASES = {
+    "trained": "original",
+    "model": "original",
+    "neo": "compiled",
+    "deployed": "deployment",
+    "baselines": "baseline",
+}
 STAGE_ROLE = {"trained": "original", "pruned": "pruned", "finetuned": "finetuned"}
 LINEAGE_INFO_KEYS = ("compiled", "image", "source_model", "model")  # fallbacks when a manifest has no parent
 RUNTIME_LABELS = {"onnxruntime": "ort", "dlr": "dlr", "torchscript": "ts"}  # short row labels
@@ -118,6 +128,12 @@ def _role(artifact: Artifact) -> str | None:
     return {"compiled": "compiled", "deployment": "deployment"}.get(artifact.kind)
 
 
+def _mf_type(model: Artifact) -> str | None:
+    """``als`` / ``bpr`` for a matrix-factorisation baseline model artifact, else None."""
+    model_type = model.manifest.info.get("model_type")
+    return model_type if model_type in MF_TYPES else None
+
+
 def _variant(index: _Index, artifact: Artifact) -> Variant:
     """Describe ``artifact`` as a variant; NcfError when it cannot be benchmarked."""
     role = _role(artifact)
@@ -134,7 +150,10 @@ def _variant(index: _Index, artifact: Artifact) -> Variant:
     model = index.nearest(artifact, "model")
     if model is None:
         raise NcfError(f"artifact {artifact.id}: no model artifact in its lineage (manifest 'parent' links)")
+    mf_type = _mf_type(model)
     if role in ("original", "pruned", "finetuned"):
+        if mf_type:
+            return Variant(mf_type, "baseline", artifact, dataset_id, model.id, model.path, "torch")
         return Variant(role, role, artifact, dataset_id, model.id, model.path, "torch")
     compiled = index.nearest(artifact, "compiled")
     if compiled is None:
@@ -142,6 +161,8 @@ def _variant(index: _Index, artifact: Artifact) -> Variant:
     runtime = str(_read_serving(compiled).get("runtime", "unknown"))
     if role == "compiled":
         label = f"compiled {RUNTIME_LABELS.get(runtime, runtime)}"
+        if mf_type:
+            label, role = f"{mf_type} {label}", "baseline"
         return Variant(label, role, artifact, dataset_id, model.id, model.path, runtime, compiled.path)
     if artifact.manifest.info.get("backend") == "sagemaker":
         raise NcfError(
@@ -157,16 +178,45 @@ def _variant(index: _Index, artifact: Artifact) -> Variant:
 
 
 def _family(index: _Index, original: Artifact) -> dict[str, list[Artifact]]:
-    """Artifacts descending from ``original`` by role, oldest first (itself under "original")."""
+    """Artifacts descending from ``original`` by role, oldest first (itself under "original"), and the
+    baselines trained on its dataset under "baseline"."""
     found: dict[str, list[Artifact]] = {role: [] for role in ROLES}
     found["original"].append(original)
     for artifact in index.workspace.list():
         role = _role(artifact)
         if role is None or artifact.id == original.id:
             continue
-        if any(a.id == original.id for a in index.chain(artifact)[1:]):
+        if _descends(index, artifact, original):
             found[role].append(artifact)
+    found["baseline"] = _baselines(index, original)
     return found
+
+
+def _descends(index: _Index, artifact: Artifact, ancestor: Artifact) -> bool:
+    return any(a.id == ancestor.id for a in index.chain(artifact)[1:])
+
+
+def _baselines(index: _Index, original: Artifact) -> list[Artifact]:
+    """The newest ALS and BPR models trained on ``original``'s dataset, each with its newest compiled bundle."""
+    dataset = index.dataset_id(original)
+    artifacts = list(index.by_id.values())  # oldest first
+    out: list[Artifact] = []
+    for model_type in MF_TYPES:
+        if model_type == _mf_type(original):
+            continue  # the original itself; its bundles are in its family already
+        models = [
+            a
+            for a in artifacts
+            if a.kind == "model"
+            and a.manifest.info.get("stage") == "trained"
+            and _mf_type(a) == model_type
+            and a.manifest.info.get("dataset") == dataset
+        ]
+        if not models:
+            continue
+        compiled = [a for a in artifacts if a.kind == "compiled" and _descends(index, a, models[-1])]
+        out += [models[-1], *compiled[-1:]]
+    return out
 
 
 def _family_variants(index: _Index, family: dict[str, list[Artifact]], roles: list[str], notes: list[str]) -> list:
@@ -180,7 +230,9 @@ def _family_variants(index: _Index, family: dict[str, list[Artifact]], roles: li
             else:
                 notes.append("deployment: none running for this model family, skipped (run ncfctl deploy)")
             continue
-        if not candidates:
+        if not candidates and role == "baseline":
+            notes.append("baseline: no ALS or BPR model on this dataset, skipped (run ncfctl train --model als)")
+        elif not candidates:
             hint = {"pruned": "ncfctl prune", "finetuned": "ncfctl finetune", "compiled": "ncfctl neo compile"}
             notes.append(f"{role}: no artifact derived from the original, skipped (run {hint.get(role, role)})")
         out += [v for v in (_try_variant(index, a, notes) for a in candidates) if v is not None]
@@ -216,6 +268,18 @@ def _check_same_dataset(variants: list[Variant]) -> None:
             )
 
 
+def _model_created(index: _Index, variant: Variant):
+    model = index.by_id.get(variant.model_id) if variant.role == "baseline" else None
+    return (model or variant.artifact).manifest.created
+
+
+def _newest_original(workspace: Workspace) -> Artifact | None:
+    """The newest trained GMF/MLP/NeuMF; the newest trained model of any type when there is none."""
+    trained = [a for a in workspace.list("model") if a.manifest.info.get("stage") == "trained"]
+    networks = [a for a in trained if _mf_type(a) is None]
+    return (networks or trained or [None])[-1]
+
+
 def select_variants(workspace: Workspace, compare: str) -> Selection:
     """Resolve ``--compare`` (``all`` or a comma list of ids/folders/roles) into variants.
 
@@ -234,7 +298,7 @@ def select_variants(workspace: Workspace, compare: str) -> Selection:
     variants = [_variant(index, workspace.get(t)) for t in explicit]
     if roles:
         anchor = next((v.artifact for v in variants if v.role == "original"), None)
-        anchor = anchor or workspace.latest("model", where={"stage": "trained"})
+        anchor = anchor or _newest_original(workspace)
         if anchor is None:
             raise NcfError(f"no trained model in {workspace.root} to compare", hint="run ncfctl train first")
         family = _family(index, anchor)
@@ -244,7 +308,8 @@ def select_variants(workspace: Workspace, compare: str) -> Selection:
         raise NcfError(f"nothing to compare for --compare {compare!r}", hint="; ".join(notes) or None)
     _check_same_dataset(variants)
     order = {role: i for i, role in enumerate(ROLES)}
-    variants.sort(key=lambda v: (order[v.role], v.artifact.manifest.created))
+    # a baseline's bundle right after its model: als, als compiled ort, bpr, ...
+    variants.sort(key=lambda v: (order[v.role], _model_created(index, v), v.artifact.manifest.created))
     _unique_names(variants)
     baseline = next((v for v in variants if v.role == "original"), variants[0])
     return Selection(variants=variants, baseline=baseline, notes=notes)

@@ -1,4 +1,5 @@
-"""``ncfctl bench``: compare the original, pruned, fine-tuned, compiled and deployed models side by side."""
+"""``ncfctl bench``: compare the original, pruned, fine-tuned, compiled and deployed models and the ALS / BPR
+baselines side by side."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ CompareOpt = Annotated[
     str | None,
     typer.Option(
         "--compare",
-        help="all (the newest trained model and everything derived from it), or a comma list of artifact ids "
-        "and roles: original, pruned, finetuned, compiled, deployment.",
+        help="all (the newest trained model, everything derived from it, and the ALS / BPR baselines on its "
+        "dataset), or a comma list of artifact ids and roles: original, pruned, finetuned, compiled, deployment, "
+        "baseline.",
     ),
 ]
 
@@ -56,8 +58,11 @@ def benchmark_payload(artifact) -> dict[str, Any]:
 
 def render_benchmark(out: Output, payload: dict[str, Any]) -> None:
     """Tables, notes and file locations of a :func:`benchmark_payload` for people."""
+    from ncfctl.bench.report import winners
+
     results = payload["results"]
     _tables(out, results)
+    out.info(winners(results))
     for note in results["notes"]:
         out.warn(note)
     out.success(f"benchmark {payload['benchmark']}: {payload['path']}")

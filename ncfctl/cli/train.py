@@ -1,4 +1,4 @@
-"""`ncfctl train`: train GMF / MLP / NeuMF on the latest dataset, or evaluate a saved model."""
+"""`ncfctl train`: train GMF / MLP / NeuMF (or fit an ALS / BPR baseline) on the latest dataset, or evaluate a model."""
 
 from __future__ import annotations
 
@@ -10,12 +10,20 @@ import typer
 from ncfctl.cli.context import command_context
 from ncfctl.cli.options import BatchSizeOpt, DatasetRefOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, ThreadsOpt
 from ncfctl.errors import NcfError
+from ncfctl.model_types import MF_TYPES
 
 
 class ModelType(StrEnum):
     gmf = "gmf"
     mlp = "mlp"
     neumf = "neumf"
+    als = "als"
+    bpr = "bpr"
+
+
+# what an ALS / BPR fit (ncfctl.training.baselines) takes from the NCF training flags
+BASELINE_FLAGS = {"als": {"--factors": "factors", "--epochs": "iterations"}}
+BASELINE_FLAGS["bpr"] = {**BASELINE_FLAGS["als"], "--lr": "learning_rate"}
 
 
 class Task(StrEnum):
@@ -51,6 +59,22 @@ def parse_layers(text: str | None) -> list[int] | None:
     return layers
 
 
+def baseline_overrides(model_type: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """Config overrides of an ALS / BPR run from the training flags given (``None`` = not given).
+
+    ``--factors``, ``--epochs`` (iterations) and, for BPR, ``--lr`` go to ``baselines.<type>``; a
+    flag such a model cannot honour is refused in one line rather than silently ignored.
+    """
+    mapped = BASELINE_FLAGS[model_type]
+    for flag, value in flags.items():
+        if value not in (None, False) and flag not in mapped:
+            takes = ", ".join([*mapped, "--top-k", "--threads", "--seed", "--dataset-id"])
+            raise NcfError(
+                f"model type {model_type} is fitted by the implicit library and does not take {flag}; it takes {takes}"
+            )
+    return {f"baselines.{model_type}.{key}": flags.get(flag) for flag, key in mapped.items()}
+
+
 def _metric_rows(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
     k = metrics.get("k", "")
     names = {"hr": f"HR@{k} (sampled)", "ndcg": f"NDCG@{k} (sampled)", "full_hr": f"HR@{k} (full ranking)"}
@@ -65,7 +89,9 @@ def _metric_rows(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[dict
 
 def train(
     ctx: typer.Context,
-    model_type: Annotated[ModelType | None, typer.Option("--model", help="Model family.")] = None,
+    model_type: Annotated[
+        ModelType | None, typer.Option("--model", help="Model family; als / bpr are fitted by the implicit library.")
+    ] = None,
     factors: Annotated[int | None, typer.Option("--factors", min=1, help="GMF embedding size.")] = None,
     layers: Annotated[
         str | None, typer.Option("--layers", help="MLP widths, e.g. 128,64,32 (embeddings are half the first).")
@@ -99,7 +125,7 @@ def train(
     seed: SeedOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Train NCF (GMF / MLP / NeuMF); report HR@K and NDCG@K (sampled and full ranking) vs popularity."""
+    """Train NCF (GMF / MLP / NeuMF) or fit ALS / BPR; report HR@K and NDCG@K (sampled, full ranking) vs popularity."""
     from ncfctl.training.service import evaluate_model, train_model
 
     overrides = {
@@ -122,6 +148,26 @@ def train(
         "seed": seed,
     }
     c = command_context(ctx, overrides=overrides, json_output=json_output)
+    if c.config.model.type in MF_TYPES and not eval_only:
+        flags = {
+            "--factors": factors,
+            "--epochs": epochs,
+            "--lr": lr,
+            "--layers": layers,
+            "--dropout": dropout,
+            "--negatives": negatives,
+            "--batch-size": batch_size,
+            "--weight-decay": weight_decay,
+            "--patience": patience,
+            "--nproc": nproc,
+            "--device": _value(device),
+            "--backend": _value(backend),
+            "--pretrain-gmf": pretrain_gmf,
+            "--pretrain-mlp": pretrain_mlp,
+            "--resume": resume,
+        }
+        mf_overrides = baseline_overrides(c.config.model.type, flags)
+        c = command_context(ctx, overrides={**overrides, **mf_overrides}, json_output=json_output)
     if eval_only:
         with c.out.progress(transient=True) as progress:
             report = evaluate_model(c.config, c.workspace, eval_only, dataset_id, progress=progress)
@@ -157,6 +203,7 @@ def train(
         "history": info["history"],
         "train_seconds": info["train_seconds"],
         "test_seconds": info["test_seconds"],
+        **({"selection": info["selection"]} if "selection" in info else {}),
     }
 
     def render() -> None:
@@ -165,6 +212,13 @@ def train(
             title="epochs (validation metrics)",
         )
         c.out.table(_metric_rows(manifest.metrics, info["baseline"]), title=f"test, kept epoch {info['best_epoch']}")
+        if "selection" in info:  # ALS / BPR: the epochs above are iterations of the kept regularization
+            chosen = info["selection"]
+            grid = ", ".join(f"{row['regularization']:g}" for row in chosen["grid"])
+            c.out.info(
+                f"{info['model_type']}: regularization {chosen['regularization']:g} chosen on validation from {grid}, "
+                f"iteration {chosen['iteration']}; {chosen['library']} fitted it in {chosen['fit_seconds']:.2f} s"
+            )
         c.out.success(f"model {artifact.id} ({manifest.metrics['parameters']:,} parameters) -> {artifact.path}")
 
     c.out.result(payload, render=render)

@@ -31,6 +31,7 @@ from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
 from ncfctl.model_artifacts import dataset_of
+from ncfctl.model_types import NCF_TYPES
 from ncfctl.models import MODEL_FILE, NCF, count_parameters, load_model, save_model
 from ncfctl.pruning import plots, report
 from ncfctl.pruning.masks import (
@@ -75,6 +76,13 @@ def load_source(workspace: Workspace, ref: str | None, hint: str, where: dict[st
     """``ref`` (or the latest model matching ``where``), its ``masks.pt`` if any, and its dataset."""
     artifact = workspace.resolve(ref, "model", hint, where)
     model = load_model(artifact.file(MODEL_FILE))
+    if model.spec.is_mf:
+        raise NcfError(
+            f"model {artifact.id} is of type {model.spec.model_type} (matrix factorisation fitted by implicit): "
+            f"pruning and fine-tuning support {', '.join(NCF_TYPES)}",
+            hint=f"a {model.spec.model_type} model can be evaluated, compiled, served and benchmarked; "
+            "name a gmf, mlp or neumf model instead",
+        )
     masks = load_masks(artifact.file(MASKS_FILE), model) if artifact.has(MASKS_FILE) else None
     dataset, data = dataset_of(workspace, artifact, model)
     return Source(artifact, model, masks, dataset, data)

@@ -17,11 +17,17 @@ from ncfctl import fileio
 
 
 def training_curve(
-    path: str | os.PathLike, history: Sequence[dict[str, Any]], best_epoch: int, k: int, title: str
+    path: str | os.PathLike,
+    history: Sequence[dict[str, Any]],
+    best_epoch: int,
+    k: int,
+    title: str,
+    loss_label: str | None = None,
 ) -> None:
     """Two panels: training loss, and validation HR@k / NDCG@k (RMSE / MAE for ratings).
 
     The kept epoch (best validation score) is marked, since that is the model the artifact holds.
+    ``loss_label`` names a loss other than ncfctl's own (BCE, or MSE for ratings).
     """
     epochs = [record["epoch"] for record in history]
     explicit = "rmse" in history[0]
@@ -30,7 +36,7 @@ def training_curve(
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, metric_ax = fig.subplots(1, 2, sharex=True)
     loss_ax.plot(epochs, [record["loss"] for record in history], marker="o", color="tab:blue")
-    loss_ax.set_ylabel("MSE" if explicit else "binary cross-entropy")
+    loss_ax.set_ylabel(loss_label or ("MSE" if explicit else "binary cross-entropy"))
     loss_ax.set_title("training loss")
     for metric, label in zip(metrics, labels, strict=True):
         metric_ax.plot(epochs, [record[metric] for record in history], marker="o", label=f"validation {label}")

@@ -31,6 +31,7 @@ from ncfctl.data.dataset import InteractionData, load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, popularity_score_fn, torch_score_fn
 from ncfctl.model_artifacts import dataset_of
+from ncfctl.model_types import MF_TYPES
 from ncfctl.models import MODEL_FILE, NCF, NCFSpec, count_parameters, load_model, save_model
 from ncfctl.training.loop import FitSettings, fit
 from ncfctl.training.plots import training_curve
@@ -205,6 +206,8 @@ def train_model(
     progress=None,
 ) -> Artifact:
     """Train the configured model and commit it as a ``model`` artifact (stage ``trained``)."""
+    if config.model.type in MF_TYPES:
+        return _train_mf_baseline(config, workspace, dataset_ref, pretrain_gmf or pretrain_mlp, resume, progress)
     dataset = resolve_dataset(config, workspace, dataset_ref, progress)
     data = load_dataset(dataset)
     spec = model_spec(config, data)
@@ -254,6 +257,17 @@ def train_model(
     )
 
 
+def _train_mf_baseline(config: Config, workspace: Workspace, dataset_ref, pretrained, resume: bool, progress):
+    """ALS / BPR through the implicit library (ncfctl.training.baselines), which has no pre-training or resume."""
+    model_type = config.model.type
+    for given, what in ((pretrained, "NeuMF pre-training (--pretrain-gmf/--pretrain-mlp)"), (resume, "--resume")):
+        if given:
+            raise NcfError(f"model type {model_type} does not support {what}: it is fitted in one call by implicit")
+    from ncfctl.training.baselines import train_baseline  # the optional implicit extra
+
+    return train_baseline(config, workspace, dataset_ref=dataset_ref, progress=progress)
+
+
 def register_model(
     config: Config,
     workspace: Workspace,
@@ -286,6 +300,8 @@ def register_model(
         **{key: value for key, value in info.items() if value is not None},
     }
     sections = {"seed": config.seed, "model": config.model.model_dump(), "train": config.train.model_dump()}
+    if spec.is_mf:
+        sections["baselines"] = {spec.model_type: getattr(config.baselines, spec.model_type).model_dump()}
     with workspace.create("model", parent=dataset.id, config=sections, info=run_info) as writer:
         model_path = writer.path / MODEL_FILE
         save_model(model_path, model)
@@ -295,6 +311,7 @@ def register_model(
             result["best_epoch"],
             k,
             title=f"{spec.model_type} on {dataset.manifest.info.get('dataset', dataset.id)}",
+            loss_label=result.get("loss_label"),
         )
         writer.manifest.metrics.update(result["test_metrics"])
         writer.manifest.metrics.update(count_parameters(model))

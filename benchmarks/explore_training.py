@@ -1,0 +1,172 @@
+"""Training levers that are not config options, tried on per-epoch curves (what ``bench_baselines.py`` cannot run).
+
+``bench_baselines.py`` measures configurations through ``ncfctl train`` itself. Some levers the
+NeuMF-vs-ALS question asks about have no config key, because none of them earned one: an L2
+penalty on the embeddings of each batch, AdamW's decoupled weight decay, Adam's epsilon, a
+per-epoch learning-rate decay, an exponential moving average of the weights, the embeddings'
+initial standard deviation, and NeuMF's GMF half initialised from implicit's ALS factors. This
+script trains with ncfctl's own epoch runner and sampler (``ncfctl.training.loop``), applies one
+lever, and after every epoch scores validation and test (sampled and full-ranking HR@10). It
+prints the mean curve over seeds and the test metrics at the epoch each seed's validation
+HR@10 (then NDCG@10) picks, as ``ncfctl train`` would, with the standard error over seeds.
+
+Options (a JSON object; keys absent = ncfctl's defaults): ``type factors layers dropout`` (model),
+``neg batch lr epochs`` (training), and the levers ``l2`` (batch embedding L2 weight), ``adamw``
+(decoupled weight decay), ``eps`` (Adam epsilon), ``decay`` (lr multiplied by it every epoch),
+``ema`` (weight-averaging decay per step; scores use the average), ``sgd`` (SGD with momentum 0.9
+at this learning rate instead of Adam), ``init`` (embedding std),
+``alsinit`` (ALS regularization; GMF half starts from ALS factors).
+
+Usage::
+
+    nice -n 10 python benchmarks/explore_training.py --workdir W '{"neg": 16, "ema": 0.999}' --seeds 1,2,3
+
+``W`` holds a dataset artifact (e.g. one of ``bench_baselines.py``'s ``seed-<n>`` workspaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ncfctl.data.dataset import load_dataset
+from ncfctl.evaluation import evaluate, torch_score_fn
+from ncfctl.models import NCF, NCFSpec
+from ncfctl.training.loop import EpochRunner, FitSettings, make_optimizer
+from ncfctl.training.sampling import NegativeSampler, epoch_rng, implicit_examples
+from ncfctl.workspace import Workspace
+
+
+def als_factors(data, factors: int, regularization: float, seed: int):
+    """implicit's ALS factors (alpha 1, 15 iterations) for the GMF half."""
+    import implicit
+    from threadpoolctl import threadpool_limits
+
+    from ncfctl.training.baselines import user_items
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        als = implicit.als.AlternatingLeastSquares(
+            factors=factors, regularization=regularization, num_threads=1, random_state=seed, use_gpu=False
+        )
+        als.fit(user_items(data), show_progress=False)
+    return als.user_factors, als.item_factors
+
+
+def build(options: dict, data, seed: int) -> NCF:
+    spec = NCFSpec.from_layers(
+        model_type=options.get("type", "neumf"),
+        num_users=data.num_users,
+        num_items=data.num_items,
+        factors=options.get("factors", 32),
+        layers=options.get("layers", [128, 64, 32]),
+        dropout=options.get("dropout", 0.0),
+    )
+    torch.manual_seed(seed)
+    model = NCF(spec)
+    with torch.no_grad():
+        if "init" in options:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Embedding):
+                    module.weight.normal_(0.0, options["init"])
+        if "alsinit" in options:
+            users, items = als_factors(data, spec.factors, options["alsinit"], seed)
+            model.gmf_user.weight.copy_(torch.from_numpy(users))
+            model.gmf_item.weight.copy_(torch.from_numpy(items))
+            model.predict.weight[0, : spec.factors] = 1.0
+    return model
+
+
+def optimizer(options: dict, model: NCF, settings: FitSettings) -> torch.optim.Optimizer:
+    if "adamw" in options:
+        return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=options["adamw"])
+    if "sgd" in options:  # plain SGD (momentum 0.9) at this learning rate: rare items move only when sampled
+        return torch.optim.SGD(model.parameters(), lr=options["sgd"], momentum=0.9)
+    if "eps" in options:
+        return torch.optim.Adam(model.parameters(), lr=settings.lr, eps=options["eps"])
+    return make_optimizer(model, settings)
+
+
+def batch_l2_loss(model: NCF, weight: float):
+    """BCE plus ``weight`` x the squared norms of the embedding rows the batch uses (Rendle et al. 2020)."""
+
+    def loss_sum(users, items, targets):
+        penalty = sum(getattr(model, t)(users).pow(2).sum() for t in ("gmf_user", "mlp_user") if hasattr(model, t))
+        penalty += sum(getattr(model, t)(items).pow(2).sum() for t in ("gmf_item", "mlp_item") if hasattr(model, t))
+        return F.binary_cross_entropy_with_logits(model(users, items), targets, reduction="sum") + weight * penalty
+
+    return loss_sum
+
+
+def run_seed(options: dict, data, sampler: NegativeSampler, seed: int) -> list[dict]:
+    """One training run; validation and test metrics after every epoch."""
+    model = build(options, data, seed)
+    settings = FitSettings(
+        epochs=options.get("epochs", 12),
+        batch_size=options.get("batch", 4096),
+        lr=options.get("lr", 0.002),
+        negatives=options.get("neg", 4),
+        device="cpu",
+        seed=seed,
+    )
+    opt = optimizer(options, model, settings)
+    averaged, after_step = model, None
+    if "ema" in options:
+        averaged = copy.deepcopy(model)
+        targets, live, weight = list(averaged.parameters()), list(model.parameters()), 1.0 - options["ema"]
+
+        def after_step(_model):
+            with torch.no_grad():
+                torch._foreach_lerp_(targets, live, weight)
+
+    runner = EpochRunner(model, model, opt, settings, torch.device("cpu"), False, after_step)
+    if "l2" in options:
+        runner._loss_sum = batch_l2_loss(model, options["l2"])
+    started, curve = time.perf_counter(), []
+    for epoch in range(1, settings.epochs + 1):
+        torch.manual_seed(seed * 1_000_003 + epoch)
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * options.get("decay", 1.0) ** (epoch - 1)
+        runner.run(implicit_examples(data.train, sampler, settings.negatives, epoch_rng(seed, epoch)))
+        scorer = torch_score_fn(averaged)
+        val, test = evaluate(scorer, data, "val"), evaluate(scorer, data, "test")
+        curve.append({"epoch": epoch, "val": val, "test": test, "seconds": time.perf_counter() - started})
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("options", help="JSON object of options (see the module docstring)")
+    parser.add_argument("--workdir", required=True, help="a workspace holding the dataset artifact")
+    parser.add_argument("--seeds", default="1,2,3")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    options = json.loads(args.options)
+    data = load_dataset(Workspace(args.workdir).require_latest("dataset", "run bench_baselines.py first"))
+    sampler = NegativeSampler(data.train, data.num_items)
+    curves = {int(seed): run_seed(options, data, sampler, int(seed)) for seed in args.seeds.split(",")}
+    epochs = range(len(next(iter(curves.values()))))
+    for split in ("val", "test"):
+        means = [
+            f"{np.mean([c[e][split]['hr'] for c in curves.values()]):.3f}/"
+            f"{np.mean([c[e][split]['full_hr'] for c in curves.values()]):.3f}"
+            for e in epochs
+        ]
+        print(f"mean {split} HR@10 / full HR@10 by epoch: {' '.join(means)}")
+    picks = [max(c, key=lambda r: (r["val"]["hr"], r["val"]["ndcg"])) for c in curves.values()]
+    report = {"options": options, "seeds": list(curves), "kept_epochs": [p["epoch"] for p in picks]}
+    for key in ("hr", "full_hr"):
+        values = [p["test"][key] for p in picks]
+        report[key] = (statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5)
+    report["seconds_to_kept"] = statistics.fmean(p["seconds"] for p in picks)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
