@@ -15,7 +15,7 @@ from ncfctl.workspace import Artifact, Workspace
 
 def dataset_of(workspace: Workspace, model_artifact: Artifact, model: NCF, dataset_ref: str | None = None):
     """``(dataset artifact, InteractionData)`` for ``model`` (default: the dataset its manifest names)."""
-    dataset_ref = dataset_ref or model_artifact.manifest.info.get("dataset")
+    dataset_ref = dataset_ref or model_artifact.manifest.info.dataset
     if not dataset_ref:
         raise NcfError(f"model {model_artifact.id} does not record its dataset", hint="pass --dataset-id")
     dataset = workspace.get(dataset_ref, "dataset")

@@ -5,8 +5,10 @@ data -> train -> prune -> finetune -> neo compile -> build-image -> deploy -> in
 A step is *up to date* when the workspace already holds an artifact of its kind whose manifest
 ``parent`` is the artifact the previous step produced and whose recorded config sections equal the
 ones this run would use (e.g. a pruned model with the same ``prune`` settings made from this very
-trained model). Then the step is skipped and its artifact reused, so a second run after a crash or
-a tweak of a late stage (say ``compile.opset``) redoes only what changed; ``force`` redoes all.
+trained model). Which sections those are is each service's own declaration, its
+:class:`~ncfctl.artifacts.ReuseKey`, the same object it builds its manifest's ``config`` from.
+Then the step is skipped and its artifact reused, so a second run after a crash or a tweak of a
+late stage (say ``compile.opset``) redoes only what changed; ``force`` redoes all.
 Because each step's parent is the previous artifact, re-running an early step makes every later
 one stale automatically. A deployment is reused only if it still answers ``/ping``; the smoke
 ``invoke`` always runs (it is the check that the endpoint works), and the benchmark is redone
@@ -28,8 +30,9 @@ from typing import Any
 from ncf_serving.bundle import read_arrays
 from ncf_serving.layout import IDS_DIR
 
+from ncfctl.artifacts import ReuseKey
 from ncfctl.config import Config
-from ncfctl.workspace import Artifact, Workspace
+from ncfctl.workspace import Artifact, Workspace, info_matches
 
 STEPS = ("data", "train", "prune", "finetune", "compile", "build-image", "deploy", "invoke", "bench", "stop")
 
@@ -74,16 +77,18 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
-def find_fresh(
-    workspace: Workspace, kind: str, parent: str | None, sections: dict[str, Any], where: dict[str, Any] | None = None
-) -> Artifact | None:
-    """The newest ``kind`` artifact made from ``parent`` with exactly these config ``sections``."""
-    wanted = _plain(sections)
-    for artifact in reversed(workspace.list(kind)):
-        manifest = artifact.manifest
-        if manifest.parent != parent or any(manifest.info.get(k) != v for k, v in (where or {}).items()):
-            continue
-        if all(_plain(manifest.config.get(key)) == value for key, value in wanted.items()):
+def reusable(artifact: Artifact, key: ReuseKey) -> bool:
+    """Whether ``artifact`` recorded the sections and info that ``key`` asks for."""
+    manifest = artifact.manifest
+    return info_matches(manifest.info, key.where) and all(
+        _plain(manifest.config.get(name)) == _plain(value) for name, value in key.sections().items()
+    )
+
+
+def find_fresh(workspace: Workspace, parent: str | None, key: ReuseKey) -> Artifact | None:
+    """The newest artifact made from ``parent`` that ``key`` says can be reused."""
+    for artifact in reversed(workspace.list(key.kind)):
+        if artifact.manifest.parent == parent and reusable(artifact, key):
             return artifact
     return None
 
@@ -142,70 +147,60 @@ def run_pipeline(
     on_step: Callable[[StepOutcome], None] | None = None,
 ) -> PipelineResult:
     """Run every stage (skipping fresh ones unless ``force``); stops the deployment unless keep_serving."""
-    from ncfctl.bench.service import run_benchmark
+    from ncfctl.bench.service import bench_reuse_key, run_benchmark
     from ncfctl.bench.variants import select_variants
-    from ncfctl.compile.service import compile_model, compile_sections
-    from ncfctl.data.prepare import prepare_dataset
-    from ncfctl.pruning.service import finetune_model, prune_model
+    from ncfctl.compile.service import compile_model, compile_reuse_key
+    from ncfctl.data.prepare import dataset_reuse_key, prepare_dataset
+    from ncfctl.pruning.service import finetune_model, finetune_reuse_key, prune_model, prune_reuse_key
     from ncfctl.serving import deploy as deploy_service
-    from ncfctl.serving.build_image import build_image
+    from ncfctl.serving.build_image import build_image, image_reuse_key
     from ncfctl.serving.invoke import invoke
-    from ncfctl.training.service import train_model
+    from ncfctl.training.service import train_model, train_reuse_key
 
     cfg = pipeline_config(config)
     run = _Run(progress, on_step)
     t0 = time.perf_counter()
-    seed = {"seed": cfg.seed}
 
     dataset = run.artifact_step(
         "data",
-        lambda: find_fresh(workspace, "dataset", None, {**seed, "data": cfg.data.model_dump(mode="json")}),
+        lambda: find_fresh(workspace, None, dataset_reuse_key(cfg)),
         lambda: prepare_dataset(cfg, workspace, progress),
         force,
     )
     trained = run.artifact_step(
         "train",
-        lambda: find_fresh(
-            workspace,
-            "model",
-            dataset.id,
-            {**seed, "model": cfg.model.model_dump(), "train": cfg.train.model_dump()},
-            {"stage": "trained"},
-        ),
+        lambda: find_fresh(workspace, dataset.id, train_reuse_key(cfg)),
         lambda: train_model(cfg, workspace, dataset_ref=dataset.id, progress=progress),
         force,
     )
     pruned = run.artifact_step(
         "prune",
-        lambda: find_fresh(
-            workspace, "model", trained.id, {**seed, "prune": cfg.prune.model_dump()}, {"stage": "pruned"}
-        ),
+        lambda: find_fresh(workspace, trained.id, prune_reuse_key(cfg)),
         lambda: prune_model(cfg, workspace, trained.id, finetune=False, progress=progress).pruned,
         force,
     )
     finetuned = run.artifact_step(
         "finetune",
-        lambda: find_fresh(
-            workspace, "model", pruned.id, {**seed, "finetune": cfg.finetune.model_dump()}, {"stage": "finetuned"}
-        ),
+        lambda: find_fresh(workspace, pruned.id, finetune_reuse_key(cfg)),
         lambda: finetune_model(cfg, workspace, pruned.id, progress=progress),
         force,
     )
     compiled = run.artifact_step(
         "compile",
-        lambda: find_fresh(workspace, "compiled", finetuned.id, compile_sections(cfg)),
+        lambda: find_fresh(workspace, finetuned.id, compile_reuse_key(cfg)),
         lambda: compile_model(cfg, workspace, finetuned.id, progress=progress),
         force,
     )
     image = run.artifact_step(
         "build-image",
-        lambda: find_fresh(workspace, "image", compiled.id, {"image": cfg.image.model_dump()}),
+        lambda: find_fresh(workspace, compiled.id, image_reuse_key(cfg)),
         lambda: build_image(cfg, workspace, compiled.id, progress=progress).artifact,
         force,
     )
 
     def live_deployment() -> Artifact | None:
-        found = find_fresh(workspace, "deployment", image.id, {}, {"status": "running"})
+        # any deployment of this image still serving will do; it must also answer (below)
+        found = find_fresh(workspace, image.id, ReuseKey("deployment", {}, where={"status": "running"}))
         if found is None:
             return None
         state = deploy_service.status(cfg, workspace, found.id)["live"].get("state")
@@ -228,8 +223,8 @@ def run_pipeline(
             not force
             and not run.upstream_ran
             and previous is not None
-            and previous.manifest.info.get("variants") == variants
-            and _plain(previous.manifest.config.get("bench")) == _plain(cfg.bench.model_dump())
+            and previous.manifest.info.variants == variants
+            and reusable(previous, bench_reuse_key(cfg))
         ):
             run.result.benchmark = previous
             run.record("bench", "up to date", previous.id, started)
@@ -240,7 +235,7 @@ def run_pipeline(
         started = run.begin("stop")
         if cfg.pipeline.keep_serving:
             run.record("stop", "skipped", deployment.id, started, "--keep-serving: still running")
-        elif deployment.manifest.info.get("backend") == "local":
+        elif deployment.manifest.info.backend == "local":
             deploy_service.stop(cfg, workspace, deployment.id)
             run.record("stop", "ran", deployment.id, started, "local server stopped")
         else:

@@ -10,10 +10,10 @@ Layout under the work directory (default ``./output``)::
     comparison/<id>/   benchmark results (kind "benchmark")
 
 Each artifact folder holds ``manifest.json``: kind, id, created, parent artifact id, the config
-that made it, metrics, free-form info and the sha256 of each file. An artifact is built in a
-staging folder under ``.staging/`` and renamed into place only when complete, so an interrupted
-command never leaves a half-written artifact that a later command would pick up. A staging
-folder's name carries the pid and host of the process building it (``<id>.pid<N>.<host>``): a
+that made it, metrics, its kind's typed ``info`` (``ncfctl.artifacts``) and the sha256 of each
+file. An artifact is built in a staging folder under ``.staging/`` and renamed into place only
+when complete, so an interrupted command never leaves a half-written artifact that a later command
+would pick up. A staging folder's name carries the pid and host of the process building it (``<id>.pid<N>.<host>``): a
 process killed mid-write cannot remove its own, so the next artifact written removes staging
 folders whose process is gone, never one whose process still runs.
 
@@ -36,23 +36,27 @@ from pathlib import Path
 from typing import Any
 
 from ncf_serving.checksums import ChecksumError, hash_folder, verify_files
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_serializer, model_validator
 
 from ncfctl import fileio
+from ncfctl.artifacts import INFO_TYPES, ArtifactInfo
 from ncfctl.errors import NcfError
 
-KIND_DIRS: dict[str, str] = {
-    "dataset": "data",
-    "model": "models",
-    "compiled": "neo",
-    "image": "images",
-    "deployment": "deployments",
-    "benchmark": "comparison",
-    "sagemaker-pipeline": "pipelines",
-    "recommendations": "recommendations",
-}
+KIND_DIRS: dict[str, str] = {kind: info.folder for kind, info in INFO_TYPES.items()}
 MANIFEST = "manifest.json"
 STAGING = ".staging"
+
+
+def typed_info(kind: str, info: ArtifactInfo | dict[str, Any] | None) -> ArtifactInfo:
+    """``info`` validated as the ``info`` of a ``kind`` artifact (a mapping, or that kind's model)."""
+    if kind not in INFO_TYPES:
+        raise ValueError(f"unknown artifact kind '{kind}' (known: {', '.join(INFO_TYPES)})")
+    model = INFO_TYPES[kind]
+    if isinstance(info, model):
+        return info
+    if isinstance(info, ArtifactInfo):
+        raise TypeError(f"a {info.kind} artifact's info given for a {kind} artifact")
+    return model.model_validate(info or {})
 
 
 class Manifest(BaseModel):
@@ -62,8 +66,23 @@ class Manifest(BaseModel):
     parent: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
-    info: dict[str, Any] = Field(default_factory=dict)
+    info: ArtifactInfo  # the model of ``kind`` (ncfctl.artifacts.INFO_TYPES)
     files: dict[str, str] = Field(default_factory=dict)  # relative path -> sha256
+
+    @model_validator(mode="before")
+    @classmethod
+    def _info_of_its_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("kind"), str):
+            try:
+                data = {**data, "info": typed_info(data["kind"], data.get("info"))}
+            except ValidationError as exc:  # located under "info", where the field is in the file
+                errors = [{**error, "loc": ("info", *error["loc"])} for error in exc.errors(include_url=False)]
+                raise ValidationError.from_exception_data(cls.__name__, errors) from None  # type: ignore[arg-type]
+        return data
+
+    @field_serializer("info")
+    def _recorded_info(self, info: ArtifactInfo) -> dict[str, Any]:
+        return info.recorded()
 
 
 class Artifact:
@@ -157,6 +176,16 @@ def _writer_gone(folder: Path) -> bool:
     return False
 
 
+def info_matches(info: ArtifactInfo, where: dict[str, Any] | None) -> bool:
+    """Whether ``info`` has every ``where`` field's value (a field its kind does not declare is a bug)."""
+    for name, value in (where or {}).items():
+        if name not in type(info).model_fields:
+            raise ValueError(f"{info.kind} artifacts record no info field '{name}'")
+        if getattr(info, name) != value:
+            return False
+    return True
+
+
 def read_manifest(folder: Path, kind: str | None = None) -> Manifest:
     """The folder's manifest; ``kind`` (the kind its folder holds) must be the manifest's own."""
     path = folder / MANIFEST
@@ -197,13 +226,14 @@ class Workspace:
         *,
         parent: str | None = None,
         config: dict[str, Any] | None = None,
-        info: dict[str, Any] | None = None,
+        info: ArtifactInfo | dict[str, Any] | None = None,
     ) -> Iterator[ArtifactWriter]:
         """Build an artifact atomically.
 
         Inside the ``with`` block write files into ``writer.path`` and set ``writer.manifest``
-        metrics/info. On success the manifest (with file hashes) is written and the folder is
-        renamed into ``<kind dir>/<id>``; on any exception the staging folder is removed.
+        metrics/info (``info`` is validated as ``kind``'s model, ``ncfctl.artifacts``). On success
+        the manifest (with file hashes) is written and the folder is renamed into ``<kind dir>/<id>``;
+        on any exception the staging folder is removed.
         """
         final_dir = self.kind_dir(kind)
         artifact_id = new_id(kind)
@@ -216,7 +246,7 @@ class Workspace:
             created=datetime.now(UTC),
             parent=parent,
             config=config or {},
-            info=info or {},
+            info=typed_info(kind, info),
         )
         writer = ArtifactWriter(staging, manifest)
         try:
@@ -247,6 +277,8 @@ class Workspace:
         that changed since (a deployment's ``server.log``, which keeps growing, is recorded as it was
         at start-up and never read as an input).
         """
+        if "info" in fields:
+            fields["info"] = typed_info(artifact.kind, fields["info"])
         manifest = artifact.manifest.model_copy(update={**fields, "files": artifact.manifest.files})
         fileio.write_text(artifact.path / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
         return Artifact(artifact.path, manifest)
@@ -267,7 +299,7 @@ class Workspace:
     def latest(self, kind: str, where: dict[str, Any] | None = None) -> Artifact | None:
         """The newest artifact of ``kind`` whose ``info`` matches every ``where`` item."""
         for artifact in reversed(self.list(kind)):
-            if all(artifact.manifest.info.get(k) == v for k, v in (where or {}).items()):
+            if info_matches(artifact.manifest.info, where):
                 return artifact
         return None
 

@@ -21,6 +21,7 @@ import botocore.exceptions
 from ncf_serving.bundle import BundleError, load_bundle
 
 from ncfctl import safetar
+from ncfctl.artifacts import RecommendationsInfo
 from ncfctl.aws import jobs, registry, s3
 from ncfctl.aws.clients import client, error_message, require, require_credentials
 from ncfctl.config import Config
@@ -97,7 +98,7 @@ def recommend(
     model_data = described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
     s3.check_bucket(aws, bucket)
     sagemaker = client(aws, "sagemaker")
-    info = {"backend": "sagemaker", "source": arn, "top_k": top_k, "exclude_seen": exclude_seen}
+    info = RecommendationsInfo(backend="sagemaker", source=arn, top_k=top_k, exclude_seen=exclude_seen)
     with workspace.create(KIND, parent=arn, info=info) as writer, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         users = user_ids(config, model_data, work)
@@ -130,6 +131,6 @@ def recommend(
                 jobs.console_printer(progress)(f"could not delete temporary model {name}: {error_message(exc)}")
         start, end = job.get("TransformStartTime"), job.get("TransformEndTime")
         seconds = (end - start).total_seconds() if isinstance(start, datetime) and isinstance(end, datetime) else None
-        writer.manifest.info.update(users=len(users), transform_job=name, input=f"{base}/input/{INPUT_FILE}")
+        writer.manifest.info = info.updated(users=len(users), transform_job=name, input=f"{base}/input/{INPUT_FILE}")
         writer.manifest.metrics.update(rows=rows, **({"transform_seconds": seconds} if seconds is not None else {}))
     return writer.artifact

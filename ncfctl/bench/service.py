@@ -23,6 +23,7 @@ import numpy as np
 from ncf_serving.bundle import BundleError
 from threadpoolctl import threadpool_limits
 
+from ncfctl.artifacts import BenchmarkInfo, ReuseKey
 from ncfctl.bench import charts, report
 from ncfctl.bench.footprint import MB, bundle_footprint, model_footprint
 from ncfctl.bench.latency import interleaved_timings, summarize, throughput
@@ -315,6 +316,11 @@ def _measure(
     ]
 
 
+def bench_reuse_key(config: Config) -> ReuseKey:
+    """A comparison is made with the ``bench`` settings at the models' K (and of the variants it names)."""
+    return ReuseKey("benchmark", {"bench": config.bench.model_dump(), "top_k": config.train.top_k})
+
+
 def run_benchmark(config: Config, workspace: Workspace, compare: str | None = None, progress=None) -> Artifact:
     """Compare the variants named by ``compare`` (default ``bench.compare``); the ``benchmark`` artifact."""
     settings = config.bench
@@ -329,8 +335,8 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
     with workspace.create(
         "benchmark",
         parent=selection.baseline.id,
-        config={"bench": settings.model_dump(), "top_k": k},
-        info={"dataset": dataset_id, "baseline": selection.baseline.id, "variants": [row["id"] for row in rows]},
+        config=bench_reuse_key(config).config,
+        info=BenchmarkInfo(dataset=dataset_id, baseline=selection.baseline.id, variants=[row["id"] for row in rows]),
     ) as writer:
         results = {
             "id": writer.id,
@@ -350,7 +356,7 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
             "rows": rows,
             "notes": notes,
             "figures": [],
-            "popularity": workspace.get(selection.baseline.model_id, "model").manifest.info.get("baseline"),
+            "popularity": workspace.get(selection.baseline.model_id, "model").manifest.info.baseline,
         }
         results["figures"] = charts.render_charts(writer.path, results)
         report.write_reports(writer.path, results)

@@ -78,7 +78,7 @@ class _Index:
     def parent(self, artifact: Artifact) -> Artifact | None:
         """The manifest's ``parent``; else the upstream id a stage records in ``info`` or ``serving.json``."""
         info = artifact.manifest.info
-        candidates = [artifact.manifest.parent, *(info.get(key) for key in LINEAGE_INFO_KEYS)]
+        candidates = [artifact.manifest.parent, *(getattr(info, key, None) for key in LINEAGE_INFO_KEYS)]
         if artifact.kind == "compiled":
             candidates.append(_read_serving(artifact).get("source_model"))
         return next((self.by_id[c] for c in candidates if isinstance(c, str) and c in self.by_id), None)
@@ -97,8 +97,8 @@ class _Index:
 
     def dataset_id(self, artifact: Artifact) -> str | None:
         model = self.nearest(artifact, "model")
-        if model is not None and model.manifest.info.get("dataset"):
-            return str(model.manifest.info["dataset"])
+        if model is not None and model.manifest.info.dataset:
+            return model.manifest.info.dataset
         dataset = self.nearest(artifact, "dataset")
         return dataset.id if dataset is not None else None
 
@@ -112,7 +112,7 @@ def _read_serving(artifact: Artifact) -> dict:
 
 def deployment_url(artifact: Artifact) -> str | None:
     """The base URL of a local deployment that answers ``GET /ping`` with 200 now, else None."""
-    url = artifact.manifest.info.get("url")
+    url = artifact.manifest.info.url
     if not url:
         return None
     try:
@@ -124,13 +124,13 @@ def deployment_url(artifact: Artifact) -> str | None:
 
 def _role(artifact: Artifact) -> str | None:
     if artifact.kind == "model":
-        return STAGE_ROLE.get(str(artifact.manifest.info.get("stage")))
+        return STAGE_ROLE.get(str(artifact.manifest.info.stage))
     return {"compiled": "compiled", "deployment": "deployment"}.get(artifact.kind)
 
 
 def _mf_type(model: Artifact) -> str | None:
     """``als`` / ``bpr`` for a matrix-factorisation baseline model artifact, else None."""
-    model_type = model.manifest.info.get("model_type")
+    model_type = model.manifest.info.model_type
     return model_type if model_type in MF_TYPES else None
 
 
@@ -138,9 +138,10 @@ def _variant(index: _Index, artifact: Artifact) -> Variant:
     """Describe ``artifact`` as a variant; NcfError when it cannot be benchmarked."""
     role = _role(artifact)
     if role is None:
+        stage = getattr(artifact.manifest.info, "stage", None)  # models have one
         raise NcfError(
             f"artifact {artifact.id} is a {artifact.kind} "
-            f"(stage {artifact.manifest.info.get('stage')!r}): only models, compiled bundles and deployments compare"
+            f"(stage {stage!r}): only models, compiled bundles and deployments compare"
         )
     dataset_id = index.dataset_id(artifact)
     if dataset_id is None:
@@ -164,7 +165,7 @@ def _variant(index: _Index, artifact: Artifact) -> Variant:
         if mf_type:
             label, role = f"{mf_type} {label}", "baseline"
         return Variant(label, role, artifact, dataset_id, model.id, model.path, runtime, compiled.path)
-    if artifact.manifest.info.get("backend") == "sagemaker":
+    if artifact.manifest.info.backend == "sagemaker":
         raise NcfError(
             f"deployment {artifact.id} is a SageMaker endpoint: bench times local deployments only "
             "(an endpoint's latency is dominated by the network path to AWS)"
@@ -172,7 +173,7 @@ def _variant(index: _Index, artifact: Artifact) -> Variant:
     url = deployment_url(artifact)
     if url is None:
         raise NcfError(
-            f"deployment {artifact.id} is not answering GET /ping (status {artifact.manifest.info.get('status')!r})"
+            f"deployment {artifact.id} is not answering GET /ping (status {artifact.manifest.info.status!r})"
         )
     return Variant("deployed", role, artifact, dataset_id, model.id, model.path, "http", compiled.path, url)
 
@@ -208,9 +209,9 @@ def _baselines(index: _Index, original: Artifact) -> list[Artifact]:
             a
             for a in artifacts
             if a.kind == "model"
-            and a.manifest.info.get("stage") == "trained"
+            and a.manifest.info.stage == "trained"
             and _mf_type(a) == model_type
-            and a.manifest.info.get("dataset") == dataset
+            and a.manifest.info.dataset == dataset
         ]
         if not models:
             continue
@@ -275,7 +276,7 @@ def _model_created(index: _Index, variant: Variant):
 
 def _newest_original(workspace: Workspace) -> Artifact | None:
     """The newest trained GMF/MLP/NeuMF; the newest trained model of any type when there is none."""
-    trained = [a for a in workspace.list("model") if a.manifest.info.get("stage") == "trained"]
+    trained = [a for a in workspace.list("model") if a.manifest.info.stage == "trained"]
     networks = [a for a in trained if _mf_type(a) is None]
     return (networks or trained or [None])[-1]
 

@@ -103,10 +103,10 @@ def data(
     if metrics.get("duplicates_dropped"):
         c.out.warn(f"{metrics['duplicates_dropped']:,} repeated (user, item) rows dropped: the latest one is kept")
     info = artifact.manifest.info
-    payload = {"id": artifact.id, "path": str(artifact.path), "info": info, "metrics": metrics}
+    payload = {"id": artifact.id, "path": str(artifact.path), "info": info.recorded(), "metrics": metrics}
 
     def render() -> None:
-        title = f"{artifact.id}: {info['dataset']}, {info['split']}, {'explicit' if info['explicit'] else 'implicit'}"
+        title = f"{artifact.id}: {info.dataset}, {info.split}, {'explicit' if info.explicit else 'implicit'}"
         c.out.table(_stat_rows(metrics), title=title)
         c.out.success(f"dataset written to {artifact.path}")
 

@@ -131,8 +131,8 @@ def register(app: typer.Typer) -> None:
                 on_status=lambda s: progress.update(task, status=s),
                 model_package=model_package,
             )
-            progress.update(task, total=1, completed=1, status=artifact.manifest.info.get("status", ""))
-        result = {"deployment": artifact.id, **artifact.manifest.info, **artifact.manifest.metrics}
+            progress.update(task, total=1, completed=1, status=artifact.manifest.info.status or "")
+        result = {"deployment": artifact.id, **artifact.manifest.info.recorded(), **artifact.manifest.metrics}
 
         def render() -> None:
             _render(c.out, result, "deploy")

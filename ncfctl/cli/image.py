@@ -44,13 +44,13 @@ def register(app: typer.Typer) -> None:
         payload = {
             "image_artifact": result.artifact.id,
             "context": str(result.context),
-            "compiled": info["compiled"],
-            "runtime": info["runtime"],
+            "compiled": info.compiled,
+            "runtime": info.runtime,
             "backend": result.backend,
             "built": result.built,
             "image": result.image,
             "image_uri": result.image_uri,
-            "build_id": info.get("build_id"),
+            "build_id": info.build_id,
             "notes": result.notes,
         }
 

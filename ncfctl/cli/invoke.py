@@ -64,8 +64,8 @@ def register(app: typer.Typer) -> None:
         info = target.manifest.info
         payload = {
             "deployment": target.id,
-            "backend": info["backend"],
-            "target": info.get("url") or info.get("endpoint_name"),
+            "backend": info.backend,
+            "target": info.url or info.endpoint_name,
             "results": [
                 {"request": r.request, "response": r.response, "latency_ms": round(r.latency_ms, 3)} for r in replies
             ],

@@ -86,29 +86,29 @@ def register(app: typer.Typer) -> None:
         payload = {
             "compiled": artifact.id,
             "path": str(artifact.path),
-            "source_model": info["source_model"],
-            "backend": info["backend"],
-            "backend_reason": info["backend_reason"],
-            "target": info["target"],
-            "framework": info["framework"],
-            "runtime": info["runtime"],
-            "batch_sizes": info["batch_sizes"],
-            "threads": info["threads"],
-            "retrieval": info["retrieval"],
-            "retrieval_reason": info["retrieval_reason"],
-            "jobs": info.get("jobs"),
+            "source_model": info.source_model,
+            "backend": info.backend,
+            "backend_reason": info.backend_reason,
+            "target": info.target,
+            "framework": info.framework,
+            "runtime": info.runtime,
+            "batch_sizes": info.batch_sizes,
+            "threads": info.threads,
+            "retrieval": info.retrieval,
+            "retrieval_reason": info.retrieval_reason,
+            "jobs": info.jobs,
             "metrics": metrics,
         }
 
-        if not info.get("servable", True):
+        if not info.servable:
             c.out.warn(
-                f"{artifact.id} is native code for {info['target']}: ncfctl's serving image (linux/amd64 CPU) "
+                f"{artifact.id} is native code for {info.target}: ncfctl's serving image (linux/amd64 CPU) "
                 "cannot run it, so build-image and deploy will refuse it"
             )
 
         def render() -> None:
-            c.out.info(f"backend: [bold]{info['backend']}[/bold] ({info['backend_reason']})")
-            c.out.info(f"top-K retrieval: [bold]{info['retrieval']}[/bold] ({info['retrieval_reason']})")
+            c.out.info(f"backend: [bold]{info.backend}[/bold] ({info.backend_reason})")
+            c.out.info(f"top-K retrieval: [bold]{info.retrieval}[/bold] ({info.retrieval_reason})")
             hidden = ("metrics", "backend_reason", "retrieval_reason")
             c.out.kv(
                 {k: v for k, v in payload.items() if k not in hidden and v is not None},
@@ -125,10 +125,10 @@ def register(app: typer.Typer) -> None:
                         }
                         for query in SPEED_ROWS
                     ],
-                    title=f"speed vs PyTorch eager ({info['threads']} thread(s), this machine)",
+                    title=f"speed vs PyTorch eager ({info.threads} thread(s), this machine)",
                 )
             c.out.success(
-                f"{artifact.id}: {info['runtime']} bundle for {info['target']}, "
+                f"{artifact.id}: {info.runtime} bundle for {info.target}, "
                 f"parity max abs diff {metrics.get('max_abs_diff', metrics['preflight_max_abs_diff']):.2g}"
             )
 

@@ -146,16 +146,16 @@ def _sagemaker(c, dataset: str | None, wait: bool, definition_only: bool) -> Non
             progress=progress,
             on_step=on_step,
         )
-        progress.update(task, total=1, completed=1, status=artifact.manifest.info.get("status", ""))
+        progress.update(task, total=1, completed=1, status=artifact.manifest.info.status or "")
     info = artifact.manifest.info
-    payload = {"artifact": artifact.id, "definition": str(artifact.path / DEFINITION_FILE), **info}
+    payload = {"artifact": artifact.id, "definition": str(artifact.path / DEFINITION_FILE), **info.recorded()}
 
     def render() -> None:
         shown = {k: v for k, v in payload.items() if not isinstance(v, (dict, list)) and v is not None}
-        c.out.kv(shown, title=f"SageMaker pipeline {info['pipeline_name']}")
-        if info.get("steps"):
-            c.out.table(info["steps"], title="steps", columns=["step", "status", "detail"])
-        if info.get("model_package_arn"):
-            c.out.success(f"registered {info['model_package_arn']} (approve with `ncfctl registry approve`)")
+        c.out.kv(shown, title=f"SageMaker pipeline {info.pipeline_name}")
+        if info.steps:
+            c.out.table(info.steps, title="steps", columns=["step", "status", "detail"])
+        if info.model_package_arn:
+            c.out.success(f"registered {info.model_package_arn} (approve with `ncfctl registry approve`)")
 
     c.out.result(payload, render)

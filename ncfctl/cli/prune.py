@@ -32,14 +32,13 @@ BackendOpt = Annotated[
 
 
 def _summary(artifact: Artifact) -> dict[str, Any]:
-    info = artifact.manifest.info
-    keep = ("stage", "source_model", "pruning", "stages", "size", "layers", "finetune")
+    keep = {"stage", "source_model", "pruning", "stages", "size", "layers", "finetune"}
     return {
         "id": artifact.id,
         "path": str(artifact.path),
         "parent": artifact.manifest.parent,
         "metrics": artifact.manifest.metrics,
-        **{key: info[key] for key in keep if info.get(key) is not None},
+        **artifact.manifest.info.model_dump(mode="json", include=keep, exclude_none=True),
     }
 
 
@@ -47,17 +46,15 @@ def _render(cc: CommandContext, artifact: Artifact) -> None:
     """The per-layer table, the before/after table and the size note of one artifact."""
     info = artifact.manifest.info
     out = cc.out
-    out.table(
-        info["layers"], title=f"{artifact.id}: per layer (vs the model it was pruned from)", columns=LAYER_COLUMNS
-    )
-    stages = info["stages"]
+    out.table(info.layers, title=f"{artifact.id}: per layer (vs the model it was pruned from)", columns=LAYER_COLUMNS)
+    stages = info.stages
     k = artifact.manifest.metrics.get("k")
     quality = [col for col in STAGE_COLUMNS if any(col in row for row in stages)]
     out.table(stages, title=f"quality (test split{f', @{k}' if k else ''}; full_* = full ranking)", columns=quality)
     out.table(stages, title="size (bytes of torch.save)", columns=SIZE_COLUMNS)
-    out.info(f"[bold]note:[/bold] {info['size']['note']}")
+    out.info(f"[bold]note:[/bold] {info.size['note']}")
     figures = ", ".join(name for name in ("weights.png", "recovery.png") if (artifact.path / name).exists())
-    out.success(f"{info['stage']} model {artifact.id} -> {artifact.path} ({figures})")
+    out.success(f"{info.stage} model {artifact.id} -> {artifact.path} ({figures})")
 
 
 def _finetune_overrides(epochs, lr, fraction, backend, threads, seed) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         result = {
             "recommendations": artifact.id,
             "file": str(artifact.path / FILE),
-            **artifact.manifest.info,
+            **artifact.manifest.info.recorded(),
             **artifact.manifest.metrics,
         }
 

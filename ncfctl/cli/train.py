@@ -193,30 +193,30 @@ def train(
     payload = {
         "model": artifact.id,
         "path": str(artifact.path),
-        "dataset": info["dataset"],
-        "model_type": info["model_type"],
-        "best_epoch": info["best_epoch"],
-        "stopped_early": info["stopped_early"],
+        "dataset": info.dataset,
+        "model_type": info.model_type,
+        "best_epoch": info.best_epoch,
+        "stopped_early": info.stopped_early,
         "metrics": manifest.metrics,
-        "val_metrics": info["val_metrics"],
-        "baseline": info["baseline"],
-        "history": info["history"],
-        "train_seconds": info["train_seconds"],
-        "test_seconds": info["test_seconds"],
-        **({"selection": info["selection"]} if "selection" in info else {}),
+        "val_metrics": info.val_metrics,
+        "baseline": info.baseline,
+        "history": info.history,
+        "train_seconds": info.train_seconds,
+        "test_seconds": info.test_seconds,
+        **({"selection": info.selection} if info.selection is not None else {}),
     }
 
     def render() -> None:
         c.out.table(
-            [{key: record[key] for key in record if key != "kept"} for record in info["history"]],
+            [{key: record[key] for key in record if key != "kept"} for record in info.history],
             title="epochs (validation metrics)",
         )
-        c.out.table(_metric_rows(manifest.metrics, info["baseline"]), title=f"test, kept epoch {info['best_epoch']}")
-        if "selection" in info:  # ALS / BPR: the epochs above are iterations of the kept regularization
-            chosen = info["selection"]
+        c.out.table(_metric_rows(manifest.metrics, info.baseline), title=f"test, kept epoch {info.best_epoch}")
+        if info.selection is not None:  # ALS / BPR: the epochs above are iterations of the kept regularization
+            chosen = info.selection
             grid = ", ".join(f"{row['regularization']:g}" for row in chosen["grid"])
             c.out.info(
-                f"{info['model_type']}: regularization {chosen['regularization']:g} chosen on validation from {grid}, "
+                f"{info.model_type}: regularization {chosen['regularization']:g} chosen on validation from {grid}, "
                 f"iteration {chosen['iteration']}; {chosen['library']} fitted it in {chosen['fit_seconds']:.2f} s"
             )
         c.out.success(f"model {artifact.id} ({manifest.metrics['parameters']:,} parameters) -> {artifact.path}")

@@ -18,6 +18,7 @@ import numpy as np
 from ncf_serving.bundle import BundleError, load_bundle
 
 from ncfctl import safetar
+from ncfctl.artifacts import ModelInfo
 from ncfctl.aws import registry, s3
 from ncfctl.aws.clients import require, require_credentials
 from ncfctl.config import Config
@@ -65,13 +66,13 @@ def import_model_package(config: Config, workspace: Workspace, ref: str, progres
     described = registry.resolve(aws, group, ref)
     arn = described["ModelPackageArn"]
     model_data = described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
-    info = {
-        "stage": "registered",
-        "model_package_arn": arn,
-        "model_package_version": described.get("ModelPackageVersion"),
-        "model_package_status": described.get("ModelApprovalStatus"),
-        "model_data": model_data,
-    }
+    info = ModelInfo(
+        stage="registered",
+        model_package_arn=arn,
+        model_package_version=described.get("ModelPackageVersion"),
+        model_package_status=described.get("ModelApprovalStatus"),
+        model_data=model_data,
+    )
     with workspace.create("model", parent=arn, info=info) as writer, tempfile.TemporaryDirectory() as tmp:
         archive = s3.download_file(aws, model_data, Path(tmp) / "model.tar.gz", progress)
         bundle = writer.path / BUNDLE_DIR
@@ -85,5 +86,5 @@ def import_model_package(config: Config, workspace: Workspace, ref: str, progres
                 (bundle / name).rename(writer.path / name)
         spec = load_model(writer.path / MODEL_FILE).spec
         BundleData.read(bundle)  # the ids and seen items must load before anything is compiled from them
-        writer.manifest.info.update(model_type=spec.model_type, task=spec.task)
+        writer.manifest.info = info.updated(model_type=spec.model_type, task=spec.task)
     return writer.artifact

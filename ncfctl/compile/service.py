@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from ncfctl.artifacts import CompiledInfo, ReuseKey
 from ncfctl.aws.clients import has_credentials, require_credentials
 from ncfctl.compile import sagemaker_neo
 from ncfctl.compile.base import Compiler, CompileRequest
@@ -59,12 +60,13 @@ def make_compiler(backend: str, config: Config) -> Compiler:
     return NeoCompiler(config.aws, config.compile, config.archive)
 
 
-def compile_sections(config: Config) -> dict[str, Any]:
-    """The config a compiled artifact records (and ``ncfctl pipeline`` compares for freshness)."""
-    return {
+def compile_reuse_key(config: Config) -> ReuseKey:
+    """A bundle is made from the ``compile`` section and the retrieval part of ``serving``."""
+    sections = {
         "compile": config.compile.model_dump(),
         "retrieval": config.serving.model_dump(include={"retrieval", "ann"}),
     }
+    return ReuseKey(KIND, sections)
 
 
 def compile_model(config: Config, workspace: Workspace, model_ref: str | None = None, progress=None) -> Artifact:
@@ -89,30 +91,30 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
     )
     compiler.check(request)
     retrieval = choose_retrieval(config.serving, model.spec)
-    dataset_id = source.manifest.info.get("dataset")
+    dataset_id = source.manifest.info.dataset
     if dataset_id:
         data = load_dataset(workspace.get(dataset_id, "dataset"))
     elif (source.path / BUNDLE_DIR).is_dir():  # a registered version: its bundle has the ids and seen items
         data = BundleData.read(source.path / BUNDLE_DIR)
     else:
         raise NcfError(f"model {source.id} has no info.dataset in its manifest: cannot find its users and items")
-    info = {
-        "source_model": source.id,
-        "stage": source.manifest.info.get("stage"),
-        "model_type": model.spec.model_type,
-        "task": model.spec.task,
-        "dataset": dataset_id,
-        "target": target.name,
-        "target_description": target.description,
-        "backend": backend.name,
-        "backend_reason": backend.reason,
-        "framework": settings.framework,
-        "retrieval": "ann" if retrieval.ann else "exact",
-        "retrieval_reason": retrieval.reason,
-    }
-    with workspace.create(KIND, parent=source.id, config=compile_sections(config), info=info) as writer:
+    info = CompiledInfo(
+        source_model=source.id,
+        stage=source.manifest.info.stage,
+        model_type=model.spec.model_type,
+        task=model.spec.task,
+        dataset=dataset_id,
+        target=target.name,
+        target_description=target.description,
+        backend=backend.name,
+        backend_reason=backend.reason,
+        framework=settings.framework,
+        retrieval="ann" if retrieval.ann else "exact",
+        retrieval_reason=retrieval.reason,
+    )
+    with workspace.create(KIND, parent=source.id, config=compile_reuse_key(config).config, info=info) as writer:
         output = compiler.compile(replace(request, name=writer.id), writer.path, progress)
-        task = progress.add_task("serving bundle", total=None, status=info["retrieval"]) if progress else None
+        task = progress.add_task("serving bundle", total=None, status=info.retrieval) if progress else None
         started = time.perf_counter()
         write_serving_bundle(
             writer.path,
@@ -129,8 +131,8 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
         if progress:
             progress.update(task, total=1, completed=1)
         writer.manifest.metrics.update(output.metrics, bundle_seconds=round(time.perf_counter() - started, 3))
-        writer.manifest.info.update(
-            output.info,
+        writer.manifest.info = info.updated(
+            **output.info,
             runtime=output.runtime,
             batch_sizes=[m["batch_size"] for m in output.models],
             threads=output.threads,
@@ -147,12 +149,12 @@ def _local_row(artifact: Artifact) -> dict[str, Any]:
     info = artifact.manifest.info
     return {
         "name": artifact.id,
-        "where": f"workspace ({info.get('backend')})",
+        "where": f"workspace ({info.backend})",
         "status": "COMPLETED",
-        "target": info.get("target"),
+        "target": info.target,
         "created": _when(artifact.manifest.created),
         "model": artifact.manifest.parent,
-        "runtime": info.get("runtime"),
+        "runtime": info.runtime,
     }
 
 
@@ -212,7 +214,7 @@ def neo_status(
         return {
             **_local_row(artifact),
             "path": str(artifact.path),
-            "info": artifact.manifest.info,
+            "info": artifact.manifest.info.recorded(),
             "metrics": artifact.manifest.metrics,
         }
     require_credentials(config.aws, f"neo status {job}")

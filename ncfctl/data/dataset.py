@@ -193,8 +193,6 @@ def _read_raw_ids(path: Path, count: int) -> np.ndarray:
 def load_dataset(artifact) -> InteractionData:  # artifact: ncfctl.workspace.Artifact
     """Load a dataset artifact after checking its files against the manifest; ``info`` carries the sizes."""
     info = artifact.manifest.info
-    try:
-        sizes = int(info["num_users"]), int(info["num_items"])
-    except (KeyError, TypeError, ValueError):
-        raise NcfError(f"dataset {artifact.id}: manifest lacks integer num_users/num_items ({artifact.path})") from None
-    return InteractionData.load(artifact.verify(), *sizes, bool(info.get("explicit", False)))
+    if info.num_users is None or info.num_items is None:
+        raise NcfError(f"dataset {artifact.id}: manifest lacks integer num_users/num_items ({artifact.path})")
+    return InteractionData.load(artifact.verify(), info.num_users, info.num_items, info.explicit)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ncfctl.artifacts import DatasetInfo, ReuseKey
 from ncfctl.config import Config
 from ncfctl.data.cleaning import CleanLog, clean_log
 from ncfctl.data.dataset import EvalSplit, InteractionData
@@ -91,6 +92,11 @@ class _Stages:
             self.progress.advance(self.task)
 
 
+def dataset_reuse_key(config: Config) -> ReuseKey:
+    """A dataset is made from the ``data`` section and the seed, nothing else."""
+    return ReuseKey("dataset", {"seed": config.seed, "data": config.data.model_dump(mode="json")})
+
+
 def prepare_dataset(config: Config, workspace: Workspace, progress=None) -> Artifact:
     """Build a dataset artifact from ``config.data`` (see :mod:`ncfctl.data.dataset` for its files).
 
@@ -126,20 +132,19 @@ def prepare_dataset(config: Config, workspace: Workspace, progress=None) -> Arti
         item_ids=clean.item_ids,
         explicit=cfg.explicit,
     )
-    info = {
-        "dataset": cfg.dataset,
-        "num_users": data.num_users,
-        "num_items": data.num_items,
-        "explicit": cfg.explicit,
-        "split": cfg.split,
-        "source": origin,
-        "min_rating": cfg.min_rating,
-        "seed": config.seed,
-    }
+    info = DatasetInfo(
+        dataset=cfg.dataset,
+        num_users=data.num_users,
+        num_items=data.num_items,
+        explicit=cfg.explicit,
+        split=cfg.split,
+        source=origin,
+        min_rating=cfg.min_rating,
+        seed=config.seed,
+    )
     if cfg.split == "ratio":
-        info.update(test_ratio=cfg.test_ratio, ratio_order=cfg.ratio_order)
-    run_config = {"seed": config.seed, "data": cfg.model_dump(mode="json")}
-    with workspace.create("dataset", config=run_config, info=info) as writer:
+        info = info.updated(test_ratio=cfg.test_ratio, ratio_order=cfg.ratio_order)
+    with workspace.create("dataset", config=dataset_reuse_key(config).config, info=info) as writer:
         with stages.stage("write"):
             data.save(writer.path)
         writer.manifest.metrics.update(dataset_stats(clean, data))

@@ -29,6 +29,7 @@ from typing import Any
 import botocore.exceptions
 
 from ncfctl import fileio
+from ncfctl.artifacts import SageMakerPipelineInfo
 from ncfctl.aws import registry, s3, sdk
 from ncfctl.aws.clients import client, error_message, not_found, require, require_credentials, session
 from ncfctl.aws.training_job import package_source
@@ -53,8 +54,8 @@ def serving_image(config: Config, workspace: Workspace) -> str:
         return config.aws.image_uri
     for image in reversed(workspace.list("image")):
         info = image.manifest.info
-        if info.get("image_uri") and info.get("runtime") == "onnxruntime":
-            return info["image_uri"]
+        if info.image_uri and info.runtime == "onnxruntime":
+            return info.image_uri
     raise NcfError(
         "the pipeline registers an ONNX Runtime bundle, served by an onnxruntime image in ECR, and none is known",
         hint="set aws.image_uri, or push one: ncfctl neo compile --backend local, then build-image --backend codebuild",
@@ -240,20 +241,22 @@ def run_sagemaker_pipeline(
         inputs, uploads = prepare(config, workspace, dataset_ref, Path(tmp))
         pipeline = definition.build(config, inputs, role, sdk_session(config))
         definition_json = pipeline.definition()
-        info: dict[str, Any] = {
-            "backend": "sagemaker",
-            "pipeline_name": aws.pipeline_name,
-            "model_package_group": group,
-            "dataset": inputs.dataset,
-            "serving_image": inputs.serving_image,
-            "parameters": {p["Name"]: p.get("DefaultValue") for p in json.loads(definition_json)["Parameters"]},
-        }
+        info = SageMakerPipelineInfo(
+            backend="sagemaker",
+            pipeline_name=aws.pipeline_name,
+            model_package_group=group,
+            dataset=inputs.dataset,
+            serving_image=inputs.serving_image,
+            parameters={p["Name"]: p.get("DefaultValue") for p in json.loads(definition_json)["Parameters"]},
+        )
         if definition_only:
-            info.update(status="definition only", inputs=sorted(uploads))
+            info = info.updated(status="definition only", inputs=sorted(uploads))
         else:
-            info["uploaded"] = upload_missing(config, uploads, progress)
-            info["group_created"] = registry.ensure_group(aws, group)[1]
-            info["status"] = "upserting"
+            info = info.updated(
+                uploaded=upload_missing(config, uploads, progress),
+                group_created=registry.ensure_group(aws, group)[1],
+                status="upserting",
+            )
     recorded = {"aws": aws.model_dump(exclude={"profile"}), "pipeline": config.pipeline.model_dump()}
     with workspace.create(KIND, parent=inputs.dataset, config=recorded, info=info) as w:
         fileio.write_json(w.path / DEFINITION_FILE, json.loads(definition_json))
@@ -264,16 +267,14 @@ def run_sagemaker_pipeline(
         action = upsert(config, definition_json, role)
         execution = start(config)
     except NcfError as exc:
-        workspace.update(artifact, info={**info, "status": "failed", "error": str(exc)})
+        workspace.update(artifact, info=info.updated(status="failed", error=str(exc)))
         raise
-    artifact = workspace.update(
-        artifact, info={**info, "action": action, "execution_arn": execution, "status": "Executing"}
-    )
+    artifact = workspace.update(artifact, info=info.updated(action=action, execution_arn=execution, status="Executing"))
     if not wait:
         return artifact
     outcome = follow(config, execution, on_step)
     registered = next((row["arn"] for row in outcome["steps"] if row["step"] == definition.REGISTER), None)
-    artifact = workspace.update(artifact, info={**artifact.manifest.info, **outcome, "model_package_arn": registered})
+    artifact = workspace.update(artifact, info=artifact.manifest.info.updated(**outcome, model_package_arn=registered))
     if outcome["status"] != "Succeeded":
         raise failure(outcome, execution, config)
     return artifact

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ncfctl.artifacts import ModelInfo, ReuseKey
 from ncfctl.config import Config
 from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
@@ -202,24 +203,25 @@ def _commit(
     layers = report.layer_rows(model, reference)
     sizes = report.sizes(model, masks)
     total = report.totals(layers)
-    base = {
-        "stage": stage,
-        "model_type": model.spec.model_type,
-        "task": model.spec.task,
-        "dataset": source.dataset.id,
-        "source_model": source.artifact.id,
-        "layers": [*layers, total],
-        "size": {**sizes, "note": report.size_note(bool(masks), total["parameters"] < total["source_parameters"])},
-        "curve": tracker.curve,
-        "curve_metric": "validation RMSE" if tracker.metric == "rmse" else f"validation HR@{tracker.k}",
-    }
-    sections = {"seed": config.seed, "prune": config.prune.model_dump(), "finetune": config.finetune.model_dump()}
-    with workspace.create("model", parent=source.artifact.id, config=sections, info={**base, **info}) as writer:
+    recorded = ModelInfo(
+        stage=stage,
+        model_type=model.spec.model_type,
+        task=model.spec.task,
+        dataset=source.dataset.id,
+        source_model=source.artifact.id,
+        layers=[*layers, total],
+        size={**sizes, "note": report.size_note(bool(masks), total["parameters"] < total["source_parameters"])},
+        curve=tracker.curve,
+        curve_metric="validation RMSE" if tracker.metric == "rmse" else f"validation HR@{tracker.k}",
+        **info,
+    )
+    key = prune_reuse_key(config) if stage == "pruned" else finetune_reuse_key(config)
+    with workspace.create("model", parent=source.artifact.id, config=key.config, info=recorded) as writer:
         model_path = writer.path / MODEL_FILE
         save_model(model_path, model)
         if masks:
             save_masks(writer.path / MASKS_FILE, masks)
-        title = _title(model, stage, info)
+        title = _title(model, stage, recorded)
         plots.weight_distributions(
             writer.path / WEIGHTS_PNG, prunable_weights(reference), prunable_weights(model), title
         )
@@ -228,10 +230,10 @@ def _commit(
                 writer.path / RECOVERY_PNG,
                 tracker.curve,
                 tracker.metric,
-                info.get("val_baselines", {}),
+                recorded.val_baselines or {},
                 title,
-                ylabel=base["curve_metric"],
-                kept_epoch=(info.get("finetune") or {}).get("kept_epoch"),
+                ylabel=recorded.curve_metric,
+                kept_epoch=(recorded.finetune or {}).get("kept_epoch"),
             )
         writer.manifest.metrics.update(metrics)
         writer.manifest.metrics.update(count_parameters(model))
@@ -240,20 +242,35 @@ def _commit(
     return writer.artifact
 
 
-def _title(model: NCF, stage: str, info: dict[str, Any]) -> str:
+def _title(model: NCF, stage: str, info: ModelInfo) -> str:
     """E.g. "neumf, structured (mlp-first) 50% oneshot, fine-tuned (lr 0.001, 3 epochs, 100% data)"."""
     parts = [model.spec.model_type]
-    pruning = info.get("pruning")
+    pruning = info.pruning
     if pruning:
         method = f"{pruning['method']} ({pruning['allocation']})" if pruning.get("allocation") else pruning["method"]
         parts.append(f"{method} {pruning['rate']:.0%} {pruning['schedule']}")
-    finetune = info.get("finetune")
+    finetune = info.finetune
     if finetune:
         parts.append(
             f"fine-tuned (lr {finetune['lr']:g}, {finetune['epochs']} epoch{'s' * (finetune['epochs'] != 1)}, "
             f"{finetune['fraction']:.0%} data)"
         )
     return ", ".join(parts) if len(parts) > 1 else f"{parts[0]} {stage}"
+
+
+def _model_sections(config: Config) -> dict[str, Any]:
+    """What a pruned or fine-tuned model records: both sections, as either may shape it."""
+    return {"seed": config.seed, "prune": config.prune.model_dump(), "finetune": config.finetune.model_dump()}
+
+
+def prune_reuse_key(config: Config) -> ReuseKey:
+    """A pruned model is reusable for the same ``prune`` settings (and seed) from the same model."""
+    return ReuseKey("model", _model_sections(config), compared=("seed", "prune"), where={"stage": "pruned"})
+
+
+def finetune_reuse_key(config: Config) -> ReuseKey:
+    """A fine-tuned model is reusable for the same ``finetune`` settings (and seed) from the same pruned model."""
+    return ReuseKey("model", _model_sections(config), compared=("seed", "finetune"), where={"stage": "finetuned"})
 
 
 def prune_model(
@@ -296,7 +313,7 @@ def prune_model(
         "allocation": p.allocation if p.method == "structured" else None,
         "schedule": p.schedule,
         "step_rates": rates,
-        "source_stage": source.artifact.manifest.info.get("stage"),
+        "source_stage": source.artifact.manifest.info.stage,
     }
     if p.method == "magnitude":
         prior = sparsity(source.masks) if source.masks else 0.0
@@ -339,7 +356,7 @@ def finetune_model(config: Config, workspace: Workspace, model_ref: str | None =
     settings = finetune_settings(config, source.model)
     source_info = source.artifact.manifest.info
     with torch_threads(config.train.threads):
-        tracker = Tracker(progress, source.data, config.train.top_k, source_info.get("curve"))
+        tracker = Tracker(progress, source.data, config.train.top_k, source_info.curve)
         if not tracker.curve:
             tracker.point(tracker.val_metric(source.model), step=0)
         step, start = tracker.curve[-1]["step"], tracker.last_epoch
@@ -350,7 +367,7 @@ def finetune_model(config: Config, workspace: Workspace, model_ref: str | None =
         else:
             result = _finetune_here(model, source.masks, source.data, settings, tracker, step, "fine-tune")
     after = result["test_metrics"]
-    stages = source_info.get("stages") or [
+    stages = source_info.stages or [
         report.stage_row(
             "before fine-tuning", source.artifact.id, source.model, source.masks, source.artifact.manifest.metrics
         )
@@ -361,9 +378,9 @@ def finetune_model(config: Config, workspace: Workspace, model_ref: str | None =
     ]
     reference = _reference_model(workspace, source)
     info = {
-        "pruning": source_info.get("pruning"),
+        "pruning": source_info.pruning,
         "stages": stages,
-        "val_baselines": source_info.get("val_baselines", {}),
+        "val_baselines": source_info.val_baselines or {},
         "finetune": {
             **{key: getattr(config.finetune, key) for key in ("epochs", "lr", "fraction", "backend")},
             "best_epoch": result["best_epoch"],
@@ -390,7 +407,7 @@ def finetune_model(config: Config, workspace: Workspace, model_ref: str | None =
 
 def _reference_model(workspace: Workspace, source: Source) -> NCF:
     """What per-layer "removed" is measured against: the model the source was pruned from, when present."""
-    origin = source.artifact.manifest.info.get("source_model")
+    origin = source.artifact.manifest.info.source_model
     if not origin:
         return source.model
     try:

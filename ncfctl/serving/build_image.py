@@ -27,6 +27,7 @@ from typing import Any
 from ncf_serving.bundle import BundleError, load_bundle
 from ncf_serving.fastpath import FastPath
 
+from ncfctl.artifacts import ImageInfo, ReuseKey
 from ncfctl.aws import codebuild, ecr, s3
 from ncfctl.aws.clients import require, require_credentials
 from ncfctl.compile.targets import check_serving_pair
@@ -173,7 +174,7 @@ def _codebuild(config: Config, artifact: Artifact, progress) -> dict[str, Any]:
             "IMAGE_REPO_NAME": aws.ecr_repository,
             "IMAGE_TAG": config.image.tag,
             "REPOSITORY_URI": repository,
-            "RUNTIME": artifact.manifest.info["runtime"],
+            "RUNTIME": artifact.manifest.info.runtime,
             **({"PYTHON_IMAGE": config.image.python_image} if config.image.python_image else {}),
         },
     )
@@ -227,6 +228,11 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
     return backend, docker_engine.EngineStatus(False, f"not checked: --backend {backend}")
 
 
+def image_reuse_key(config: Config) -> ReuseKey:
+    """A build context is made from the ``image`` section; the ECR repository names the image it builds."""
+    return ReuseKey("image", {"image": config.image.model_dump(), "aws.ecr_repository": config.aws.ecr_repository})
+
+
 def build_image(config: Config, workspace: Workspace, compiled: str | None = None, progress=None) -> ImageResult:
     """Write the build context as an ``image`` artifact, then build it with ``config.image.backend``."""
     source = workspace.resolve(compiled, "compiled", COMPILED_HINT)
@@ -238,14 +244,10 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
     backend, engine = _choose_builder(config, push)
 
     task = progress.add_task("write build context", total=1, status=source.id) if progress else None
-    with workspace.create(
-        "image",
-        parent=source.id,
-        config={"image": config.image.model_dump(), "aws.ecr_repository": config.aws.ecr_repository},
-        info={"compiled": source.id, "context": CONTEXT_DIR, "model_dir": f"{CONTEXT_DIR}/{MODEL_DIR}"},
-    ) as writer:
+    info = ImageInfo(compiled=source.id, context=CONTEXT_DIR, model_dir=f"{CONTEXT_DIR}/{MODEL_DIR}")
+    with workspace.create("image", parent=source.id, config=image_reuse_key(config).config, info=info) as writer:
         write_build_context(writer.path / CONTEXT_DIR, bundle)
-        writer.manifest.info.update(
+        writer.manifest.info = info.updated(
             runtime=spec.runtime,
             task=spec.task,
             num_users=spec.num_users,
@@ -266,11 +268,12 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
         return ImageResult(artifact, "none", False, None, None, notes)
     try:
         if backend in BUILDERS:
-            info = _local_build(config, backend, artifact.path / CONTEXT_DIR, spec, image, push, progress)
+            built = _local_build(config, backend, artifact.path / CONTEXT_DIR, spec, image, push, progress)
         else:
-            info = _codebuild(config, artifact, progress)
+            built = _codebuild(config, artifact, progress)
     except NcfError as exc:
-        workspace.update(artifact, info={**artifact.manifest.info, "build_error": str(exc)})
+        workspace.update(artifact, info=artifact.manifest.info.updated(build_error=str(exc)))
         raise
-    artifact = workspace.update(artifact, info={**artifact.manifest.info, **info})
-    return ImageResult(artifact, backend, True, info.get("image"), info.get("image_uri"))
+    artifact = workspace.update(artifact, info=artifact.manifest.info.updated(**built))
+    recorded = artifact.manifest.info
+    return ImageResult(artifact, backend, True, recorded.image, recorded.image_uri)

@@ -63,7 +63,7 @@ def find_deployment(workspace: Workspace, ref: str | None, statuses: tuple[str, 
         (
             deployment
             for deployment in reversed(workspace.list("deployment"))
-            if statuses is None or deployment.manifest.info.get("status") in statuses
+            if statuses is None or deployment.manifest.info.status in statuses
         ),
         None,
     )
@@ -79,10 +79,10 @@ def status(config: Config, workspace: Workspace, ref: str | None = None) -> dict
     info = deployment.manifest.info
     live = (
         deploy_local.local_status(deployment)
-        if info["backend"] == "local"
+        if info.backend == "local"
         else deploy_sagemaker.sagemaker_status(config, deployment)
     )
-    return {"deployment": deployment.id, **info, "live": live}
+    return {"deployment": deployment.id, **info.recorded(), "live": live}
 
 
 def _newest(workspace: Workspace) -> Artifact:
@@ -96,10 +96,10 @@ def _newest(workspace: Workspace) -> Artifact:
 def stop(config: Config, workspace: Workspace, ref: str | None = None) -> dict[str, Any]:
     """Stop a local deployment by its recorded pid (also one still ``creating``: a deploy killed during start-up)."""
     deployment = find_deployment(workspace, ref, statuses=(*LIVE, "creating"))
-    if deployment.manifest.info["backend"] != "local":
+    if deployment.manifest.info.backend != "local":
         raise NcfError(f"deployment {deployment.id} is on SageMaker: use --delete to remove the endpoint")
     stopped = deploy_local.stop_local(config, workspace, deployment)
-    return {"deployment": stopped.id, **stopped.manifest.info}
+    return {"deployment": stopped.id, **stopped.manifest.info.recorded()}
 
 
 def delete(config: Config, workspace: Workspace, ref: str | None = None) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def delete(config: Config, workspace: Workspace, ref: str | None = None) -> dict
     endpoint = config.aws.endpoint_name
     if ref:
         deployment = workspace.get(ref, "deployment")
-        if deployment.manifest.info["backend"] != "sagemaker":
+        if deployment.manifest.info.backend != "sagemaker":
             raise NcfError(f"deployment {deployment.id} is local: use --stop")
-        endpoint = deployment.manifest.info["endpoint_name"]
+        endpoint = deployment.manifest.info.endpoint_name
     return {"endpoint_name": endpoint, **deploy_sagemaker.delete_sagemaker(config, workspace, endpoint)}

@@ -32,9 +32,10 @@ from typing import Any
 import httpx
 import psutil
 
+from ncfctl.artifacts import DeploymentInfo
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
-from ncfctl.serving.build_image import CONTEXT_DIR, MODEL_DIR
+from ncfctl.serving.build_image import MODEL_DIR
 from ncfctl.serving.server_env import server_environment
 from ncfctl.workspace import Artifact, Workspace
 
@@ -181,9 +182,9 @@ def same_process(pid: Any, started: Any) -> psutil.Process | None:
         return None
 
 
-def our_process(info: dict[str, Any]) -> psutil.Process | None:
+def our_process(info: DeploymentInfo) -> psutil.Process | None:
     """The recorded server process if it still runs and is still ours (same start time, our module)."""
-    proc = same_process(info.get("pid"), info.get("pid_started"))
+    proc = same_process(info.pid, info.pid_started)
     try:
         return proc if proc is not None and SERVER_MODULE in " ".join(proc.cmdline()) else None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -194,21 +195,21 @@ def stop_abandoned_starts(config: Config, workspace: Workspace) -> None:
     """Stop servers whose ``deploy`` died before ``/ping`` answered (a deploy still waiting is left alone)."""
     for deployment in workspace.list("deployment"):
         info = deployment.manifest.info
-        if info.get("backend") != "local" or info.get("status") != "creating":
+        if info.backend != "local" or info.status != "creating":
             continue
-        deployer = info.get("deployer") or {}
+        deployer = info.deployer or {}
         if same_process(deployer.get("pid"), deployer.get("started")) is not None:
             continue
         proc = our_process(info)
         how = stop_process(proc, config.deploy.stop_grace) if proc is not None else "not running"
         error = f"start-up abandoned: ncfctl deploy (pid {deployer.get('pid')}) ended before /ping answered"
-        workspace.update(deployment, info={**info, "status": "failed", "error": error, "stop": how})
+        workspace.update(deployment, info=info.updated(status="failed", error=error, stop=how))
 
 
 def start_local(config: Config, workspace: Workspace, image: str | None = None, on_wait=None) -> Artifact:
     """Serve an image's build context on ``serving.host``; the committed ``deployment`` artifact."""
     source = workspace.resolve(image, "image", IMAGE_HINT)
-    context = source.verify(source.manifest.info.get("context", CONTEXT_DIR))  # the server code and the bundle
+    context = source.verify(source.manifest.info.context)  # the server code and the bundle
     if not (context / MODEL_DIR).is_dir():
         raise NcfError(f"image {source.id} has no build context with a model at {context / MODEL_DIR}")
     stop_abandoned_starts(config, workspace)
@@ -223,19 +224,19 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
             "deployment",
             parent=source.id,
             config={"deploy": config.deploy.model_dump(), "serving": config.serving.model_dump()},
-            info={"backend": "local", "image": source.id, "compiled": source.manifest.info.get("compiled")},
+            info=DeploymentInfo(backend="local", image=source.id, compiled=source.manifest.info.compiled),
         ) as writer:
             log_path = workspace.kind_dir("deployment") / writer.id / SERVER_LOG  # where it lands on commit
             proc = spawn_server(config, context, port, writer.path / SERVER_LOG)
             server = process_identity(psutil.Process(proc.pid))
-            writer.manifest.info.update(
+            writer.manifest.info = writer.manifest.info.updated(
                 url=url,
                 model_dir=str(context / MODEL_DIR),
                 log=str(log_path),
                 status="creating",
                 pid=server["pid"],
                 pid_started=server["started"],
-                runtime=source.manifest.info.get("runtime"),
+                runtime=source.manifest.info.runtime,
                 deployer=process_identity(psutil.Process()),
             )
     except BaseException:  # no record was committed: nothing else would ever stop this server
@@ -250,13 +251,13 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
         if proc.poll() is None:  # timed out or interrupted while still running
             stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
         error = str(exc) if isinstance(exc, NcfError) else f"interrupted ({type(exc).__name__})"
-        workspace.update(deployment, info={**info, "status": "failed", "error": error})
+        workspace.update(deployment, info=info.updated(status="failed", error=error))
         if isinstance(exc, NcfError):  # keep the attempt and its log: that is where the reason is
             raise NcfError(f"{exc.message} (log: {log_path})", hint=exc.hint) from None
         raise
     return workspace.update(
         deployment,
-        info={**info, "status": "running", **(server_plan(url) or {})},
+        info=info.updated(status="running", **(server_plan(url) or {})),
         metrics={"startup_seconds": round(ready, 3)},
     )
 
@@ -265,7 +266,7 @@ def local_status(deployment: Artifact) -> dict[str, Any]:
     """Process and ``/ping`` state of a local deployment."""
     info = deployment.manifest.info
     alive = our_process(info) is not None
-    code = ping(info["url"]) if alive else None
+    code = ping(info.url) if alive else None
     state = "running" if code == 200 else "unhealthy" if alive else "stopped"
     return {"state": state, "process": "alive" if alive else "gone", "ping": code}
 
@@ -276,5 +277,5 @@ def stop_local(config: Config, workspace: Workspace, deployment: Artifact) -> Ar
     how = stop_process(proc, config.deploy.stop_grace) if proc is not None else "not running"
     return workspace.update(
         deployment,
-        info={**deployment.manifest.info, "status": "stopped", "stopped": datetime.now(UTC).isoformat(), "stop": how},
+        info=deployment.manifest.info.updated(status="stopped", stopped=datetime.now(UTC).isoformat(), stop=how),
     )

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ncfctl import safetar
+from ncfctl.artifacts import DeploymentInfo
 from ncfctl.aws import autoscaling, endpoints, registry, s3
 from ncfctl.aws.clients import has_credentials, require, require_credentials
 from ncfctl.compile.targets import check_serving_pair
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
-from ncfctl.serving.build_image import CONTEXT_DIR, MODEL_DIR, bundle_spec
+from ncfctl.serving.build_image import MODEL_DIR, bundle_spec
 from ncfctl.serving.server_env import server_environment
 from ncfctl.workspace import Artifact, Workspace
 
@@ -40,7 +41,7 @@ def image_uri_of(config: Config, image: Artifact | None) -> str | None:
     """The ECR image to host: ``aws.image_uri`` if set, else the one build-image pushed."""
     if config.aws.image_uri:
         return config.aws.image_uri
-    return image.manifest.info.get("image_uri") if image is not None else None
+    return image.manifest.info.image_uri if image is not None else None
 
 
 def can_deploy(config: Config, image: Artifact | None) -> bool:
@@ -108,17 +109,17 @@ def _source(config: Config, workspace: Workspace, image: str | None, model_packa
     image_uri = image_uri_of(config, source)
     if image_uri is None:
         raise NcfError(
-            f"image {source.id} is not in ECR (built with backend '{source.manifest.info.get('backend')}')",
+            f"image {source.id} is not in ECR (built with backend '{source.manifest.info.backend}')",
             hint="ncfctl build-image --push or --backend codebuild, or set aws.image_uri",
         )
-    model_dir = source.verify(f"{source.manifest.info.get('context', CONTEXT_DIR)}/{MODEL_DIR}")
+    model_dir = source.verify(f"{source.manifest.info.context}/{MODEL_DIR}")
     spec = bundle_spec(model_dir)
-    check_serving_pair(source.manifest.info.get("compiled") or source.id, spec.target, spec.runtime, instance_type)
+    check_serving_pair(source.manifest.info.compiled or source.id, spec.target, spec.runtime, instance_type)
     return {
         "parent": source.id,
         "model_dir": model_dir,
         "image_uri": image_uri,
-        "info": {"image": source.id, "compiled": source.manifest.info.get("compiled")},
+        "info": {"image": source.id, "compiled": source.manifest.info.compiled},
     }
 
 
@@ -144,7 +145,7 @@ def deploy_sagemaker(
         "deployment",
         parent=source["parent"],
         config={"deploy": config.deploy.model_dump(), "aws": aws.model_dump(exclude={"profile"})},
-        info={"backend": "sagemaker", **source["info"]},
+        info=DeploymentInfo(backend="sagemaker", **source["info"]),
     ) as writer:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + writer.id.rsplit("-", 1)[-1]
         model_data = None
@@ -162,7 +163,7 @@ def deploy_sagemaker(
             environment=server_environment(config.serving),
             image_uri=source.get("image_uri"),
             model_data_url=model_data,
-            model_package_arn=source["info"].get("model_package_arn"),
+            model_package_arn=writer.manifest.info.model_package_arn,
             data_capture=data_capture_config(config, bucket),
             **hosting,
         )
@@ -172,7 +173,7 @@ def deploy_sagemaker(
             if model_data is not None:
                 s3.delete_object(aws, model_data)
             raise
-        writer.manifest.info.update(
+        writer.manifest.info = writer.manifest.info.updated(
             status="creating",
             action=rollout.action,
             endpoint_name=plan.endpoint_name,
@@ -214,14 +215,14 @@ def deploy_sagemaker(
     except (NcfError, KeyboardInterrupt) as exc:
         endpoints.abandon(aws, rollout)
         message = "interrupted while waiting for InService" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        workspace.update(artifact, info={**artifact.manifest.info, "status": "failed", "error": message})
+        workspace.update(artifact, info=artifact.manifest.info.updated(status="failed", error=message))
         raise
-    return workspace.update(artifact, info={**artifact.manifest.info, **info})
+    return workspace.update(artifact, info=artifact.manifest.info.updated(**info))
 
 
 def sagemaker_status(config: Config, deployment: Artifact) -> dict[str, Any]:
     """Live endpoint status from SageMaker (the artifact's status may be stale)."""
-    name = deployment.manifest.info["endpoint_name"]
+    name = deployment.manifest.info.endpoint_name
     described = endpoints.describe_endpoint(config.aws, name)
     if described is None:
         return {"state": "deleted", "endpoint_status": None}
@@ -243,6 +244,6 @@ def delete_sagemaker(config: Config, workspace: Workspace, endpoint_name: str) -
     deleted = endpoints.delete_endpoint(aws, endpoint_name)
     for artifact in workspace.list("deployment"):
         info = artifact.manifest.info
-        if info.get("endpoint_name") == endpoint_name and info.get("status") != "deleted":
-            workspace.update(artifact, info={**info, "status": "deleted", "deleted": datetime.now(UTC).isoformat()})
+        if info.endpoint_name == endpoint_name and info.status != "deleted":
+            workspace.update(artifact, info=info.updated(status="deleted", deleted=datetime.now(UTC).isoformat()))
     return {**deleted, "autoscaling_removed": removed_scaling}

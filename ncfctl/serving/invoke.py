@@ -154,8 +154,8 @@ def invoke(
     """Send ``requests`` in order to the deployment (default: the newest running one)."""
     target = find_deployment(workspace, deployment)
     info = target.manifest.info
-    if info.get("status") != "running":
-        raise NcfError(f"deployment {target.id} is {info.get('status')}, not running", hint="ncfctl deploy --status")
-    if info["backend"] == "local":
-        return target, _local(info["url"], requests, config.deploy.invoke_timeout)
-    return target, _sagemaker(config, info["endpoint_name"], requests)
+    if info.status != "running":
+        raise NcfError(f"deployment {target.id} is {info.status}, not running", hint="ncfctl deploy --status")
+    if info.backend == "local":
+        return target, _local(info.url, requests, config.deploy.invoke_timeout)
+    return target, _sagemaker(config, info.endpoint_name, requests)

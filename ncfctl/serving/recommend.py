@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ncfctl.artifacts import RecommendationsInfo
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
 from ncfctl.workspace import Artifact, Workspace
@@ -114,7 +115,7 @@ def recommend_all_users(
             if task is not None:
                 progress.advance(task)
 
-    info = {"backend": "local", "source": source.id, "top_k": top_k, "exclude_seen": exclude_seen, "users": users}
+    info = RecommendationsInfo(backend="local", source=source.id, top_k=top_k, exclude_seen=exclude_seen, users=users)
     with workspace.create(KIND, parent=source.id, info=info) as writer:
         writer.manifest.metrics["rows"] = write_parquet(writer.path / FILE, counted())
     return writer.artifact

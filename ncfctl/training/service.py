@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ncfctl import fileio
+from ncfctl.artifacts import ModelInfo, ReuseKey
 from ncfctl.config import Config
 from ncfctl.data.dataset import InteractionData, load_dataset
 from ncfctl.errors import NcfError
@@ -148,9 +149,9 @@ def worker_job(dataset: Artifact, init_model: Path, folder: Path, settings: FitS
     info = dataset.manifest.info
     return WorkerJob(
         dataset_dir=str(dataset.path),
-        num_users=int(info["num_users"]),
-        num_items=int(info["num_items"]),
-        explicit=bool(info.get("explicit", False)),
+        num_users=int(info.num_users),
+        num_items=int(info.num_items),
+        explicit=info.explicit,
         init_model=str(init_model),
         output_dir=str(folder / "output"),
         settings=asdict(settings),
@@ -268,6 +269,14 @@ def _train_mf_baseline(config: Config, workspace: Workspace, dataset_ref, pretra
     return train_baseline(config, workspace, dataset_ref=dataset_ref, progress=progress)
 
 
+def train_reuse_key(config: Config) -> ReuseKey:
+    """A trained model is made from the seed, ``model`` and ``train`` (and ALS/BPR's own section)."""
+    sections = {"seed": config.seed, "model": config.model.model_dump(), "train": config.train.model_dump()}
+    if config.model.type in MF_TYPES:
+        sections["baselines"] = {config.model.type: getattr(config.baselines, config.model.type).model_dump()}
+    return ReuseKey("model", sections, where={"stage": "trained"})
+
+
 def register_model(
     config: Config,
     workspace: Workspace,
@@ -281,28 +290,26 @@ def register_model(
     k = config.train.top_k
     baseline = baseline_metrics(data, k)
     spec = model.spec
-    run_info = {
-        "stage": "trained",
-        "model_type": spec.model_type,
-        "task": spec.task,
-        "dataset": dataset.id,
-        "best_epoch": result["best_epoch"],
-        "stopped_early": result["stopped_early"],
-        "val_metrics": result["val_metrics"],
-        "baseline": baseline,
-        "history": result["history"],
-        "train_seconds": round(result["seconds"], 3),
-        "test_seconds": round(result.get("test_seconds", 0.0), 3),
-        "threads": config.train.threads,
-        "nproc": config.train.nproc,
-        "device": config.train.device,
-        "backend": config.train.backend,
+    run_info = ModelInfo(
+        stage="trained",
+        model_type=spec.model_type,
+        task=spec.task,
+        dataset=dataset.id,
+        best_epoch=result["best_epoch"],
+        stopped_early=result["stopped_early"],
+        val_metrics=result["val_metrics"],
+        baseline=baseline,
+        history=result["history"],
+        train_seconds=round(result["seconds"], 3),
+        test_seconds=round(result.get("test_seconds", 0.0), 3),
+        threads=config.train.threads,
+        nproc=config.train.nproc,
+        device=config.train.device,
+        backend=config.train.backend,
         **{key: value for key, value in info.items() if value is not None},
-    }
-    sections = {"seed": config.seed, "model": config.model.model_dump(), "train": config.train.model_dump()}
-    if spec.is_mf:
-        sections["baselines"] = {spec.model_type: getattr(config.baselines, spec.model_type).model_dump()}
-    with workspace.create("model", parent=dataset.id, config=sections, info=run_info) as writer:
+    )
+    key = train_reuse_key(config)
+    with workspace.create("model", parent=dataset.id, config=key.config, info=run_info) as writer:
         model_path = writer.path / MODEL_FILE
         save_model(model_path, model)
         training_curve(
@@ -310,7 +317,7 @@ def register_model(
             result["history"],
             result["best_epoch"],
             k,
-            title=f"{spec.model_type} on {dataset.manifest.info.get('dataset', dataset.id)}",
+            title=f"{spec.model_type} on {dataset.manifest.info.dataset or dataset.id}",
             loss_label=result.get("loss_label"),
         )
         writer.manifest.metrics.update(result["test_metrics"])
