@@ -237,10 +237,7 @@ class Workspace:
         """
         final_dir = self.kind_dir(kind)
         artifact_id = new_id(kind)
-        self.remove_stale_staging()
-        staging = self.root / STAGING / _staging_name(artifact_id)
-        staging.mkdir(parents=True, exist_ok=False)
-        manifest = Manifest(
+        manifest = Manifest(  # validated before anything is written
             kind=kind,
             id=artifact_id,
             created=datetime.now(UTC),
@@ -248,6 +245,9 @@ class Workspace:
             config=config or {},
             info=typed_info(kind, info),
         )
+        self.remove_stale_staging()
+        staging = self.root / STAGING / _staging_name(artifact_id)
+        staging.mkdir(parents=True, exist_ok=False)
         writer = ArtifactWriter(staging, manifest)
         try:
             yield writer

@@ -49,16 +49,16 @@ def test_train_evaluate_compile_and_serve_equal_the_library(model_type, run_cli,
     out = json.loads(run_cli("train", "--model", model_type, "--threads", "1", "--json", env=TINY).stdout)
     artifact = Workspace(workdir).get(out["model"])
     info, metrics = artifact.manifest.info, artifact.manifest.metrics
-    assert info["model_type"] == model_type and info["dataset"] == dataset.id and info["stage"] == "trained"
-    assert {"hr", "ndcg", "full_hr", "full_ndcg"} <= set(metrics) and metrics["hr"] > info["baseline"]["hr"]
-    assert out["selection"] == info["selection"] and info["selection"]["library"].startswith("implicit 0.7")
+    assert info.model_type == model_type and info.dataset == dataset.id and info.stage == "trained"
+    assert {"hr", "ndcg", "full_hr", "full_ndcg"} <= set(metrics) and metrics["hr"] > info.baseline["hr"]
+    assert out["selection"] == info.selection and info.selection["library"].startswith("implicit 0.7")
     assert artifact.manifest.config["baselines"][model_type]["factors"] == 8
     assert (artifact.path / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
 
     again = json.loads(run_cli("train", "--eval-only", artifact.id, "--json").stdout)
     assert again["metrics"] == {key: metrics[key] for key in again["metrics"]}
 
-    library = library_model(model_type, data, info["selection"])
+    library = library_model(model_type, data, info.selection)
     expected = library.user_factors @ library.item_factors.T  # implicit's own scores
     model = load_model(artifact.path / "model.pt")
     width = 8 + (model_type == "bpr")  # BPR's item bias is one more factor

@@ -90,7 +90,7 @@ def test_compare_all_measures_every_variant(served):
     # measured in separate processes: a bundle served by ONNX Runtime needs far less than torch
     assert compiled["peak_rss_mb"] < base["peak_rss_mb"]
     assert results["threads"] == config.bench.threads and results["repeats"] == config.bench.repeats
-    assert deployed["workers"] == arts["deployment"].manifest.info["workers"] >= 1  # what the server reports
+    assert deployed["workers"] == arts["deployment"].manifest.info.workers >= 1  # what the server reports
     assert base["workers"] == compiled["workers"] == 1
 
     assert artifact.manifest.parent == arts["original"].id
@@ -132,7 +132,7 @@ def test_an_ann_bundle_reports_its_top_k_recall(served):
         }
     )
     compiled = compile_model(ann, ws, arts["original"].id)
-    assert compiled.manifest.info["retrieval"] == "ann"
+    assert compiled.manifest.info.retrieval == "ann"
     artifact = run_benchmark(config, ws, compare=f"original,{compiled.id}")
     rows = {row["variant"]: row for row in json.loads((artifact.path / RESULTS_JSON).read_text())["rows"]}
     assert rows["original"]["topk_recall"] == 1.0  # eager torch scores every item

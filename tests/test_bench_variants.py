@@ -78,7 +78,7 @@ def test_missing_kinds_are_notes_not_errors(tmp_path):
 
 def test_roles_and_ids_mix_and_duplicates_get_distinct_names(family):
     ws, ids = family
-    second = _model(ws, "pruned", ids["original"], ws.get(ids["original"]).manifest.info["dataset"])
+    second = _model(ws, "pruned", ids["original"], ws.get(ids["original"]).manifest.info.dataset)
     selection = select_variants(ws, f"pruned,{ids['compiled']}")
     names = [v.name for v in selection.variants]
     assert len(set(names)) == len(names) == 3
@@ -93,7 +93,7 @@ def test_different_datasets_are_refused_with_both_named(family):
         select_variants(ws, f"{ids['original']},{ids['old']}")
     message = str(err.value)
     assert "cannot compare" in message and "same test split" in message
-    assert ws.get(ids["old"]).manifest.info["dataset"] in message
+    assert ws.get(ids["old"]).manifest.info.dataset in message
 
 
 def test_unknown_id_and_non_comparable_kind(family):
@@ -129,8 +129,8 @@ def _baseline_model(ws: Workspace, model_type: str, dataset: str) -> str:
 
 def test_all_adds_the_newest_baselines_on_the_same_dataset(family):
     ws, ids = family
-    data = ws.get(ids["original"]).manifest.info["dataset"]
-    _baseline_model(ws, "als", ws.get(ids["old"]).manifest.info["dataset"])  # another dataset: never picked
+    data = ws.get(ids["original"]).manifest.info.dataset
+    _baseline_model(ws, "als", ws.get(ids["old"]).manifest.info.dataset)  # another dataset: never picked
     _baseline_model(ws, "als", data)
     als = _baseline_model(ws, "als", data)
     als_bundle = _compiled(ws, als)

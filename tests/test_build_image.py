@@ -69,7 +69,7 @@ def test_context_holds_server_dockerfile_and_bundle(run_cli, workdir, compiled_a
 
     image = Workspace(workdir).get(result["image_artifact"], "image")
     assert image.manifest.parent == compiled_artifact.id
-    assert image.manifest.info["model_dir"] == "context/model" and image.manifest.info["built"] is False
+    assert image.manifest.info.model_dir == "context/model" and image.manifest.info.built is False
     assert "context/Dockerfile" in image.manifest.files
 
 
@@ -200,7 +200,7 @@ def test_codebuild_backend_against_moto(
     info = Workspace(workdir).get(result["image_artifact"], "image").manifest.info
     assert result["backend"] == "codebuild" and result["built"] is True
     assert result["image_uri"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/ncf-recommender:cb1"
-    source = info["source_uri"]
+    source = info.source_uri
     assert source == f"s3://ncfctl-test/ncfctl/images/{result['image_artifact']}/context.zip"
 
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
@@ -213,15 +213,15 @@ def test_codebuild_backend_against_moto(
     (project,) = codebuild.batch_get_projects(names=["ncfctl-image-build"])["projects"]
     assert project["environment"]["privilegedMode"] is True and project["source"]["type"] == "S3"
     assert project["serviceRole"] == CODEBUILD_ROLE  # its own role, never the SageMaker one (D7)
-    (build,) = codebuild.batch_get_builds(ids=[info["build_id"]])["builds"]
+    (build,) = codebuild.batch_get_builds(ids=[info.build_id])["builds"]
     assert build["projectName"] == "ncfctl-image-build" and build["buildStatus"] == "SUCCEEDED"
     assert boto3.client("ecr", endpoint_url=moto_server, region_name="us-east-1").describe_repositories(
         repositoryNames=["ncf-recommender"]
     )["repositories"]
 
-    assert Workspace(workdir).get(result["image_artifact"], "image").manifest.info["project"] == "created"
+    assert Workspace(workdir).get(result["image_artifact"], "image").manifest.info.project == "created"
     again = build_json(run_cli, "--backend", "codebuild")  # the project now exists: reused, not recreated
-    assert Workspace(workdir).get(again["image_artifact"], "image").manifest.info["project"] == "unchanged"
+    assert Workspace(workdir).get(again["image_artifact"], "image").manifest.info.project == "unchanged"
 
 
 def test_codebuild_project_follows_changed_settings(run_cli, workdir, compiled_artifact, moto_gaps, monkeypatch):
@@ -233,7 +233,7 @@ def test_codebuild_project_follows_changed_settings(run_cli, workdir, compiled_a
     second = build_json(run_cli, "--backend", "codebuild", env=env)
 
     info = Workspace(workdir).get(second["image_artifact"], "image").manifest.info
-    assert info["project"] == "updated (computeType, timeoutInMinutes)"
+    assert info.project == "updated (computeType, timeoutInMinutes)"
     (update,) = moto_gaps.calls["UpdateProject"]
     assert update["environment"]["computeType"] == "BUILD_GENERAL1_MEDIUM" and update["timeoutInMinutes"] == 45
     assert update["serviceRole"] == CODEBUILD_ROLE and update["environment"]["privilegedMode"] is True

@@ -54,8 +54,8 @@ def test_local_compile_writes_a_serving_bundle_that_matches_pytorch(workdir, mod
         assert got.shape == (n,) and np.max(np.abs(got - expected)) <= 1e-5
 
     info, metrics = artifact.manifest.info, artifact.manifest.metrics
-    assert info["backend"] == "local" and info["runtime"] == "onnxruntime" and info["stage"] == "trained"
-    assert "FusedGemm" in info["operators"]  # the optimised graph ships, not the raw export
+    assert info.backend == "local" and info.runtime == "onnxruntime" and info.stage == "trained"
+    assert "FusedGemm" in info.operators  # the optimised graph ships, not the raw export
     assert metrics["max_abs_diff"] <= 1e-5 and metrics["parity_pairs"] == 1025
     for query in ("pair", "all_items"):
         assert metrics[f"{query}_p50_ms_torch"] > 0 and metrics[f"{query}_p50_ms_onnxruntime"] > 0
@@ -71,10 +71,10 @@ def test_compile_picks_the_model_and_threads_asked_for(workdir, model_artifact):
     newer = commit_model_artifact(workdir, other, tiny_interaction_data(), stage="pruned")
     config = _config(workdir, **{"compile.backend": "local", "compile.threads": 2, "compile.target": "ml_c6g"})
     artifact = compile_model(config, Workspace(workdir), model_artifact.id)
-    assert artifact.manifest.parent == model_artifact.id and artifact.manifest.info["threads"] == 2
+    assert artifact.manifest.parent == model_artifact.id and artifact.manifest.info.threads == 2
     assert json.loads((artifact.path / "serving.json").read_text())["target"] == "ml_c6g"
     latest = compile_model(_config(workdir, **{"compile.backend": "local"}), Workspace(workdir))
-    assert latest.manifest.parent == newer.id and latest.manifest.info["model_type"] == "gmf"
+    assert latest.manifest.parent == newer.id and latest.manifest.info.model_type == "gmf"
 
 
 def test_cli_compile_and_status(run_cli, workdir, model_artifact):

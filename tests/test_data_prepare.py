@@ -295,9 +295,9 @@ def test_prepare_writes_a_loadable_reproducible_dataset(tmp_path):
     config = tiny_config(seed=5)
     artifact = prepare_dataset(config, ws)
     info, metrics = artifact.manifest.info, artifact.manifest.metrics
-    assert info["dataset"] == "synthetic" and info["split"] == "leave-one-out" and info["explicit"] is False
+    assert info.dataset == "synthetic" and info.split == "leave-one-out" and info.explicit is False
     data = load_dataset(artifact)
-    assert (data.num_users, data.num_items) == (info["num_users"], info["num_items"]) == (60, metrics["items"])
+    assert (data.num_users, data.num_items) == (info.num_users, info.num_items) == (60, metrics["items"])
     assert metrics["train"] + metrics["val"] + metrics["test"] == metrics["interactions"] == len(data.train) + 120
     assert metrics["density"] == pytest.approx(metrics["interactions"] / (60 * metrics["items"]))
     assert data.test.negatives.shape == (60, 20) and data.val.negatives.shape == (60, 20)
@@ -316,7 +316,7 @@ def test_prepare_explicit_ratio_split_keeps_ratings(tmp_path):
     config = tiny_config(**{"data.explicit": True, "data.split": "ratio", "data.ratio_order": "temporal"})
     artifact = prepare_dataset(config, Workspace(tmp_path))
     data = load_dataset(artifact)
-    assert data.explicit and artifact.manifest.info["ratio_order"] == "temporal"
+    assert data.explicit and artifact.manifest.info.ratio_order == "temporal"
     assert set(np.unique(data.train.ratings).tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
     assert len(np.unique(data.train.ratings)) > 2
     assert len(data.test.rows) > 60  # several held-out rows per user

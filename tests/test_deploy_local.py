@@ -117,7 +117,7 @@ def test_server_that_dies_reports_its_log_tail(run_cli, image, workdir):
     assert "server exited with code 1 before /ping answered: model failed to load:" in message
     assert "fastpath/out_bias.npy: is missing" in message
     (failed,) = Workspace(workdir).list("deployment")  # the attempt is recorded, with the server's log
-    assert failed.manifest.info["status"] == "failed" and f"(log: {failed.path / 'server.log'})" in message
+    assert failed.manifest.info.status == "failed" and f"(log: {failed.path / 'server.log'})" in message
     assert '"level": "error"' in (failed.path / "server.log").read_text()
     proc = run_cli("invoke", "--user", "u1", "--item", "i1", check=False)
     assert proc.returncode == 2 and "no running deployment" in proc.stderr
@@ -190,9 +190,9 @@ def test_a_deploy_killed_during_start_up_leaves_no_unknown_server(run_cli, image
         orphans.append(_deploy_killed_during_start_up(workdir))
         deployed = cli_json(run_cli, "deploy", "--backend", "local")
         assert deployed["status"] == "running" and _gone(orphans[1])
-        (abandoned,) = [d for d in Workspace(workdir).list("deployment") if d.manifest.info["pid"] == orphans[1].pid]
-        assert abandoned.manifest.info["status"] == "failed" and abandoned.manifest.info["stop"] == "terminated"
-        assert "start-up abandoned: ncfctl deploy (pid" in abandoned.manifest.info["error"]
+        (abandoned,) = [d for d in Workspace(workdir).list("deployment") if d.manifest.info.pid == orphans[1].pid]
+        assert abandoned.manifest.info.status == "failed" and abandoned.manifest.info.stop == "terminated"
+        assert "start-up abandoned: ncfctl deploy (pid" in abandoned.manifest.info.error
         assert cli_json(run_cli, "deploy", "--stop")["deployment"] == deployed["deployment"]
     finally:
         for orphan in orphans:

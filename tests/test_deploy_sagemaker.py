@@ -135,7 +135,7 @@ def test_delete_removes_endpoint_config_model_and_scaling(run_cli, workdir, imag
         sm("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
     )
     record = Workspace(workdir).get(result["deployment"], "deployment")
-    assert record.manifest.info["status"] == "deleted"
+    assert record.manifest.info.status == "deleted"
 
     again = run_cli("deploy", "--delete", "--endpoint-name", ENDPOINT, check=False)
     assert again.returncode == 2 and f"endpoint '{ENDPOINT}' does not exist" in again.stderr
@@ -208,7 +208,7 @@ def test_a_failed_update_leaves_nothing_behind(workdir, image_artifact, moto_gap
     (target,) = sm("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 2)
     failed = Workspace(workdir).latest("deployment", {"status": "failed"})
-    assert "rolled back" in failed.manifest.info["error"]
+    assert "rolled back" in failed.manifest.info.error
 
 
 def test_serverless_with_data_capture(run_cli, image_artifact, sm):

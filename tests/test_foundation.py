@@ -35,7 +35,7 @@ def test_config_bad_value_names_key(tmp_path):
 
 def test_workspace_commit_and_latest(tmp_path):
     ws = Workspace(tmp_path)
-    with ws.create("dataset", config={"a": 1}, info={"name": "x"}) as w:
+    with ws.create("dataset", config={"a": 1}, info={"dataset": "x"}) as w:
         (w.path / "f.txt").write_text("hello")
         w.manifest.metrics["n"] = 3
     art = ws.latest("dataset")

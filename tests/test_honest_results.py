@@ -94,7 +94,7 @@ def test_manifest_whose_kind_does_not_match_its_folder_is_refused(cli, model_art
 
 
 def test_top_k_must_be_below_the_candidates(cli, workdir, model_artifact):
-    dataset = model_artifact.manifest.info["dataset"]  # 20 sampled negatives per held-out row: 21 candidates
+    dataset = model_artifact.manifest.info.dataset  # 20 sampled negatives per held-out row: 21 candidates
     result = cli("train", "--epochs", "1", *SMALL, "--top-k", "21", "--dataset-id", dataset)
     assert_one_line_error(result, "train.top_k 21 is not below the 21 candidates", "HR@21 would be 1.0")
     assert [model.id for model in Workspace(workdir).list("model")] == [model_artifact.id]

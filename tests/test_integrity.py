@@ -53,7 +53,7 @@ def test_a_changed_file_is_refused_by_the_one_gate(workdir):
     with pytest.raises(NcfError, match="has no file 'c.bin'"):
         artifact.file("c.bin")
 
-    workspace.update(workspace.get(writer.id), info={"note": "an update"})  # must not bless the changed file
+    workspace.update(workspace.get(writer.id), info={"dataset": "an update"})  # must not bless the changed file
     with pytest.raises(NcfError, match="a.bin sha256"):
         workspace.get(writer.id).file("a.bin")
 
@@ -89,7 +89,7 @@ def test_flipped_model_pt_is_refused(cli, model_artifact, args):
     ],
 )
 def test_swapped_dataset_file_is_refused_by_train(cli, model_artifact, workdir, name, swap):
-    dataset = Workspace(workdir).get(model_artifact.manifest.info["dataset"], "dataset")
+    dataset = Workspace(workdir).get(model_artifact.manifest.info.dataset, "dataset")
     swap(dataset.path)  # a valid file of the right shape: only the checksum tells it is not this dataset's
     result = cli("train", "--dataset-id", dataset.id, "--epochs", "1", "--layers", "16,8", "--factors", "8")
     assert_one_line_error(result, f"artifact {dataset.id}: {name} sha256")

@@ -99,8 +99,8 @@ def test_onnx_compile_end_to_end(aws_env, workdir, model_artifact, monkeypatch, 
     neo = FakeNeo(monkeypatch)
     artifact = compile_model(load_config(overrides={"workdir": str(workdir)}), Workspace(workdir))  # auto
     info = artifact.manifest.info
-    assert info["backend"] == "sagemaker" and info["backend_reason"].startswith("auto: AWS credentials")
-    jobs = info["jobs"]
+    assert info.backend == "sagemaker" and info.backend_reason.startswith("auto: AWS credentials")
+    jobs = info.jobs
     assert [j.rsplit("-", 1)[1] for j in jobs] == ["b1", f"b{ITEMS}"]
     assert all(count >= 2 for count in neo.describes.values()) and set(neo.describes) == set(jobs)  # polled
 
@@ -130,7 +130,7 @@ def test_onnx_compile_end_to_end(aws_env, workdir, model_artifact, monkeypatch, 
     bundle = load_bundle(artifact.path)
     assert bundle.spec.runtime == "dlr" and bundle.spec.target == "ml_c5"
     assert [(m.batch_size, m.path) for m in bundle.spec.models] == [(1, "b1"), (ITEMS, f"b{ITEMS}")]
-    assert info["outputs"][1] == f"s3://ncfctl-test/ncfctl/neo/{jobs[1]}/output/model-ml_c5.tar.gz"
+    assert info.outputs[1] == f"s3://ncfctl-test/ncfctl/neo/{jobs[1]}/output/model-ml_c5.tar.gz"
     assert artifact.manifest.metrics["preflight_max_abs_diff"] <= 1e-5
 
     listing = neo_status(load_config(), Workspace(workdir))
@@ -149,7 +149,7 @@ def test_pytorch_compile_sends_framework_version_dtype_and_platform(aws_env, wor
     )
     artifact = compile_model(config, Workspace(workdir))
     client = boto3.client("sagemaker", endpoint_url=aws_env["NCFCTL_AWS__ENDPOINT_URL"], region_name="us-east-1")
-    for job, batch in zip(artifact.manifest.info["jobs"], (1, 16), strict=True):
+    for job, batch in zip(artifact.manifest.info.jobs, (1, 16), strict=True):
         recorded = client.describe_compilation_job(CompilationJobName=job)
         assert recorded["InputConfig"]["Framework"] == "PYTORCH"
         assert recorded["InputConfig"]["FrameworkVersion"] == "2.0"
@@ -158,14 +158,14 @@ def test_pytorch_compile_sends_framework_version_dtype_and_platform(aws_env, wor
         assert recorded["OutputConfig"]["TargetPlatform"] == {"Os": "LINUX", "Arch": "ARM64"}
         assert "TargetDevice" not in recorded["OutputConfig"]
     s3 = boto3.client("s3", endpoint_url=aws_env["NCFCTL_AWS__ENDPOINT_URL"], region_name="us-east-1")
-    key = f"ncfctl/neo/{artifact.manifest.info['jobs'][0]}/model.tar.gz"
+    key = f"ncfctl/neo/{artifact.manifest.info.jobs[0]}/model.tar.gz"
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket="ncfctl-test", Key=key)["Body"].read())) as tar:
         module = torch.jit.load(io.BytesIO(tar.extractfile("model.pth").read()))
     users, items = torch.arange(5), torch.arange(5)
     assert module(users, items).shape == (5,)
-    assert artifact.manifest.info["target"] == "linux_arm64"
-    assert artifact.manifest.info["servable"] is False  # DLR for arm64: the amd64 image cannot run it (D4)
-    assert neo_status(config, Workspace(workdir), artifact.manifest.info["jobs"][1])["target"] == "linux_arm64"
+    assert artifact.manifest.info.target == "linux_arm64"
+    assert artifact.manifest.info.servable is False  # DLR for arm64: the amd64 image cannot run it (D4)
+    assert neo_status(config, Workspace(workdir), artifact.manifest.info.jobs[1])["target"] == "linux_arm64"
     assert [m["batch_size"] for m in json.loads((artifact.path / "serving.json").read_text())["models"]] == [1, 16]
 
 
@@ -267,10 +267,10 @@ def test_nvidia_platform_needs_compiler_options(aws_env, workdir, model_artifact
 
     options = {"gpu-code": "sm_75", "trt-ver": "8.6.1", "cuda-ver": "11.8"}
     artifact = compile_model(_config(workdir, **platform, **{"compile.compiler_options": options}), Workspace(workdir))
-    recorded = sagemaker.describe_compilation_job(CompilationJobName=artifact.manifest.info["jobs"][0])
+    recorded = sagemaker.describe_compilation_job(CompilationJobName=artifact.manifest.info.jobs[0])
     assert json.loads(recorded["OutputConfig"]["CompilerOptions"]) == options
     assert recorded["OutputConfig"]["TargetPlatform"] == {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"}
-    assert artifact.manifest.info["servable"] is False
+    assert artifact.manifest.info.servable is False
 
 
 def test_ctrl_c_stops_the_compilation_jobs(aws_env, workdir, model_artifact, monkeypatch, moto_gaps):

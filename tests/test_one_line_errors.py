@@ -54,9 +54,16 @@ def test_broken_manifest_is_one_line(cli, model_artifact, content, message):
 
 
 def test_dataset_manifest_without_sizes_is_one_line(cli, model_artifact, workdir):
-    dataset = Workspace(workdir).get(model_artifact.manifest.info["dataset"])
-    Workspace(workdir).update(dataset, info={**dataset.manifest.info, "num_users": "many"})
+    dataset = Workspace(workdir).get(model_artifact.manifest.info.dataset)
+    manifest = json.loads((dataset.path / MANIFEST).read_text())
+    del manifest["info"]["num_users"]
+    (dataset.path / MANIFEST).write_text(json.dumps(manifest))
     assert_one_line_error(cli(*TRAIN, "--dataset-id", dataset.id), "manifest lacks integer num_users/num_items")
+    manifest["info"]["num_users"] = "many"
+    (dataset.path / MANIFEST).write_text(json.dumps(manifest))
+    assert_one_line_error(
+        cli(*TRAIN, "--dataset-id", dataset.id), f"{dataset.path / MANIFEST}", "field 'info.num_users'"
+    )
 
 
 def _edit_parquet(path, edit) -> None:
@@ -77,7 +84,7 @@ def _edit_parquet(path, edit) -> None:
     ids=["negative-ids", "huge-ids", "renamed-column", "no-rows", "short-id-table", "float-ids"],
 )
 def test_damaged_dataset_parquet_is_one_line(cli, model_artifact, workdir, name, edit, message):
-    dataset = Workspace(workdir).get(model_artifact.manifest.info["dataset"])
+    dataset = Workspace(workdir).get(model_artifact.manifest.info.dataset)
     _edit_parquet(dataset.path / name, edit)
     rerecord(dataset)
     assert_one_line_error(cli(*TRAIN, "--dataset-id", dataset.id), name, message)
@@ -94,7 +101,7 @@ def test_damaged_dataset_parquet_is_one_line(cli, model_artifact, workdir, name,
     ids=["garbage", "wrong-shape", "out-of-range", "floats"],
 )
 def test_damaged_negatives_npy_is_one_line(cli, model_artifact, workdir, write, message):
-    dataset = Workspace(workdir).get(model_artifact.manifest.info["dataset"])
+    dataset = Workspace(workdir).get(model_artifact.manifest.info.dataset)
     write(dataset.path / "test_negatives.npy")
     rerecord(dataset)
     assert_one_line_error(cli(*TRAIN, "--dataset-id", dataset.id), "test_negatives.npy", message)

@@ -8,8 +8,15 @@ import math
 import httpx
 import psutil
 
+from ncfctl.artifacts import ReuseKey
+from ncfctl.bench.service import bench_reuse_key
+from ncfctl.compile.service import compile_reuse_key
 from ncfctl.config import load_config
-from ncfctl.pipeline import STEPS, find_fresh, pipeline_config
+from ncfctl.data.prepare import dataset_reuse_key
+from ncfctl.pipeline import STEPS, find_fresh, pipeline_config, reusable
+from ncfctl.pruning.service import finetune_reuse_key, prune_reuse_key
+from ncfctl.serving.build_image import image_reuse_key
+from ncfctl.training.service import train_reuse_key
 from ncfctl.workspace import Workspace
 
 TINY_ENV = {
@@ -42,8 +49,9 @@ def test_pipeline_end_to_end_then_everything_is_reused(run_cli, workdir):
     assert [n for n in results["notes"] if not n.startswith("baseline:")] == []  # the pipeline trains no ALS/BPR
     assert first["steps"][STEPS.index("invoke")]["detail"].startswith("top-10: 10 items")
     ws = Workspace(workdir)
+    _each_step_recorded_its_reuse_key(ws, {s["step"]: s["artifact"] for s in first["steps"]})
     deployment = ws.get(first["steps"][STEPS.index("deploy")]["artifact"], "deployment")
-    assert httpx.get(f"{deployment.manifest.info['url']}/ping").status_code == 200  # --keep-serving
+    assert httpx.get(f"{deployment.manifest.info.url}/ping").status_code == 200  # --keep-serving
 
     second = json.loads(run_cli("pipeline", "--json", env=TINY_ENV).stdout)
     status = {s["step"]: s["status"] for s in second["steps"]}
@@ -53,11 +61,36 @@ def test_pipeline_end_to_end_then_everything_is_reused(run_cli, workdir):
     assert [s["artifact"] for s in second["steps"]] == [s["artifact"] for s in first["steps"]]
     assert len(ws.list("model")) == 3 and len(ws.list("benchmark")) == 1
     deployment = ws.get(deployment.id, "deployment")
-    assert deployment.manifest.info["status"] == "stopped"
+    assert deployment.manifest.info.status == "stopped"
     process = (
-        psutil.Process(deployment.manifest.info["pid"]) if psutil.pid_exists(deployment.manifest.info["pid"]) else None
+        psutil.Process(deployment.manifest.info.pid) if psutil.pid_exists(deployment.manifest.info.pid) else None
     )
     assert process is None or process.status() == psutil.STATUS_ZOMBIE
+
+
+REUSE_KEYS = {
+    "data": dataset_reuse_key,
+    "train": train_reuse_key,
+    "prune": prune_reuse_key,
+    "finetune": finetune_reuse_key,
+    "compile": compile_reuse_key,
+    "build-image": image_reuse_key,
+    "bench": bench_reuse_key,
+}
+
+
+def _each_step_recorded_its_reuse_key(ws: Workspace, artifacts: dict[str, str]) -> None:
+    """What each service recorded is exactly the reuse key it declares, and the pipeline accepts it.
+
+    A service that starts recording another section without declaring it (or a key that names a
+    section the service does not record) fails here instead of silently defeating "up to date".
+    """
+    cfg = pipeline_config(load_config(environ=TINY_ENV))
+    for step, reuse_key in REUSE_KEYS.items():
+        key = reuse_key(cfg)
+        artifact = ws.get(artifacts[step], key.kind)
+        assert json.dumps(artifact.manifest.config, sort_keys=True) == json.dumps(key.config, sort_keys=True), step
+        assert reusable(artifact, key), step
 
 
 def _filled(value) -> bool:
@@ -66,12 +99,21 @@ def _filled(value) -> bool:
 
 def test_find_fresh_needs_the_same_parent_and_config(tmp_path):
     ws = Workspace(tmp_path)
-    with ws.create("model", parent="data-a", config={"seed": 1, "prune": {"rate": 0.5}}, info={"stage": "pruned"}) as a:
+    recorded = {"seed": 1, "prune": {"rate": 0.5}, "finetune": {"epochs": 2}}
+    with ws.create("model", parent="data-a", config=recorded, info={"stage": "pruned"}) as a:
         pass
-    assert find_fresh(ws, "model", "data-a", {"seed": 1, "prune": {"rate": 0.5}}, {"stage": "pruned"}).id == a.id
-    assert find_fresh(ws, "model", "data-a", {"seed": 1, "prune": {"rate": 0.4}}) is None
-    assert find_fresh(ws, "model", "data-b", {"seed": 1}) is None
-    assert find_fresh(ws, "model", "data-a", {"seed": 1}, {"stage": "finetuned"}) is None
+
+    def key(prune: dict, finetune: dict, stage: str = "pruned") -> ReuseKey:
+        config = {"seed": 1, "prune": prune, "finetune": finetune}
+        return ReuseKey("model", config, compared=("seed", "prune"), where={"stage": stage})
+
+    assert find_fresh(ws, "data-a", key({"rate": 0.5}, {"epochs": 2})).id == a.id
+    assert find_fresh(ws, "data-a", key({"rate": 0.5}, {"epochs": 9})).id == a.id  # not compared
+    assert find_fresh(ws, "data-a", key({"rate": 0.4}, {"epochs": 2})) is None
+    assert find_fresh(ws, "data-b", key({"rate": 0.5}, {"epochs": 2})) is None
+    assert find_fresh(ws, "data-a", key({"rate": 0.5}, {"epochs": 2}, stage="finetuned")) is None
+    everything = ReuseKey("model", {"seed": 1, "prune": {"rate": 0.5}, "finetune": {"epochs": 9}})
+    assert find_fresh(ws, "data-a", everything) is None  # compared defaults to every recorded section
 
 
 def test_pipeline_config_applies_its_own_section():

@@ -153,7 +153,7 @@ def test_pipeline_is_upserted_started_and_followed(run_cli, dataset, moto_gaps, 
     assert again["action"] == "updated" and again["uploaded"] == 0 and again["status"] == "Executing"
     assert json.loads(Path(again["definition"]).read_text()) == stored
     record = Workspace(workdir).get(result["artifact"], "sagemaker-pipeline")
-    assert record.manifest.info["model_package_arn"] == result["model_package_arn"]
+    assert record.manifest.info.model_package_arn == result["model_package_arn"]
 
 
 def test_the_definition_reads_back_through_the_sdk(run_cli, dataset, monkeypatch):
@@ -232,7 +232,7 @@ def test_a_failed_execution_names_the_step_and_why(run_cli, dataset, moto_gaps, 
     assert "Failed at step HitRateTooLow: test HR@10 0.41 is below MinHitRate 0.5" in line
     assert "lower pipeline.min_hit_rate (--min-hit-rate)" in line
     record = Workspace(workdir).latest("sagemaker-pipeline")
-    assert record.manifest.info["status"] == "Failed" and record.manifest.info["model_package_arn"] is None
+    assert record.manifest.info.status == "Failed" and record.manifest.info.model_package_arn is None
 
 
 @pytest.mark.parametrize(

@@ -74,8 +74,8 @@ def test_prune_magnitude_with_finetune(run_cli, trained, workdir):
         assert (folder / "weights.png").read_bytes()[:4] == b"\x89PNG"
     assert (folder / "recovery.png").is_file()
     tuned_info = workspace.get(tuned["id"]).manifest.info
-    assert [p["epoch"] for p in tuned_info["curve"]] == [0, 1, 2]
-    assert tuned_info["finetune"]["lr"] == 0.005
+    assert [p["epoch"] for p in tuned_info.curve] == [0, 1, 2]
+    assert tuned_info.finetune["lr"] == 0.005
 
 
 def test_structured_prune_builds_a_smaller_model(run_cli, trained):
@@ -103,18 +103,18 @@ def test_finetune_defaults_to_the_latest_pruned_model(run_cli, trained, workdir)
     assert "after fine-tuning" in proc.stdout and "NOT smaller" in proc.stdout
     tuned = workspace.latest("model", where={"stage": "finetuned"})
     assert tuned.manifest.parent == pruned.id
-    assert tuned.manifest.info["finetune"]["fraction"] == 0.5
-    assert tuned.manifest.info["stages"][1]["model"] == pruned.id
+    assert tuned.manifest.info.finetune["fraction"] == 0.5
+    assert tuned.manifest.info.stages[1]["model"] == pruned.id
 
 
 def test_gradual_schedule_prunes_in_steps_with_finetuning_between(trained, workdir):
     overrides = {"prune.schedule": "gradual", "prune.steps": 3, "finetune.epochs": 1}
     pruned = prune_model(load_config(overrides=overrides), Workspace(workdir)).pruned
     info = pruned.manifest.info
-    assert len(info["pruning"]["step_rates"]) == 3
-    assert info["pruning"]["prunable_sparsity_after"] == pytest.approx(0.5, abs=1e-3)
-    assert [entry["step"] for entry in info["finetune_between_steps"]] == [1, 2]
-    assert [(p["step"], p["epoch"]) for p in info["curve"]] == [(1, 0), (1, 1), (2, 1), (2, 2), (3, 2)]
+    assert len(info.pruning["step_rates"]) == 3
+    assert info.pruning["prunable_sparsity_after"] == pytest.approx(0.5, abs=1e-3)
+    assert [entry["step"] for entry in info.finetune_between_steps] == [1, 2]
+    assert [(p["step"], p["epoch"]) for p in info.curve] == [(1, 0), (1, 1), (2, 1), (2, 2), (3, 2)]
     assert (pruned.path / "recovery.png").is_file()
 
 
@@ -122,7 +122,7 @@ def test_pruning_a_pruned_model_composes(trained, workdir):
     workspace = Workspace(workdir)
     first = prune_model(load_config(), workspace).pruned
     second = prune_model(load_config(), workspace, first.id).pruned
-    pruning = second.manifest.info["pruning"]
+    pruning = second.manifest.info.pruning
     assert pruning["source_stage"] == "pruned" and second.manifest.parent == first.id
     assert pruning["prunable_sparsity_before"] == pytest.approx(0.5, abs=1e-3)
     assert pruning["prunable_sparsity_after"] == pytest.approx(0.75, abs=1e-3) == pruning["prunable_sparsity_target"]
@@ -181,11 +181,11 @@ def test_rating_models_report_rmse(workdir):
     config = load_config(overrides={"prune.method": "structured", "finetune.epochs": 1, "train.batch_size": 128})
     tuned = prune_model(config, Workspace(workdir), finetune=True).finetuned
     info = tuned.manifest.info
-    assert {"rmse", "mae"} <= set(info["stages"][-1]) and "hr" not in info["stages"][-1]
-    assert info["curve_metric"] == "validation RMSE" and "rmse" in info["curve"][-1]
-    assert tuned.manifest.metrics["rmse"] == info["stages"][-1]["rmse"]
-    after = info["pruning"]["spec_after"]  # mlp-first: 4 of 8 dims per row, GMF keeps 3 of 4 (MLP floor 1)
-    assert info["pruning"]["allocation"] == "mlp-first"
+    assert {"rmse", "mae"} <= set(info.stages[-1]) and "hr" not in info.stages[-1]
+    assert info.curve_metric == "validation RMSE" and "rmse" in info.curve[-1]
+    assert tuned.manifest.metrics["rmse"] == info.stages[-1]["rmse"]
+    after = info.pruning["spec_after"]  # mlp-first: 4 of 8 dims per row, GMF keeps 3 of 4 (MLP floor 1)
+    assert info.pruning["allocation"] == "mlp-first"
     assert (after["factors"], after["mlp_user_dim"], after["mlp_item_dim"]) == (3, 1, 1)
 
 
@@ -207,16 +207,16 @@ def test_finetune_as_a_sagemaker_job_keeps_the_masks(aws_env, trained, workdir, 
     monkeypatch.setattr(training_job, "wait_for_job", container_then_wait)
     tuned = finetune_model(load_config(overrides={"finetune.backend": "sagemaker"}), workspace)
     info = tuned.manifest.info
-    assert tuned.manifest.parent == pruned.id and info["finetune"]["backend"] == "sagemaker"
-    assert info["finetune"]["sagemaker_job"].startswith("ncfctl-finetune-")
-    assert [p["epoch"] for p in info["curve"]] == [0, 1, 2]
+    assert tuned.manifest.parent == pruned.id and info.finetune["backend"] == "sagemaker"
+    assert info.finetune["sagemaker_job"].startswith("ncfctl-finetune-")
+    assert [p["epoch"] for p in info.curve] == [0, 1, 2]
     model = load_model(tuned.path / "model.pt")
     masks = load_masks(tuned.path / "masks.pt", model)
     assert masked_nonzeros(model, masks) == 0
     assert not torch.equal(model.mlp[0].weight, load_model(pruned.path / "model.pt").mlp[0].weight)  # it trained
     endpoint = aws_env["NCFCTL_AWS__ENDPOINT_URL"]
     job = boto3.client("sagemaker", endpoint_url=endpoint).describe_training_job(
-        TrainingJobName=info["finetune"]["sagemaker_job"]
+        TrainingJobName=info.finetune["sagemaker_job"]
     )
     model_uri = next(c for c in job["InputDataConfig"] if c["ChannelName"] == "model")["DataSource"]["S3DataSource"]
     bucket, _, prefix = model_uri["S3Uri"][5:].partition("/")

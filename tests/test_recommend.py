@@ -45,7 +45,7 @@ def test_local_recommendations_match_the_server(run_cli, compiled_artifact, serv
     seen = recommend_json(run_cli, "--top-k", "40", "--include-seen")
     assert seen["rows"] == 60 * 40  # with seen items every user gets the whole catalogue
     record = Workspace(workdir).get(result["recommendations"], "recommendations")
-    assert record.manifest.parent == compiled_artifact.id and record.manifest.info["exclude_seen"] is True
+    assert record.manifest.parent == compiled_artifact.id and record.manifest.info.exclude_seen is True
 
 
 def test_bad_requests_are_one_line(run_cli, compiled_artifact):

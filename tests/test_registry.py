@@ -99,7 +99,7 @@ def test_neo_compile_a_registered_version(run_cli, versions, workdir, package_bu
 
     workspace = Workspace(workdir)
     source = workspace.get(result["source_model"], "model")
-    assert source.manifest.info["stage"] == "registered" and source.manifest.info["model_package_arn"] == versions[0]
+    assert source.manifest.info.stage == "registered" and source.manifest.info.model_package_arn == versions[0]
     compiled = workspace.get(result["compiled"], "compiled")
     for name in ("ids", "seen_items"):  # repeated from the registered bundle
         assert hash_folder(compiled.path / name) == hash_folder(package_bundle[0] / name)

@@ -33,14 +33,14 @@ def test_train_writes_a_complete_artifact(run_cli, workdir):
     artifact = Workspace(workdir).latest("model")
     assert f"model {artifact.id}" in human and "HR@10 (full ranking)" in human and "popularity" in human
     manifest = artifact.manifest
-    assert manifest.parent == dataset.id and manifest.info["stage"] == "trained"
-    assert manifest.info["dataset"] == dataset.id and manifest.info["model_type"] == "neumf"
-    assert [r["epoch"] for r in manifest.info["history"]] == [1, 2, 3]
+    assert manifest.parent == dataset.id and manifest.info.stage == "trained"
+    assert manifest.info.dataset == dataset.id and manifest.info.model_type == "neumf"
+    assert [r["epoch"] for r in manifest.info.history] == [1, 2, 3]
     assert {"hr", "ndcg", "full_hr", "full_ndcg", "k", "parameters", "nonzeros", "file_bytes"} <= set(manifest.metrics)
     assert manifest.metrics["file_bytes"] == (artifact.path / "model.pt").stat().st_size
     assert manifest.config["model"]["layers"] == [16, 8] and manifest.config["train"]["epochs"] == 3
     assert (artifact.path / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert manifest.metrics["hr"] > manifest.info["baseline"]["hr"]
+    assert manifest.metrics["hr"] > manifest.info.baseline["hr"]
     model = load_model(artifact.path / "model.pt")
     assert model.spec.num_items == 60 and model.spec.hidden == [8]
     latest = workdir / "models" / "ncf_model_latest.pt"
@@ -49,7 +49,7 @@ def test_train_writes_a_complete_artifact(run_cli, workdir):
 
     again = json.loads(run_cli("train", "--eval-only", artifact.id, "--json").stdout)
     assert again["metrics"] == {key: manifest.metrics[key] for key in again["metrics"]}
-    assert again["baseline"]["hr"] == manifest.info["baseline"]["hr"]
+    assert again["baseline"]["hr"] == manifest.info.baseline["hr"]
 
 
 def test_pretrained_neumf_records_its_sources_and_checks_shapes(run_cli, workdir):
@@ -60,7 +60,7 @@ def test_pretrained_neumf_records_its_sources_and_checks_shapes(run_cli, workdir
     mlp = train_model(load_config(overrides={**small, "model.type": "mlp"}), workspace).id
     sources = ["--pretrain-gmf", gmf, "--pretrain-mlp", mlp]
     out = json.loads(run_cli("train", "--epochs", "1", *SMALL, *sources, "--json").stdout)
-    assert workspace.get(out["model"]).manifest.info["pretrain"] == {"gmf": gmf, "mlp": mlp}
+    assert workspace.get(out["model"]).manifest.info.pretrain == {"gmf": gmf, "mlp": mlp}
     with pytest.raises(NcfError, match="--pretrain-gmf has factors=8, --factors is 4"):
         train_model(load_config(overrides={**small, "model.factors": 4}), workspace, pretrain_gmf=gmf, pretrain_mlp=mlp)
 

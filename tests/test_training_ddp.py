@@ -29,7 +29,7 @@ def test_two_processes_match_one(run_cli, workdir, optimizer):
         data.save(writer.path)
     env = {"NCFCTL_TRAIN__OPTIMIZER": optimizer}  # lazy-adam: DDP all-reduces sparse embedding gradients (gloo)
     two = json.loads(run_cli("train", *ARGS, "--nproc", "2", "--json", env=env).stdout)
-    assert workspace.get(two["model"]).manifest.info["nproc"] == 2
+    assert workspace.get(two["model"]).manifest.info.nproc == 2
 
     config = load_config(overrides={**SAME, "train.optimizer": optimizer})  # the same command, one process
     data = load_dataset(writer.artifact)

@@ -109,20 +109,20 @@ def test_sagemaker_training_end_to_end(aws_env, workdir, tmp_path, monkeypatch):
     artifact = train_model(config, workspace)
 
     info, metrics = artifact.manifest.info, artifact.manifest.metrics
-    assert info["backend"] == "sagemaker" and info["dataset"] == dataset.id
-    assert info["model_data"].endswith(f"/{info['sagemaker_job']}/output/model.tar.gz")
-    assert (info["billable_seconds"], info["training_seconds"], info["spot"]) == (41, 57, False)  # D9
-    assert [record["epoch"] for record in info["history"]] == [1, 2]
-    assert metrics["hr"] > info["baseline"]["hr"]
+    assert info.backend == "sagemaker" and info.dataset == dataset.id
+    assert info.model_data.endswith(f"/{info.sagemaker_job}/output/model.tar.gz")
+    assert (info.billable_seconds, info.training_seconds, info.spot) == (41, 57, False)  # D9
+    assert [record["epoch"] for record in info.history] == [1, 2]
+    assert metrics["hr"] > info.baseline["hr"]
     model = load_model(artifact.path / "model.pt")
     assert (model.spec.num_users, model.spec.factors) == (120, 8)
     # the job's log lines are what the metric definitions parse
     hr_regex = next(d["Regex"] for d in training_job.METRIC_DEFINITIONS if d["Name"] == "HR")
     epoch_hrs = [float(v) for v in re.findall(hr_regex, logs["stdout"])]
-    assert epoch_hrs == pytest.approx([record["hr"] for record in info["history"]], abs=1e-6)
+    assert epoch_hrs == pytest.approx([record["hr"] for record in info.history], abs=1e-6)
     # what moto recorded: channels, hyper-parameters, resources
     job = boto3.client("sagemaker", endpoint_url=aws_env["NCFCTL_AWS__ENDPOINT_URL"]).describe_training_job(
-        TrainingJobName=info["sagemaker_job"]
+        TrainingJobName=info.sagemaker_job
     )
     assert sorted(c["ChannelName"] for c in job["InputDataConfig"]) == ["model", "test", "train"]
     assert json.loads(job["HyperParameters"]["epochs"]) == 2
