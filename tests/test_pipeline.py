@@ -62,9 +62,7 @@ def test_pipeline_end_to_end_then_everything_is_reused(run_cli, workdir):
     assert len(ws.list("model")) == 3 and len(ws.list("benchmark")) == 1
     deployment = ws.get(deployment.id, "deployment")
     assert deployment.manifest.info.status == "stopped"
-    process = (
-        psutil.Process(deployment.manifest.info.pid) if psutil.pid_exists(deployment.manifest.info.pid) else None
-    )
+    process = psutil.Process(deployment.manifest.info.pid) if psutil.pid_exists(deployment.manifest.info.pid) else None
     assert process is None or process.status() == psutil.STATUS_ZOMBIE
 
 

@@ -61,13 +61,15 @@ def test_undeclared_or_mistyped_info_is_refused_when_written(tmp_path):
         pass
     with pytest.raises(ValidationError, match="stage"), ws.create("model", info={"stage": "half-trained"}):
         pass
-    with pytest.raises(TypeError, match="a deployment artifact's info given for a model"):
-        with ws.create("model", info=DeploymentInfo(status="running")):
-            pass
+    wrong_kind = DeploymentInfo(status="running")
+    with (
+        pytest.raises(TypeError, match="a deployment artifact's info given for a model"),
+        ws.create("model", info=wrong_kind),
+    ):
+        pass
     assert ws.list() == [] and not (tmp_path / ".staging").exists()  # refused before anything is written
-    with ws.create("model", info=ModelInfo(stage="trained")) as writer:
-        with pytest.raises(ValidationError, match="best_epoch"):
-            writer.manifest.info.best_epoch = "the third"
+    with ws.create("model", info=ModelInfo(stage="trained")) as writer, pytest.raises(ValidationError, match="best_"):
+        writer.manifest.info.best_epoch = "the third"
     with pytest.raises(ValidationError, match="status"):
         ws.update(writer.artifact, info=writer.artifact.manifest.info.updated(status="running"))  # not a model's
 
