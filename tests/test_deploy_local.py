@@ -37,7 +37,7 @@ def image(compiled_artifact, workdir):
     built = build_image(load_config(overrides={"image.backend": "none"}), Workspace(workdir))
     yield {"image_artifact": built.artifact.id, "context": str(built.context)}
     for deployment in Workspace(workdir).list("deployment"):
-        proc = our_process(deployment.manifest.info) if "pid" in deployment.manifest.info else None
+        proc = our_process(deployment.manifest.info)
         if proc is not None:
             for process in [*proc.children(recursive=True), proc]:  # the server's workers outlive a killed master
                 process.kill()

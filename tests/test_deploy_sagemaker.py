@@ -158,10 +158,10 @@ def test_update_retains_the_scaled_out_count_and_cleans_up_the_old_config(workdi
 
     second = _deploy(workdir, **{"deploy.min_instances": 2, "deploy.max_instances": 6}).manifest.info
 
-    assert second["action"] == "updated" and second["status"] == "running"
-    assert second["previous_endpoint_config"] == first["endpoint_config_name"]
+    assert second.action == "updated" and second.status == "running"
+    assert second.previous_endpoint_config == first.endpoint_config_name
     (update,) = moto_gaps.calls["UpdateEndpoint"]
-    assert update["EndpointConfigName"] == second["endpoint_config_name"]
+    assert update["EndpointConfigName"] == second.endpoint_config_name
     assert update["RetainAllVariantProperties"] is True  # a scaled-out variant keeps its instance count
     assert update["ExcludeRetainedVariantProperties"] == [{"VariantPropertyType": "DataCaptureConfig"}]
     assert moto_gaps.scaling_at_update == [False]  # deregistered before the update
@@ -169,9 +169,9 @@ def test_update_retains_the_scaled_out_count_and_cleans_up_the_old_config(workdi
     assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 6)  # registered again, with the new range
     # D6: the previous config and its model are gone; only the live ones remain
     assert [c["EndpointConfigName"] for c in sm("sagemaker").list_endpoint_configs()["EndpointConfigs"]] == [
-        second["endpoint_config_name"]
+        second.endpoint_config_name
     ]
-    assert [m["ModelName"] for m in sm("sagemaker").list_models()["Models"]] == [second["model_name"]]
+    assert [m["ModelName"] for m in sm("sagemaker").list_models()["Models"]] == [second.model_name]
 
 
 def test_update_to_another_instance_type_resets_the_count_and_restores_old_scaling(
@@ -185,7 +185,7 @@ def test_update_to_another_instance_type_resets_the_count_and_restores_old_scali
     (update,) = moto_gaps.calls["UpdateEndpoint"]
     excluded = {p["VariantPropertyType"] for p in update["ExcludeRetainedVariantProperties"]}
     assert excluded == {"DesiredInstanceCount", "DataCaptureConfig"}
-    assert second["autoscaling"]["min_instances"] == 1 and second["autoscaling"]["max_instances"] == 3
+    assert second.autoscaling["min_instances"] == 1 and second.autoscaling["max_instances"] == 3
 
 
 def test_a_failed_update_leaves_nothing_behind(workdir, image_artifact, moto_gaps, sm):
@@ -202,9 +202,9 @@ def test_a_failed_update_leaves_nothing_behind(workdir, image_artifact, moto_gap
         _deploy(workdir)
 
     assert [c["EndpointConfigName"] for c in sm("sagemaker").list_endpoint_configs()["EndpointConfigs"]] == [
-        first["endpoint_config_name"]
+        first.endpoint_config_name
     ]
-    assert [m["ModelName"] for m in sm("sagemaker").list_models()["Models"]] == [first["model_name"]]
+    assert [m["ModelName"] for m in sm("sagemaker").list_models()["Models"]] == [first.model_name]
     (target,) = sm("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 2)
     failed = Workspace(workdir).latest("deployment", {"status": "failed"})

@@ -88,7 +88,11 @@ def test_batch_transform_of_a_registered_version(aws, workdir, package_bundle, s
     monkeypatch.setenv("NCFCTL_AWS__MODEL_PACKAGE_GROUP", GROUP)
     config = load_config()
     artifact = recommend_all_users(config, Workspace(config.workdir), top_k=5, backend="sagemaker")
-    remote = {**artifact.manifest.info, **artifact.manifest.metrics, "file": artifact.path / "recommendations.parquet"}
+    remote = {
+        **artifact.manifest.info.recorded(),
+        **artifact.manifest.metrics,
+        "file": artifact.path / "recommendations.parquet",
+    }
 
     assert remote["source"] == arn and remote["users"] == 60 and remote["rows"] == 300
     (job,) = aws("sagemaker").list_transform_jobs()["TransformJobSummaries"]
