@@ -128,30 +128,30 @@ def run_one(workdir: str, dataset_id: str, name: str, overrides: dict[str, Any],
                 workspace,
                 dataset_ref=dataset_id,
             )
-            parts[part], pretrain_seconds = trained.id, pretrain_seconds + trained.manifest.info["train_seconds"]
+            parts[part], pretrain_seconds = trained.id, pretrain_seconds + trained.manifest.info.train_seconds
     artifact = train_model(
         config, workspace, dataset_ref=dataset_id, pretrain_gmf=parts.get("gmf"), pretrain_mlp=parts.get("mlp")
     )
     info, metrics = artifact.manifest.info, artifact.manifest.metrics
     data = load_dataset(workspace.get(dataset_id, "dataset"))
     val = evaluate(torch_score_fn(load_model(artifact.file(MODEL_FILE))), data, "val", k=config.train.top_k)
-    best = info["best_epoch"]
+    best = info.best_epoch
     return {
         "config": name,
         "overrides": overrides,
         "seed": seed,
         "model": artifact.id,
-        "model_type": info["model_type"],
+        "model_type": info.model_type,
         "hr": metrics["hr"],
         "full_hr": metrics["full_hr"],
         "val_hr": val["hr"],
         "val_full_hr": val["full_hr"],
         "best_epoch": best,
-        "epochs_run": len(info["history"]),
-        "seconds_to_kept": pretrain_seconds + sum(record["seconds"] for record in info["history"][:best]),
-        "train_seconds": pretrain_seconds + info["train_seconds"],
-        "selection": info.get("selection"),
-        "popularity": {key: info["baseline"][key] for key in ("hr", "full_hr")},
+        "epochs_run": len(info.history),
+        "seconds_to_kept": pretrain_seconds + sum(record["seconds"] for record in info.history[:best]),
+        "train_seconds": pretrain_seconds + info.train_seconds,
+        "selection": info.selection,
+        "popularity": {key: info.baseline[key] for key in ("hr", "full_hr")},
     }
 
 

@@ -87,7 +87,7 @@ def trained_model(config: Config, workspace: Workspace) -> Artifact:
 
 def quality(dense: Artifact, tuned: Artifact) -> dict[str, float]:
     """Test metrics of ``tuned`` beside the dense model's, and the HR@10 gap (positive = worse)."""
-    before, *_, after = tuned.manifest.info["stages"]
+    before, *_, after = tuned.manifest.info.stages
     keys = ("hr", "ndcg", "full_hr", "full_ndcg")
     return {
         **{f"dense_{key}": before[key] for key in keys},

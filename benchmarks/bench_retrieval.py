@@ -71,7 +71,7 @@ class Setup:
         model_artifact = workspace.latest("model")
         if model_artifact is None:
             raise SystemExit(f"no model in {workdir}")
-        data = load_dataset(workspace.get(model_artifact.manifest.info["dataset"], "dataset"))
+        data = load_dataset(workspace.get(model_artifact.manifest.info.dataset, "dataset"))
         self.arrays = fastpath_arrays(load_model(model_artifact.file(MODEL_FILE)))
         self.fastpath = FastPath(self.arrays)
         self.indptr, self.indices = data.seen_items()
