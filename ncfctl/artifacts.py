@@ -84,7 +84,7 @@ class ModelInfo(ArtifactInfo):
     backend: str | None = None
     pretrain: dict[str, Any] | None = None
     selection: dict[str, Any] | None = None  # ALS/BPR: the regularization chosen on validation
-    sagemaker_job: str | None = None  # trained by a SageMaker job (ncfctl.aws.training_job)
+    sagemaker_job: str | None = None  # trained by a SageMaker job (ncfctl.training.sagemaker_job)
     model_data: str | None = None  # that job's model.tar.gz, or a registered version's
     billable_seconds: int | None = None  # what SageMaker billed: less than training_seconds with spot
     training_seconds: int | None = None
@@ -251,7 +251,7 @@ class SageMakerPipelineInfo(ArtifactInfo):
 
 
 class RecommendationsInfo(ArtifactInfo):
-    """``ncfctl recommend --all-users`` (``ncfctl.serving.recommend``, ``ncfctl.aws.batch_transform``)."""
+    """``ncfctl recommend --all-users`` (``ncfctl.serving.recommend``, ``ncfctl.serving.batch_transform``)."""
 
     kind = "recommendations"
     folder = "recommendations"
