@@ -41,6 +41,10 @@ class ArtifactInfo(BaseModel):
         """The fields as written to disk and printed by ``--json``: only those that were set."""
         return self.model_dump(mode="json", exclude_unset=True)
 
+    def __contains__(self, name: object) -> bool:
+        """Refused: on a model, ``"pid" in info`` would quietly be False (a leftover of dict-shaped info)."""
+        raise TypeError(f"{type(self).__name__} fields are attributes: test `info.{name} is not None`")
+
 
 class DatasetInfo(ArtifactInfo):
     """``ncfctl data`` (``ncfctl.data.prepare``): the sizes every reader needs, and how it was split."""

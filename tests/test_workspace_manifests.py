@@ -53,6 +53,10 @@ def test_info_is_read_as_attributes_with_the_defaults_old_readers_assumed(tmp_pa
     assert (info.backend, info.status, info.workers) == ("local", "stopped", 2)
     assert info.endpoint_name is None and "endpoint_name" not in info.recorded()  # unset fields stay off disk
     assert DatasetInfo().explicit is False  # what every reader assumed of a dataset that did not say
+    with pytest.raises(TypeError, match="fields are attributes"):
+        "pid" in info  # noqa: B015 (dict-shaped code must fail, not read False)
+    with pytest.raises(TypeError, match="not subscriptable"):
+        info["status"]
 
 
 def test_undeclared_or_mistyped_info_is_refused_when_written(tmp_path):
