@@ -154,6 +154,7 @@ def run_pipeline(
     from ncfctl.pruning.service import finetune_model, finetune_reuse_key, prune_model, prune_reuse_key
     from ncfctl.serving import deploy as deploy_service
     from ncfctl.serving.build_image import build_image, image_reuse_key
+    from ncfctl.serving.deploy_local import local_reuse_key
     from ncfctl.serving.invoke import invoke
     from ncfctl.training.service import train_model, train_reuse_key
 
@@ -199,8 +200,7 @@ def run_pipeline(
     )
 
     def live_deployment() -> Artifact | None:
-        # any deployment of this image still serving will do; it must also answer (below)
-        found = find_fresh(workspace, image.id, ReuseKey("deployment", {}, where={"status": "running"}))
+        found = find_fresh(workspace, image.id, local_reuse_key(cfg))
         if found is None:
             return None
         state = deploy_service.status(cfg, workspace, found.id)["live"].get("state")

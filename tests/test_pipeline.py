@@ -16,6 +16,7 @@ from ncfctl.data.prepare import dataset_reuse_key
 from ncfctl.pipeline import STEPS, find_fresh, pipeline_config, reusable
 from ncfctl.pruning.service import finetune_reuse_key, prune_reuse_key
 from ncfctl.serving.build_image import image_reuse_key
+from ncfctl.serving.deploy_local import local_reuse_key
 from ncfctl.training.service import train_reuse_key
 from ncfctl.workspace import Workspace
 
@@ -73,6 +74,7 @@ REUSE_KEYS = {
     "finetune": finetune_reuse_key,
     "compile": compile_reuse_key,
     "build-image": image_reuse_key,
+    "deploy": local_reuse_key,
     "bench": bench_reuse_key,
 }
 

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import psutil
 
-from ncfctl.artifacts import DeploymentInfo
+from ncfctl.artifacts import DeploymentInfo, ReuseKey
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
 from ncfctl.serving.build_image import MODEL_DIR
@@ -206,6 +206,12 @@ def stop_abandoned_starts(config: Config, workspace: Workspace) -> None:
         workspace.update(deployment, info=info.updated(status="failed", error=error, stop=how))
 
 
+def local_reuse_key(config: Config) -> ReuseKey:
+    """Any running server of the same image will do, whatever its settings (the pipeline also pings it)."""
+    recorded = {"deploy": config.deploy.model_dump(), "serving": config.serving.model_dump()}
+    return ReuseKey("deployment", recorded, compared=(), where={"status": "running"})
+
+
 def start_local(config: Config, workspace: Workspace, image: str | None = None, on_wait=None) -> Artifact:
     """Serve an image's build context on ``serving.host``; the committed ``deployment`` artifact."""
     source = workspace.resolve(image, "image", IMAGE_HINT)
@@ -223,7 +229,7 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
         with workspace.create(
             "deployment",
             parent=source.id,
-            config={"deploy": config.deploy.model_dump(), "serving": config.serving.model_dump()},
+            config=local_reuse_key(config).config,
             info=DeploymentInfo(backend="local", image=source.id, compiled=source.manifest.info.compiled),
         ) as writer:
             log_path = workspace.kind_dir("deployment") / writer.id / SERVER_LOG  # where it lands on commit
