@@ -23,6 +23,7 @@ catalogue) is built in a temp folder. Usage::
 
     python benchmarks/load_test.py
     python benchmarks/load_test.py --bundle output/neo/<compiled-id> --duration 30 --rounds 3 --json
+    python benchmarks/load_test.py --cpus 0,1 --wrk /opt/wrk/wrk   # server and wrk pinned to CPUs 0 and 1
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--client-threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cpus", help="pin the server and wrk to these CPUs, e.g. 0,1 (default: no pinning)")
+    parser.add_argument("--wrk", default="wrk", help="the wrk binary, if not wrk on PATH")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args()
 
@@ -153,7 +156,7 @@ class Server:
 def run_wrk(url: str, bodies: Path, args: argparse.Namespace, duration: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     command = [
-        "wrk", f"-t{args.client_threads}", f"-c{args.connections}", f"-d{duration}s", "--timeout", "5s",
+        args.wrk, f"-t{args.client_threads}", f"-c{args.connections}", f"-d{duration}s", "--timeout", "5s",
         "-s", str(LUA), url, "--", str(bodies),
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -212,7 +215,7 @@ def summarize(runs: list[dict], workers: list[int]) -> dict:
 def print_report(report: dict) -> None:
     print(
         f"{report['bundle']}: wrk {report['connections']} connections, {report['client_threads']} thread, "
-        f"{report['duration_s']:g} s per form, {report['rounds']} rounds (medians); {report['cpus']} vCPUs, "
+        f"{report['duration_s']:g} s per form, {report['rounds']} rounds (medians); CPUs {report['cpus']}, "
         f"load average {report['load_average_1m']} before"
     )
     print(f"{'workers':>7}  {'request':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  CPU server/client")
@@ -239,9 +242,16 @@ def print_report(report: dict) -> None:
 
 def main() -> int:
     args = parse_args()
-    if shutil.which("wrk") is None:
-        print("error: wrk not found: install it (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+    args.wrk = shutil.which(args.wrk)
+    if args.wrk is None:
+        print("error: wrk not found: install it (apt-get install wrk) or give --wrk PATH", file=sys.stderr)
         return 2
+    if args.cpus:
+        try:
+            os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})  # the server and wrk inherit it
+        except (ValueError, OSError) as exc:
+            print(f"error: --cpus {args.cpus}: {exc}", file=sys.stderr)
+            return 2
     workers = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
         folder = Path(tmp)
@@ -263,7 +273,7 @@ def main() -> int:
         "client_threads": args.client_threads,
         "duration_s": args.duration,
         "rounds": args.rounds,
-        "cpus": len(os.sched_getaffinity(0)),  # what this run may use (taskset narrows it)
+        "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))),  # what the server and wrk ran on
         "load_average_1m": load,
         "summary": summarize(runs, workers),
         "runs": runs,

@@ -22,10 +22,12 @@ from ncf_serving.settings import Settings
 
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
+# One encoder for every answer: json.dumps with options builds a new one per call (~1.5 µs).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def json_bytes(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+    return _COMPACT.encode(document).encode("utf-8")
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
