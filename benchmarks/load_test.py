@@ -51,6 +51,15 @@ from ncf_serving.ids import IdMap
 LUA = Path(__file__).resolve().with_name("wrk_bodies.lua")
 FORMS = ("top10", "pair")
 BODIES = 20_000
+# A phase's figures that the summary gives as medians over rounds
+FIGURES = (
+    "requests_per_s",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_percent",
+    "client_cpu_percent",
+    "server_cpu_us_per_request",
+)
 MB = 2**20
 
 
@@ -183,10 +192,11 @@ def measure(bundle: Path, workers: int, bodies: dict[str, Path], args: argparse.
         phases = {}
         for form in FORMS:
             cpu, wall = server.cpu_seconds(), time.perf_counter()
-            phases[form] = run_wrk(server.url, bodies[form], args, args.duration)
-            phases[form]["server_cpu_percent"] = round(
-                100 * (server.cpu_seconds() - cpu) / (time.perf_counter() - wall), 1
-            )
+            phase = phases[form] = run_wrk(server.url, bodies[form], args, args.duration)
+            cpu = server.cpu_seconds() - cpu
+            phase["server_cpu_percent"] = round(100 * cpu / (time.perf_counter() - wall), 1)
+            # what a request costs the server, whatever share of the CPUs it got on a busy machine
+            phase["server_cpu_us_per_request"] = round(1e6 * cpu / max(phase["requests"], 1), 1)
         memory = server.memory()
     finally:
         stopped = server.stop()
@@ -200,10 +210,7 @@ def summarize(runs: list[dict], workers: list[int]) -> dict:
         mine = [run for run in runs if run["workers"] == count]
         table[count] = {
             form: {
-                **{
-                    key: round(statistics.median(run["phases"][form][key] for run in mine), 3)
-                    for key in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_percent", "client_cpu_percent")
-                },
+                **{key: round(statistics.median(run["phases"][form][key] for run in mine), 3) for key in FIGURES},
                 "errors": sum(run["phases"][form]["errors"] for run in mine),
             }
             for form in FORMS
@@ -218,13 +225,17 @@ def print_report(report: dict) -> None:
         f"{report['duration_s']:g} s per form, {report['rounds']} rounds (medians); CPUs {report['cpus']}, "
         f"load average {report['load_average_1m']} before"
     )
-    print(f"{'workers':>7}  {'request':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  CPU server/client")
+    print(
+        f"{'workers':>7}  {'request':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  "
+        "CPU server/client  server CPU per request"
+    )
     for count, row in report["summary"].items():
         for form in FORMS:
             r = row[form]
             print(
                 f"{count:>7}  {form:7} {r['requests_per_s']:9,.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
                 f"{r['errors']:6d}  {r['server_cpu_percent']:.0f}% / {r['client_cpu_percent']:.0f}%"
+                f"  {r['server_cpu_us_per_request']:.0f} µs"
             )
     print("server memory after load (MB; PSS total = master + workers):")
     for count, row in report["summary"].items():
