@@ -29,7 +29,9 @@ catalogue) is built in a temp folder. Usage::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import os
 import resource
 import shutil
@@ -74,6 +76,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cpus", help="pin the server and wrk to these CPUs, e.g. 0,1 (default: no pinning)")
     parser.add_argument("--wrk", default="wrk", help="the wrk binary, if not wrk on PATH")
+    parser.add_argument(
+        "--in-process", type=int, metavar="N", help="instead: N requests per form through the ASGI app, no HTTP"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args()
 
@@ -203,6 +208,65 @@ def measure(bundle: Path, workers: int, bodies: dict[str, Path], args: argparse.
     return {"workers": workers, "ready_s": round(server.ready_s, 2), "phases": phases, "memory": memory, **stopped}
 
 
+def in_process_cost(bundle: Path, bodies: dict[str, Path], requests: int, folder: Path) -> dict[str, float]:
+    """CPU µs per request of one worker's ASGI app called in this process with uvicorn's scope (no HTTP,
+    no client; access lines written to a file): what the app costs, whatever share of the CPUs it gets."""
+    for part in ("metrics", "ready"):
+        (folder / part).mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder / "metrics")  # before the app imports prometheus_client
+    from ncf_serving.app import create_app
+    from ncf_serving.logs import configure_logging
+    from ncf_serving.metrics import Metrics
+    from ncf_serving.readiness import Readiness
+    from ncf_serving.settings import Settings
+    from threadpoolctl import threadpool_limits
+
+    def failed(error: str) -> None:
+        print(f"error: the model did not load: {error}", file=sys.stderr)
+        os._exit(1)  # from the loader thread
+
+    configure_logging()
+    logging.getLogger().handlers[0].setStream((folder / "access.log").open("w"))  # open until exit
+    settings = Settings(model_dir=bundle, workers=1, threads=1)
+    app = create_app(settings, Readiness(folder / "ready", 1), Metrics(folder / "metrics", lambda: []), failed)
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+
+    async def call(method: str, path: str, body: bytes = b"") -> int:
+        scope = {
+            "type": "http", "http_version": "1.1", "method": method, "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": b"", "state": {}, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+            "headers": [*headers, (b"content-length", str(len(body)).encode())], "scheme": "http",
+        }  # fmt: skip
+        sent = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent[0]["status"]
+
+    async def measure() -> dict[str, float]:
+        startup: asyncio.Queue = asyncio.Queue()
+        startup.put_nowait({"type": "lifespan.startup"})
+        asyncio.create_task(app({"type": "lifespan", "state": {}}, startup.get, startup.put))  # loads the model
+        while await call("GET", "/ping") != 200:
+            await asyncio.sleep(0.05)
+        cost = {}
+        for form, path in bodies.items():
+            lines = [line.encode() for line in path.read_text().splitlines()]
+            started = time.process_time()
+            for n in range(requests):
+                assert await call("POST", "/invocations", lines[n % len(lines)]) == 200
+            cost[form] = round(1e6 * (time.process_time() - started) / requests, 1)
+        return cost
+
+    with threadpool_limits(1):  # numpy came in before the server's thread settings could apply
+        return asyncio.run(measure())
+
+
 def summarize(runs: list[dict], workers: list[int]) -> dict:
     """Median over rounds of each figure, per worker count and form (errors: the sum)."""
     table = {}
@@ -254,7 +318,7 @@ def print_report(report: dict) -> None:
 def main() -> int:
     args = parse_args()
     args.wrk = shutil.which(args.wrk)
-    if args.wrk is None:
+    if args.wrk is None and args.in_process is None:
         print("error: wrk not found: install it (apt-get install wrk) or give --wrk PATH", file=sys.stderr)
         return 2
     if args.cpus:
@@ -274,6 +338,10 @@ def main() -> int:
             bundle = args.bundle
         bodies = write_bodies(bundle, folder)
         load = round(psutil.getloadavg()[0], 2)
+        if args.in_process:
+            cost = in_process_cost(bundle, bodies, args.in_process, folder / "in-process")
+            print(json.dumps({"cpu_us_per_request": cost, "requests": args.in_process, "load_average_1m": load}))
+            return 0
         runs = []
         for _ in range(args.rounds):
             for count in workers:
