@@ -11,7 +11,9 @@ the bundle (pre-encoded bodies that ``wrk_bodies.lua`` cycles through):
 * ``pair``: ``{"user_id": u, "item_id": i}`` (the runtime model)
 
 Any non-2xx answer, connect/read/write error or timeout counts as an error. Client and server
-share the machine; the CPU each used is reported per phase. Rounds (``--rounds``) alternate the
+share the machine (``--cpus`` pins both to given CPUs); the CPU each used is reported per phase,
+and the server's CPU time per request, which does not depend on the share of a busy machine the
+server got. Rounds (``--rounds``) alternate the
 worker counts (1, 2, 1, 2, ...) so they see the same background load; the table gives each
 figure's median over rounds. After each round's load the memory of every server process is read:
 RSS, PSS (each shared page split between the processes that map it) and USS (pages no other
@@ -24,6 +26,7 @@ catalogue) is built in a temp folder. Usage::
     python benchmarks/load_test.py
     python benchmarks/load_test.py --bundle output/neo/<compiled-id> --duration 30 --rounds 3 --json
     python benchmarks/load_test.py --cpus 0,1 --wrk /opt/wrk/wrk   # server and wrk pinned to CPUs 0 and 1
+    python benchmarks/load_test.py --in-process 3000   # no HTTP: CPU per request of the app itself
 """
 
 from __future__ import annotations
