@@ -142,12 +142,9 @@ class Server:
         master = psutil.Process(self.proc.pid)
         return [master, *master.children(recursive=True)]
 
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for process in self.processes():
-            times = process.cpu_times()
-            total += times.user + times.system
-        return total
+    def cpu_seconds(self) -> list[float]:
+        """CPU seconds used so far by each process: the master, then each worker."""
+        return [sum(process.cpu_times()[:2]) for process in self.processes()]
 
     def memory(self) -> dict:
         """RSS/PSS/USS (MB) of the master and each worker, and the server's total PSS."""
@@ -199,12 +196,16 @@ def measure(bundle: Path, workers: int, bodies: dict[str, Path], args: argparse.
         run_wrk(server.url, bodies["top10"], args, 2)  # warm-up: connections, page cache, allocator
         phases = {}
         for form in FORMS:
-            cpu, wall = server.cpu_seconds(), time.perf_counter()
+            before, wall = server.cpu_seconds(), time.perf_counter()
             phase = phases[form] = run_wrk(server.url, bodies[form], args, args.duration)
-            cpu = server.cpu_seconds() - cpu
+            after = server.cpu_seconds()
+            used = [end - start for end, start in zip(after, before, strict=False)]
+            cpu = sum(used) if len(after) == len(before) else sum(after) - sum(before)  # (a worker replaced)
             phase["server_cpu_percent"] = round(100 * cpu / (time.perf_counter() - wall), 1)
             # what a request costs the server, whatever share of the CPUs it got on a busy machine
             phase["server_cpu_us_per_request"] = round(1e6 * cpu / max(phase["requests"], 1), 1)
+            # the workers share one listening socket: wrk's connections go to whichever accepted them
+            phase["worker_cpu_shares"] = [round(worker / max(cpu, 1e-9), 2) for worker in used[1:]]
         memory = server.memory()
     finally:
         stopped = server.stop()
@@ -304,6 +305,10 @@ def print_report(report: dict) -> None:
                 f"{r['errors']:6d}  {r['server_cpu_percent']:.0f}% / {r['client_cpu_percent']:.0f}%"
                 f"  {r['server_cpu_us_per_request']:.0f} µs"
             )
+    for count in [count for count in report["summary"] if count > 1]:
+        for form in FORMS:
+            shares = [run["phases"][form]["worker_cpu_shares"] for run in report["runs"] if run["workers"] == count]
+            print(f"  {count} workers, {form}: each worker's share of the server CPU per round {shares}")
     print("server memory after load (MB; PSS total = master + workers):")
     for count, row in report["summary"].items():
         last = next(run for run in reversed(report["runs"]) if run["workers"] == count)
