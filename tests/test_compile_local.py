@@ -12,10 +12,10 @@ from conftest import commit_model_artifact, tiny_interaction_data
 from ncf_serving.bundle import load_bundle
 
 from ncfctl.compile.service import choose_backend, compile_model, neo_status
-from ncfctl.compile.targets import default_threads, instance_vcpus, resolve_target
 from ncfctl.config import load_config
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE, NCF, NCFSpec, load_model
+from ncfctl.targets import default_threads, instance_vcpus, resolve_target
 from ncfctl.workspace import Workspace
 
 

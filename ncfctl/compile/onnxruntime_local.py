@@ -23,6 +23,7 @@ from ncfctl.compile.base import CompileOutput, CompileRequest
 from ncfctl.errors import NcfError
 from ncfctl.export.preflight import DYNAMIC_PARITY_BATCHES, check_parity, export_checked, random_pairs
 from ncfctl.export.runners import ort_scorer, ort_session, torch_scorer
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.threads import torch_threads
 
 MODEL_FILE = "model.onnx"
@@ -51,13 +52,12 @@ class OnnxRuntimeCompiler:
                 hint="use --backend sagemaker for GPU targets",
             )
 
-    def compile(self, request: CompileRequest, folder: Path, progress=None) -> CompileOutput:
+    def compile(self, request: CompileRequest, folder: Path, progress: Progress = NO_PROGRESS) -> CompileOutput:
         self.check(request)
-        task = progress.add_task("local compile", total=4, status="export + preflight") if progress else None
+        task = progress.task("local compile", total=4, status="export + preflight")
 
         def step(status: str) -> None:
-            if progress is not None:
-                progress.update(task, advance=1, status=status)
+            task.advance(status=status)
 
         model = request.model
         with tempfile.TemporaryDirectory(prefix="ncfctl-export-") as tmp:

@@ -17,6 +17,7 @@ import httpx
 
 from ncfctl import fileio
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 CHUNK_BYTES = 1 << 20
@@ -57,14 +58,14 @@ def _verify(path: Path, release: Release) -> str | None:
     return None
 
 
-def fetch_release(dataset: str, cache_dir: Path, progress=None, timeout: float = 30.0) -> Path:
+def fetch_release(dataset: str, cache_dir: Path, progress: Progress = NO_PROGRESS, timeout: float = 30.0) -> Path:
     """``cache_dir/<dataset>.zip``, downloaded and verified unless a verified copy is already there."""
     release = RELEASES[dataset]
     target = cache_dir / f"{dataset}.zip"
     if target.is_file() and _verify(target, release) is None:
         return target
     offline_hint = f"download {release.url} elsewhere and pass --source /path/to/{dataset}.zip (or its folder)"
-    task = progress.add_task(f"download {dataset}.zip", total=release.size, status="") if progress else None
+    task = progress.task(f"download {dataset}.zip", total=release.size)
     try:
         with fileio.atomic_path(target) as tmp:
             with httpx.stream("GET", release.url, timeout=timeout, follow_redirects=True) as response:
@@ -72,8 +73,7 @@ def fetch_release(dataset: str, cache_dir: Path, progress=None, timeout: float =
                 with open(tmp, "wb") as fh:
                     for block in response.iter_bytes(CHUNK_BYTES):
                         fh.write(block)
-                        if progress:
-                            progress.advance(task, len(block))
+                        task.advance(len(block))
             problem = _verify(tmp, release)
             if problem:
                 raise NcfError(f"download of {release.url} is corrupt: {problem}", hint=offline_hint)

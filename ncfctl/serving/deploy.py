@@ -7,11 +7,11 @@ Deployments are ``deployment`` artifacts whose ``info.backend`` says where they 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.serving import deploy_local, deploy_sagemaker
 from ncfctl.workspace import Artifact, Workspace
 
@@ -30,26 +30,32 @@ def deploy(
     config: Config,
     workspace: Workspace,
     image: str | None = None,
-    progress=None,
-    on_status: Callable[[str], None] | None = None,
+    progress: Progress = NO_PROGRESS,
     model_package: str | None = None,
 ) -> Artifact:
-    """Deploy an image (default: the latest) or a registered model package (SageMaker only)."""
+    """Deploy an image (default: the latest) or a registered model package (SageMaker only).
+
+    One ``deploy`` progress task follows the rollout and ends with the deployment's status.
+    """
     if model_package:
         if image or config.deploy.backend == "local":
             raise NcfError("--model-package deploys a registered version on SageMaker: drop --image / --backend local")
-        return deploy_sagemaker.deploy_sagemaker(config, workspace, None, progress, on_status, model_package)
-    backend = choose_backend(config, workspace, image)
-    if backend == "sagemaker":
-        return deploy_sagemaker.deploy_sagemaker(config, workspace, image, progress, on_status)
-    if config.deploy.serverless or config.deploy.capture_percent is not None:
+        backend = "sagemaker"
+    else:
+        backend = choose_backend(config, workspace, image)
+    if backend == "local" and (config.deploy.serverless or config.deploy.capture_percent is not None):
         raise NcfError("--serverless and --capture-percent are SageMaker endpoint settings (use --backend sagemaker)")
+    task = progress.task("deploy")
+    if backend == "sagemaker":
+        artifact = deploy_sagemaker.deploy_sagemaker(config, workspace, image, progress, task, model_package)
+    else:
 
-    def waiting(elapsed: float, code: int | None) -> None:
-        if on_status is not None:
-            on_status(f"waiting for /ping ({elapsed:.1f} s, last {code or 'no answer'})")
+        def waiting(elapsed: float, code: int | None) -> None:
+            task.update(status=f"waiting for /ping ({elapsed:.1f} s, last {code or 'no answer'})")
 
-    return deploy_local.start_local(config, workspace, image, on_wait=waiting)
+        artifact = deploy_local.start_local(config, workspace, image, on_wait=waiting)
+    task.finish(artifact.manifest.info.get("status", ""))
+    return artifact
 
 
 LIVE = ("running",)

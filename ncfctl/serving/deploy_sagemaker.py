@@ -17,7 +17,6 @@ failed wait still leaves a record that names what was created and ``--delete`` c
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,12 @@ from typing import Any
 from ncfctl import safetar
 from ncfctl.aws import autoscaling, endpoints, registry, s3
 from ncfctl.aws.clients import has_credentials, require, require_credentials
-from ncfctl.compile.targets import check_serving_pair
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
+from ncfctl.progress import Progress, Task
 from ncfctl.serving.build_image import CONTEXT_DIR, MODEL_DIR, bundle_spec
 from ncfctl.serving.server_env import server_environment
+from ncfctl.targets import check_serving_pair
 from ncfctl.workspace import Artifact, Workspace
 
 MAX_NAME = 63  # SageMaker model / endpoint-config names
@@ -125,12 +125,15 @@ def _source(config: Config, workspace: Workspace, image: str | None, model_packa
 def deploy_sagemaker(
     config: Config,
     workspace: Workspace,
-    image: str | None = None,
-    progress=None,
-    on_status: Callable[[str], None] | None = None,
+    image: str | None,
+    progress: Progress,
+    task: Task,
     model_package: str | None = None,
 ) -> Artifact:
-    """Create model + endpoint config, create or update the endpoint, wait for InService, autoscale."""
+    """Create model + endpoint config, create or update the endpoint, wait for InService, autoscale.
+
+    ``progress`` shows the model upload; ``task`` (the caller's ``deploy`` row) the endpoint's state.
+    """
     aws = config.aws
     what = "deploy --backend sagemaker"
     require_credentials(aws, what)
@@ -192,8 +195,7 @@ def deploy_sagemaker(
             autoscaling=None,
         )
     artifact = writer.artifact
-    if on_status is not None:
-        on_status(f"endpoint {plan.endpoint_name} {rollout.action}; waiting for InService")
+    task.update(status=f"endpoint {plan.endpoint_name} {rollout.action}; waiting for InService")
     try:
         described = endpoints.finish(aws, rollout)
         info: dict[str, Any] = {"status": "running", "endpoint_status": described.get("EndpointStatus")}
