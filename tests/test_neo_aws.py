@@ -245,10 +245,12 @@ def test_upload_reports_progress(aws_env, workdir, model_artifact, monkeypatch):
     from rich.console import Console
     from rich.progress import Progress, TextColumn
 
+    from ncfctl.cli.progress import RichProgress
+
     FakeNeo(monkeypatch)
     console = Console(file=io.StringIO(), width=200)
     with Progress(TextColumn("{task.description} {task.fields[status]}"), console=console) as progress:
-        compile_model(_config(workdir), Workspace(workdir), progress=progress)
+        compile_model(_config(workdir), Workspace(workdir), progress=RichProgress(progress))
     descriptions = [t.description for t in progress.tasks]
     assert descriptions.count("upload model.tar.gz") == 2 and descriptions.count("download model-ml_c5.tar.gz") == 2
     neo_tasks = [t for t in progress.tasks if t.description.startswith("neo ")]

@@ -35,21 +35,23 @@ REPORT_MIN_CALLS = 5
 
 
 class OnnxRuntimeCompiler:
-    """``--backend local``: one dynamic-batch ``model.onnx`` run by ONNX Runtime."""
+    """``compile.backend local``: one dynamic-batch ``model.onnx`` run by ONNX Runtime."""
 
     name = "local"
 
     def check(self, request: CompileRequest) -> None:
         if request.framework != "onnx":
             raise NcfError(
-                f"--framework {request.framework} is a SageMaker Neo input; the local backend compiles ONNX",
-                hint="use --framework onnx, or --backend sagemaker",
+                f"compile.framework {request.framework} is a SageMaker Neo input; the local backend compiles ONNX",
+                hint="set compile.framework onnx, or compile.backend sagemaker",
+                settings=("compile.framework", "compile.backend"),
             )
         if not request.target.local_ok:
             raise NcfError(
                 f"target {request.target.name} has a {request.target.accelerator} accelerator; "
                 "the local backend builds for CPUs only",
-                hint="use --backend sagemaker for GPU targets",
+                hint="set compile.backend sagemaker for GPU targets",
+                settings=("compile.backend",),
             )
 
     def compile(self, request: CompileRequest, folder: Path, progress: Progress = NO_PROGRESS) -> CompileOutput:

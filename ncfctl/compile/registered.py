@@ -60,7 +60,7 @@ class BundleData:
 def import_model_package(config: Config, workspace: Workspace, ref: str, progress: Progress = NO_PROGRESS) -> Artifact:
     """Download a registered version's bundle into a ``model`` artifact (``model.pt`` at its root)."""
     aws = config.aws
-    what = "neo compile --model-package"
+    what = "compiling a registered model package"
     require_credentials(aws, what)
     group = require(aws.model_package_group, "aws.model_package_group", what)
     described = registry.resolve(aws, group, ref)

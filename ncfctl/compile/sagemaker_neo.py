@@ -74,9 +74,10 @@ def compiler_options(request: CompileRequest, settings: CompileConfig) -> dict[s
         missing = [key for key in NVIDIA_OPTIONS if key not in options]
         if missing:
             raise NcfError(
-                f"--target-platform {request.target.name}: Neo needs compile.compiler_options "
+                f"compile.target_platform {request.target.name}: Neo needs compile.compiler_options "
                 f"{', '.join(missing)} for NVIDIA GPUs",
                 hint="e.g. compile.compiler_options: {gpu-code: sm_75, trt-ver: 8.6.1, cuda-ver: '11.8'}",
+                settings=("compile.target_platform",),
             )
     return options
 
@@ -181,7 +182,7 @@ def wait(
         pending = [n for n in names if n not in final]
         return NcfError(
             f"Neo job(s) {', '.join(pending)} not finished after {timeout_s:.0f}s",
-            hint=f"follow with `ncfctl neo status {pending[0]} --wait`",
+            hint=f"{pending[0]} may still finish: ask for its status later",
         )
 
     with sm_jobs.stop_on_interrupt(aws, sm_jobs.COMPILATION, names, progress.log):
@@ -230,15 +231,15 @@ def failure_hints(request: CompileRequest, settings: CompileConfig, reports: lis
     if request.framework == "pytorch":
         retry = (
             f"model.pth was traced with torch {torch.__version__.split('+')[0]} and Neo compiles with PyTorch "
-            f"{settings.framework_version}: retry with --framework onnx"
+            f"{settings.framework_version}: retry with compile.framework onnx"
         )
     else:
-        retry = f"model.onnx is opset {request.opset}: retry with --framework pytorch"
+        retry = f"model.onnx is opset {request.opset}: retry with compile.framework pytorch"
     return f"{passed}; {retry}; the job's log is in CloudWatch under /aws/sagemaker/CompilationJobs"
 
 
 class NeoCompiler:
-    """``--backend sagemaker``: one Neo job per static batch size, each extracted into a DLR folder."""
+    """``compile.backend sagemaker``: one Neo job per static batch size, each extracted into a DLR folder."""
 
     name = "sagemaker"
 
@@ -249,7 +250,7 @@ class NeoCompiler:
 
     def _ready(self) -> tuple[str, str]:
         """Credentials, role and an existing bucket; returns (bucket, role)."""
-        what = "neo compile --backend sagemaker"
+        what = "a SageMaker Neo compilation"
         require_credentials(self.aws, what)
         bucket = require(self.aws.bucket, "aws.bucket", what)
         role = require(self.aws.role_arn, "aws.role_arn", what)
@@ -313,6 +314,7 @@ class NeoCompiler:
                 raise NcfError(
                     f"Neo job {job.name} {outcome['CompilationJobStatus']}: {reason}",
                     hint=failure_hints(request, self.settings, [j.report for j in jobs]),
+                    settings=("compile.framework",),
                 )
         outputs = {}
         for job in jobs:

@@ -43,7 +43,7 @@ def choose_backend(config: Config) -> BackendChoice:
     """``compile.backend``; ``auto`` is sagemaker when AWS credentials and ``aws.bucket`` are configured."""
     requested = config.compile.backend
     if requested != "auto":
-        return BackendChoice(requested, f"--backend {requested}")
+        return BackendChoice(requested, f"compile.backend {requested}")
     missing = [
         what
         for what, ok in (("AWS credentials", has_credentials(config.aws)), ("aws.bucket", bool(config.aws.bucket)))

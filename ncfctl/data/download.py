@@ -4,7 +4,7 @@ Size and MD5 are pinned per release (GroupLens publishes ``<name>.zip.md5`` besi
 ml-latest-small is re-released from time to time, its pin is the 2018-09 archive still served):
 a truncated or altered download fails loudly instead of silently changing the data. The file is
 streamed to a temporary name and renamed only once verified, so a cached archive is always whole.
-Without network the error says how to pass a local copy with ``--source``.
+Without network the error says how to pass a local copy as ``data.source``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def fetch_release(dataset: str, cache_dir: Path, progress: Progress = NO_PROGRES
     target = cache_dir / f"{dataset}.zip"
     if target.is_file() and _verify(target, release) is None:
         return target
-    offline_hint = f"download {release.url} elsewhere and pass --source /path/to/{dataset}.zip (or its folder)"
+    offline_hint = f"download {release.url} elsewhere and set data.source to /path/to/{dataset}.zip (or its folder)"
+    offline = {"hint": offline_hint, "settings": ("data.source",)}
     task = progress.task(f"download {dataset}.zip", total=release.size)
     try:
         with fileio.atomic_path(target) as tmp:
@@ -76,10 +77,10 @@ def fetch_release(dataset: str, cache_dir: Path, progress: Progress = NO_PROGRES
                         task.advance(len(block))
             problem = _verify(tmp, release)
             if problem:
-                raise NcfError(f"download of {release.url} is corrupt: {problem}", hint=offline_hint)
+                raise NcfError(f"download of {release.url} is corrupt: {problem}", **offline)
     except httpx.HTTPStatusError as exc:
-        raise NcfError(f"cannot download {release.url}: HTTP {exc.response.status_code}", hint=offline_hint) from None
+        raise NcfError(f"cannot download {release.url}: HTTP {exc.response.status_code}", **offline) from None
     except httpx.HTTPError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise NcfError(f"cannot download {release.url} (no network?): {reason}", hint=offline_hint) from None
+        raise NcfError(f"cannot download {release.url} (no network?): {reason}", **offline) from None
     return target

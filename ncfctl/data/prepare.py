@@ -34,12 +34,14 @@ SPLIT_STREAM, VAL_STREAM, TEST_STREAM = 1, 2, 3
 
 
 def load_raw_log(config: Config, workspace: Workspace, progress: Progress = NO_PROGRESS) -> RawLog:
-    """The configured source's raw log: generated, read from ``--source``, or downloaded then read."""
+    """The configured source's raw log: generated, read from ``data.source``, or downloaded then read."""
     cfg = config.data
     if cfg.dataset == "synthetic":
         if cfg.source:
             raise NcfError(
-                f"--source {cfg.source} is set but --dataset is synthetic", hint="name the format with --dataset"
+                f"data.source {cfg.source} is set but data.dataset is synthetic",
+                hint="name the format with data.dataset",
+                settings=("data.source", "data.dataset"),
             )
         return generate_synthetic(cfg.synthetic, config.seed, progress)
     if cfg.source:
@@ -47,7 +49,10 @@ def load_raw_log(config: Config, workspace: Workspace, progress: Progress = NO_P
     elif cfg.dataset in RELEASES:
         source = fetch_release(cfg.dataset, workspace.root / DOWNLOADS, progress)
     else:
-        raise NcfError(f"--dataset {cfg.dataset} needs --source (the path of your {cfg.dataset} file)")
+        raise NcfError(
+            f"data.dataset {cfg.dataset} needs data.source (the path of your {cfg.dataset} file)",
+            settings=("data.dataset", "data.source"),
+        )
     task = progress.task(f"read {source.name}")
     log = read_source(cfg, source)
     task.finish(f"{len(log):,} rows")

@@ -141,7 +141,8 @@ class UnseenItemSampler:
             raise NcfError(
                 f"{who} interacted with {int(self.known_per_user[user])} of {int(self.num_items)} items, leaving "
                 f"{int(self.num_items - self.known_per_user[user])} < data.eval_negatives={count} negatives",
-                hint="lower --eval-negatives",
+                hint="lower data.eval_negatives",
+                settings=("data.eval_negatives",),
             )
         task = progress.task(f"sample {label} negatives", total=len(users))
         out = np.empty((len(users), count), dtype=np.int64)

@@ -45,7 +45,7 @@ from ncfctl.workspace import Artifact, Workspace
 KIND = "sagemaker-pipeline"
 DEFINITION_FILE = "definition.json"
 TERMINAL = {"Succeeded", "Failed", "Stopped"}
-WHAT = "pipeline --backend sagemaker"
+WHAT = "the SageMaker pipeline"
 
 
 def serving_image(config: Config, workspace: Workspace) -> str:
@@ -58,7 +58,7 @@ def serving_image(config: Config, workspace: Workspace) -> str:
             return info["image_uri"]
     raise NcfError(
         "the pipeline registers an ONNX Runtime bundle, served by an onnxruntime image in ECR, and none is known",
-        hint="set aws.image_uri, or push one: ncfctl neo compile --backend local, then build-image --backend codebuild",
+        hint="set aws.image_uri, or push one: compile locally, then build the image on CodeBuild",
     )
 
 
@@ -222,10 +222,11 @@ def failure(outcome: dict[str, Any], execution_arn: str, config: Config) -> NcfE
     where = f" at step {failed['step']}" if failed else ""
     reason = (failed or {}).get("detail") or outcome.get("failure_reason") or "no failure reason given"
     if failed and failed["step"] == definition.FAIL:
-        hint = "the model missed the gate: lower pipeline.min_hit_rate (--min-hit-rate) or train longer"
+        hint = "the model missed the gate: lower pipeline.min_hit_rate or train longer"
     else:
         hint = "the step's log is in CloudWatch under /aws/sagemaker/TrainingJobs or ProcessingJobs"
-    return NcfError(f"pipeline execution {execution_arn} {outcome['status']}{where}: {reason}", hint=hint)
+    message = f"pipeline execution {execution_arn} {outcome['status']}{where}: {reason}"
+    return NcfError(message, hint=hint, settings=("pipeline.min_hit_rate",))
 
 
 def run_sagemaker_pipeline(

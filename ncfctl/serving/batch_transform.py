@@ -34,7 +34,7 @@ CONTENT_TYPE = "application/jsonlines"
 INPUT_FILE = "users.jsonl"
 MAX_PAYLOAD_MB = 1
 LINES_PER_REQUEST = 100_000  # > what 1 MB of request lines can hold
-WHAT = "recommend --backend sagemaker"
+WHAT = "recommendations by SageMaker Batch Transform"
 
 
 def user_ids(config: Config, model_data: str, work: Path) -> list[str]:

@@ -146,9 +146,10 @@ def _local_build(
 
 def _codebuild(config: Config, artifact: Artifact, progress: Progress) -> dict[str, Any]:
     aws = config.aws
-    require_credentials(aws, "build-image --backend codebuild")
-    bucket = require(aws.bucket, "aws.bucket", "build-image --backend codebuild")
-    role = require(aws.codebuild_role_arn, "aws.codebuild_role_arn", "build-image --backend codebuild")
+    what = "an image build on CodeBuild"
+    require_credentials(aws, what)
+    bucket = require(aws.bucket, "aws.bucket", what)
+    role = require(aws.codebuild_role_arn, "aws.codebuild_role_arn", what)
     s3.check_bucket(aws, bucket)
     repository = ecr.ensure_repository(aws, aws.ecr_repository)
     with tempfile.TemporaryDirectory(prefix="ncfctl-context-") as tmp:
@@ -194,7 +195,9 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
     backend = config.image.backend
     if push and backend in {"codebuild", "none"}:
         raise NcfError(
-            f"--push needs a local builder, docker or buildah (image.backend is '{backend}'; CodeBuild always pushes)"
+            f"image.push needs a local builder, docker or buildah (image.backend is '{backend}'; "
+            "CodeBuild always pushes)",
+            settings=("image.push",),
         )
     timeout = config.image.docker_timeout
     if backend == "docker" or backend == "auto":
@@ -203,7 +206,8 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
             if not engine.available:
                 raise NcfError(
                     f"no Docker engine: {engine.detail}",
-                    hint="start Docker, or use --backend buildah / codebuild, or --backend none for the context only",
+                    hint="start Docker, or set image.backend buildah / codebuild, or none for the context only",
+                    settings=("image.backend",),
                 )
             return "docker", engine
         tool = buildah.status(timeout)
@@ -211,14 +215,22 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
             return "buildah", tool
         detail = f"no Docker engine ({engine.detail}) and no buildah ({tool.detail})"
         if push:
-            raise NcfError(f"--push: {detail}", hint="install buildah or start Docker, or use --backend codebuild")
+            raise NcfError(
+                f"image.push: {detail}",
+                hint="install buildah or start Docker, or set image.backend codebuild",
+                settings=("image.push", "image.backend"),
+            )
         return "none", docker_engine.EngineStatus(False, detail)
     if backend == "buildah":
         tool = buildah.status(timeout)
         if not tool.available:
-            raise NcfError(tool.detail, hint="apt-get install buildah (Debian/Ubuntu), or use --backend codebuild")
+            raise NcfError(
+                tool.detail,
+                hint="apt-get install buildah (Debian/Ubuntu), or set image.backend codebuild",
+                settings=("image.backend",),
+            )
         return "buildah", tool
-    return backend, docker_engine.EngineStatus(False, f"not checked: --backend {backend}")
+    return backend, docker_engine.EngineStatus(False, f"not checked: image.backend {backend}")
 
 
 def build_image(
@@ -256,7 +268,7 @@ def build_image(
     task.finish(artifact.id)
 
     if backend == "none":
-        reason = "--backend none" if config.image.backend == "none" else engine.detail
+        reason = "image.backend none" if config.image.backend == "none" else engine.detail
         notes = manual_build_notes(artifact.path / CONTEXT_DIR, image, reason)
         return ImageResult(artifact, "none", False, None, None, notes)
     try:

@@ -98,13 +98,19 @@ def recommend_all_users(
 ) -> Artifact:
     """Top-``top_k`` for every user into a ``recommendations`` artifact (see the module doc)."""
     if top_k < 1 or top_k > config.serving.max_top_k:
-        raise NcfError(f"--top-k {top_k}: must be between 1 and serving.max_top_k ({config.serving.max_top_k})")
+        raise NcfError(
+            f"`top_k` {top_k}: must be between 1 and serving.max_top_k ({config.serving.max_top_k})",
+            settings=("top_k",),
+        )
     if backend == "sagemaker":
         from ncfctl.serving import batch_transform
 
         return batch_transform.recommend(config, workspace, top_k, exclude_seen, model_package, progress)
     if model_package:
-        raise NcfError("--model-package runs on SageMaker: add --backend sagemaker (or pass --compiled for local)")
+        raise NcfError(
+            "`model_package` runs on SageMaker: use the sagemaker backend (or pass `compiled` for local)",
+            settings=("model_package", "compiled"),
+        )
     source = workspace.resolve(compiled, "compiled", "run `ncfctl neo compile` first or pass --compiled ID")
     users, answers = local_answers(source.path, top_k, exclude_seen, config.bench.threads)
     task = progress.task("recommend", total=users, status=source.id)

@@ -27,10 +27,6 @@ CHECKPOINT = "checkpoint.pt"
 RUN_JSON = "run.json"  # the run's identity: what its folder name hashes
 
 
-class NoRunToResume(NcfError):
-    """Resuming was asked for, but no checkpoint of a run with these settings exists."""
-
-
 def run_identity(dataset: Artifact, spec: NCFSpec, settings: FitSettings, tag: str) -> dict[str, Any]:
     """What makes two runs the same run: dataset, model shape, optimisation settings, pre-training."""
     return {"dataset": dataset.id, "spec": spec.model_dump(), "fit": settings.fingerprint(), "tag": tag}
@@ -61,19 +57,22 @@ def check_resumable(workspace: Workspace, folder: Path, identity: dict[str, Any]
     runs = [run for run in (workspace.root / RUNS_DIR).glob("train-*") if (run / CHECKPOINT).is_file()]
     runs = [run for run in runs if (run / RUN_JSON).is_file()]
     if not runs:
-        raise NoRunToResume(
-            f"no training run to resume in {workspace.root / RUNS_DIR}", hint="start a fresh run instead of resuming"
+        raise NcfError(
+            f"`resume`: no training run with a checkpoint in {workspace.root / RUNS_DIR}",
+            hint="start a fresh run without `resume`",
+            settings=("resume",),
         )
     latest = max(runs, key=lambda run: (run / CHECKPOINT).stat().st_mtime)
     try:
         saved = _flat(json.loads((latest / RUN_JSON).read_text(encoding="utf-8")))
     except (OSError, ValueError, AttributeError) as exc:
-        raise NoRunToResume(f"cannot resume: cannot read {latest / RUN_JSON}: {exc}") from None
+        raise NcfError(f"`resume`: cannot read {latest / RUN_JSON}: {exc}", settings=("resume",)) from None
     current = _flat(identity)
     changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
-    raise NoRunToResume(
-        f"no run to resume with these settings; the latest run ({latest.name}) differs in: {', '.join(changed)}",
-        hint="resume with that run's settings, or start a fresh run",
+    raise NcfError(
+        f"`resume`: no run with these settings; the latest run ({latest.name}) differs in: {', '.join(changed)}",
+        hint="use that run's settings, or start a fresh run without `resume`",
+        settings=("resume",),
     )
 
 

@@ -89,7 +89,9 @@ def initial_model(
     if not (pretrain_gmf or pretrain_mlp):
         return NCF(spec)
     if not (pretrain_gmf and pretrain_mlp):
-        raise NcfError("NeuMF pre-training needs both --pretrain-gmf and --pretrain-mlp")
+        raise NcfError(
+            "NeuMF pre-training needs both `pretrain_gmf` and `pretrain_mlp`", settings=("pretrain_gmf", "pretrain_mlp")
+        )
     gmf = load_model(workspace.get(pretrain_gmf, "model").file(MODEL_FILE))
     mlp = load_model(workspace.get(pretrain_mlp, "model").file(MODEL_FILE))
     return neumf_from_pretrained(spec, gmf, mlp)
@@ -162,9 +164,15 @@ def _train_mf_baseline(
 ) -> Artifact:
     """ALS / BPR through the implicit library (ncfctl.training.baselines), which has no pre-training or resume."""
     model_type = config.model.type
-    for given, what in ((pretrained, "NeuMF pre-training (--pretrain-gmf/--pretrain-mlp)"), (resume, "--resume")):
+    for given, what, settings in (
+        (pretrained, "NeuMF pre-training (`pretrain_gmf`/`pretrain_mlp`)", ("pretrain_gmf", "pretrain_mlp")),
+        (resume, "`resume`", ("resume",)),
+    ):
         if given:
-            raise NcfError(f"model type {model_type} does not support {what}: it is fitted in one call by implicit")
+            raise NcfError(
+                f"model type {model_type} does not support {what}: it is fitted in one call by implicit",
+                settings=settings,
+            )
     from ncfctl.training.baselines import train_baseline  # the optional implicit extra
 
     return train_baseline(config, workspace, dataset_ref=dataset_ref, progress=progress)
