@@ -166,7 +166,7 @@ def test_bad_user_parquet(tmp_path):
     pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"], "r": ["4", "good"]}).to_parquet(path)
     with pytest.raises(NcfError, match=r"log\.parquet row 2: rating 'good' is not valid"):
         read_source(data_config("parquet", rating_col="r"), path)
-    with pytest.raises(NcfError, match=r"has no column 'stars' for the rating .*--rating-col"):
+    with pytest.raises(NcfError, match=r"has no column 'stars' for the rating .*data.rating_col"):
         read_source(data_config("parquet", rating_col="stars"), path)
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(NcfError, match=r"junk\.parquet is not a readable Parquet file"):
@@ -174,7 +174,7 @@ def test_bad_user_parquet(tmp_path):
 
 
 def test_missing_source_and_wrong_archive(tmp_path):
-    with pytest.raises(NcfError, match=r"--source .*nowhere does not exist"):
+    with pytest.raises(NcfError, match=r"data.source .*nowhere does not exist"):
         read_source(data_config("ml-1m"), tmp_path / "nowhere")
     archive = write_zip(tmp_path / "ml-100k.zip", {"ml-100k/u.data": ml100k_text()})
     with pytest.raises(NcfError, match=r"has no ratings\.dat \(expected ml-1m/ratings\.dat"):
