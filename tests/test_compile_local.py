@@ -129,7 +129,7 @@ def test_cli_errors_are_one_line(run_cli, workdir, model_artifact):
         ({"compile.backend": "local", "compile.target": "ml_g4dn"}, "builds for CPUs only"),
         ({"compile.backend": "local", "compile.framework": "pytorch"}, "the local backend compiles ONNX"),
         ({"compile.backend": "local", "compile.opset": 13}, "compile.opset"),
-        ({"compile.backend": "sagemaker"}, "neo compile --backend sagemaker needs AWS credentials"),
+        ({"compile.backend": "sagemaker"}, "a SageMaker Neo compilation needs AWS credentials"),
     ],
 )
 def test_compile_errors_name_the_value(workdir, model_artifact, overrides, message):

@@ -146,7 +146,7 @@ def test_bad_movielens_lines_name_file_line_and_value(tmp_path, text, message):
 @pytest.mark.parametrize(
     "text, cols, message",
     [
-        ("user,item_id\na,x\n", {}, r"has no column 'user_id' for the user \(line 1 has: user, item_id\).*--user-col"),
+        ("user,item_id\na,x\n", {}, r"has no column 'user_id' for the user \(line 1 has: user, item_id\).*data.user_col"),
         ("user_id,item_id,r\na,x,1\nb,y,bad\n", {"rating_col": "r"}, r"line 3: rating 'bad' is not a finite number"),
         ("user_id,item_id,t\na,x,1\nb,y,soon\n", {"time_col": "t"}, r"line 3: timestamp 'soon' is not Unix seconds"),
         ("user_id,item_id\na,x\n,y\n", {}, r"line 3: empty user field"),
@@ -229,4 +229,4 @@ def test_download_offline_says_how_to_pass_a_local_copy(tmp_path, monkeypatch):
     monkeypatch.setitem(download.RELEASES, "ml-1m", download.Release(closed, 1, "0" * 32))
     with pytest.raises(NcfError, match=r"cannot download .*ml-1m\.zip \(no network\?\)") as err:
         download.fetch_release("ml-1m", tmp_path, timeout=5)
-    assert "--source /path/to/ml-1m.zip" in str(err.value)
+    assert "set data.source to /path/to/ml-1m.zip" in str(err.value)

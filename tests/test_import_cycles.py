@@ -68,9 +68,11 @@ def test_no_import_cycle_between_ncfctl_packages():
     graph = import_graph()
     assert {"training", "pruning", "aws", "serving", "compile", "masks"} <= graph.keys()
     cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(
-        f"{a} ({graph[a][b]})" for a, b in zip(cycle, cycle[1:], strict=False)
-    ) + f" -> {cycle[-1]}"
+    assert cycle is None, (
+        "import cycle: "
+        + " -> ".join(f"{a} ({graph[a][b]})" for a, b in zip(cycle, cycle[1:], strict=False))
+        + f" -> {cycle[-1]}"
+    )
 
 
 def test_the_check_finds_a_cycle(tmp_path):
