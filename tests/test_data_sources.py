@@ -146,7 +146,7 @@ def test_bad_movielens_lines_name_file_line_and_value(tmp_path, text, message):
 @pytest.mark.parametrize(
     "text, cols, message",
     [
-        ("user,item_id\na,x\n", {}, r"has no column 'user_id' for the user \(line 1 has: user, item_id\).*data.user_col"),
+        ("user,item_id\na,x\n", {}, r"has no column 'user_id' for the user \(line 1 has: user, item_id\).*user_col"),
         ("user_id,item_id,r\na,x,1\nb,y,bad\n", {"rating_col": "r"}, r"line 3: rating 'bad' is not a finite number"),
         ("user_id,item_id,t\na,x,1\nb,y,soon\n", {"time_col": "t"}, r"line 3: timestamp 'soon' is not Unix seconds"),
         ("user_id,item_id\na,x\n,y\n", {}, r"line 3: empty user field"),
