@@ -158,7 +158,7 @@ def test_bad_requests_name_the_model_type_in_one_line(run_cli, workdir):
 def test_service_refuses_resume_and_sagemaker(workdir):
     add_tiny_dataset(workdir, tiny_data())
     workspace = Workspace(workdir)
-    with pytest.raises(NcfError, match="model type als does not support --resume"):
+    with pytest.raises(NcfError, match="model type als does not support `resume`"):
         train_model(load_config(overrides={"model.type": "als"}), workspace, resume=True)
     with pytest.raises(NcfError, match="does not support train.backend 'sagemaker'"):
         train_model(load_config(overrides={"model.type": "als", "train.backend": "sagemaker"}), workspace)

@@ -349,7 +349,7 @@ def test_deleting_an_unknown_deployment_kind_is_refused(run_cli, workdir, aws_en
     with Workspace(workdir).create("deployment", info={"backend": "local", "status": "stopped"}) as w:
         pass
     proc = run_cli("deploy", "--delete", "--deployment", w.artifact.id, check=False)
-    assert proc.returncode == 2 and "is local: use --stop" in proc.stderr
+    assert proc.returncode == 2 and "is local: stop it instead" in proc.stderr
 
 
 def test_auto_backend_picks_sagemaker_only_for_an_ecr_image_with_credentials(workdir, image_artifact, monkeypatch):

@@ -11,14 +11,13 @@ import torch
 from conftest import commit_model_artifact, tiny_interaction_data
 from test_training_sagemaker import play_container
 
-from ncfctl.aws import training_job
 from ncfctl.cli.app import main
 from ncfctl.config import load_config
 from ncfctl.errors import NcfError
+from ncfctl.masks import load_masks
 from ncfctl.models import NCF, NCFSpec, load_model
-from ncfctl.pruning.masks import load_masks
 from ncfctl.pruning.service import finetune_model, prune_model
-from ncfctl.training import FitSettings, fit
+from ncfctl.training import FitSettings, fit, sagemaker_job
 from ncfctl.workspace import Workspace
 
 torch.set_num_threads(1)
@@ -198,13 +197,13 @@ def test_gradual_on_sagemaker_is_refused(trained, workdir):
 def test_finetune_as_a_sagemaker_job_keeps_the_masks(aws_env, trained, workdir, tmp_path, monkeypatch):
     workspace = Workspace(workdir)
     pruned = prune_model(load_config(), workspace).pruned
-    real_wait = training_job.wait_for_job
+    real_wait = sagemaker_job.wait_for_job
 
     def container_then_wait(aws, name, progress=None):
         play_container(aws_env["NCFCTL_AWS__ENDPOINT_URL"], name, tmp_path / "container")
         return real_wait(aws, name, progress)
 
-    monkeypatch.setattr(training_job, "wait_for_job", container_then_wait)
+    monkeypatch.setattr(sagemaker_job, "wait_for_job", container_then_wait)
     tuned = finetune_model(load_config(overrides={"finetune.backend": "sagemaker"}), workspace)
     info = tuned.manifest.info
     assert tuned.manifest.parent == pruned.id and info["finetune"]["backend"] == "sagemaker"

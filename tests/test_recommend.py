@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from registered import GROUP, register_version
 
-from ncfctl.aws import batch_transform
 from ncfctl.config import load_config
+from ncfctl.serving import batch_transform
 from ncfctl.serving.recommend import recommend_all_users
 from ncfctl.workspace import Workspace
 

@@ -61,7 +61,7 @@ def test_pretrained_neumf_records_its_sources_and_checks_shapes(run_cli, workdir
     sources = ["--pretrain-gmf", gmf, "--pretrain-mlp", mlp]
     out = json.loads(run_cli("train", "--epochs", "1", *SMALL, *sources, "--json").stdout)
     assert workspace.get(out["model"]).manifest.info["pretrain"] == {"gmf": gmf, "mlp": mlp}
-    with pytest.raises(NcfError, match="--pretrain-gmf has factors=8, --factors is 4"):
+    with pytest.raises(NcfError, match="`pretrain_gmf` has factors=8, model.factors is 4"):
         train_model(load_config(overrides={**small, "model.factors": 4}), workspace, pretrain_gmf=gmf, pretrain_mlp=mlp)
 
 

@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 from ncfctl import __version__
 from ncfctl.cli import bench, data, deploy, image, invoke, neo, pipeline, prune, recommend, registry, train
 from ncfctl.cli.context import GlobalOptions
+from ncfctl.cli.errors import cli_message
 from ncfctl.errors import expected_failure, one_line
 
 
@@ -48,7 +49,7 @@ class NcfGroup(TyperGroup):
             error = expected_failure(exc)
             if error is None or _debug_requested(ctx):
                 raise
-            message = escape(one_line(str(error)))
+            message = escape(one_line(cli_message(error)))
             Console(stderr=True).print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
             ctx.exit(error.exit_code)
 

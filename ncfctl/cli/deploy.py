@@ -122,16 +122,7 @@ def register(app: typer.Typer) -> None:
             c.out.result(result, lambda: _render(c.out, result, "deleted"))
             return
         with c.out.progress() as progress:
-            task = progress.add_task("deploy", total=None, status="")
-            artifact = service.deploy(
-                c.config,
-                c.workspace,
-                image,
-                progress,
-                on_status=lambda s: progress.update(task, status=s),
-                model_package=model_package,
-            )
-            progress.update(task, total=1, completed=1, status=artifact.manifest.info.get("status", ""))
+            artifact = service.deploy(c.config, c.workspace, image, progress, model_package=model_package)
         result = {"deployment": artifact.id, **artifact.manifest.info, **artifact.manifest.metrics}
 
         def render() -> None:

@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
     def targets_command(json: JsonOpt = False) -> None:
         """The compilation targets ncfctl supports and the runtime threads it picks for each."""
         from ncfctl.cli.output import Output
-        from ncfctl.compile.targets import TARGETS, default_threads
+        from ncfctl.targets import TARGETS, default_threads
 
         rows = [
             {

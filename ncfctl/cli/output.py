@@ -12,16 +12,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
+
+from ncfctl.cli.progress import RichProgress, progress_bars
 
 
 def _fmt(value: Any) -> str:
@@ -52,19 +45,9 @@ class Output:
     def success(self, message: str) -> None:
         self._human.print(f"[green]✓[/green] {message}", highlight=False)
 
-    def progress(self, transient: bool = False) -> Progress:
-        """A Rich progress bar on stderr, for every long step."""
-        return Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.stderr,
-            transient=transient,
-        )
+    def progress(self, transient: bool = False) -> AbstractContextManager[RichProgress]:
+        """Rich progress bars on stderr, for every long step (pass what it yields to the service)."""
+        return progress_bars(self.stderr, transient)
 
     def status(self, message: str) -> AbstractContextManager:
         """A one-line spinner on stderr (e.g. while polling a cloud job)."""

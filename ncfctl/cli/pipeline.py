@@ -127,7 +127,6 @@ def _sagemaker(c, dataset: str | None, wait: bool, definition_only: bool) -> Non
     from ncfctl.pipeline_sagemaker.run import DEFINITION_FILE, run_sagemaker_pipeline
 
     with c.out.progress() as progress:
-        task = progress.add_task("sagemaker pipeline", total=None, status="")
 
         def on_step(row: dict) -> None:
             style = STEP_STYLE.get(row["status"], "white")
@@ -135,7 +134,6 @@ def _sagemaker(c, dataset: str | None, wait: bool, definition_only: bool) -> Non
             progress.console.print(
                 f"[{style}]{row['status']:>10}[/{style}]  {row['step']:<14}{detail}", highlight=False
             )
-            progress.update(task, status=f"{row['step']}: {row['status']}")
 
         artifact = run_sagemaker_pipeline(
             pipeline_config(c.config),
@@ -146,7 +144,6 @@ def _sagemaker(c, dataset: str | None, wait: bool, definition_only: bool) -> Non
             progress=progress,
             on_step=on_step,
         )
-        progress.update(task, total=1, completed=1, status=artifact.manifest.info.get("status", ""))
     info = artifact.manifest.info
     payload = {"artifact": artifact.id, "definition": str(artifact.path / DEFINITION_FILE), **info}
 
