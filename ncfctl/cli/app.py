@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from ncfctl import __version__
 from ncfctl.cli import bench, data, deploy, image, invoke, neo, pipeline, prune, recommend, registry, train
 from ncfctl.cli.context import GlobalOptions
-from ncfctl.errors import expected_failure, one_line
+from ncfctl.cli.errors import error_line
 
 
 def _debug_requested(ctx: click.Context) -> bool:
@@ -45,12 +45,15 @@ class NcfGroup(TyperGroup):
             Console(stderr=True).print("[yellow]interrupted[/yellow]")
             ctx.exit(130)
         except Exception as exc:
-            error = expected_failure(exc)
-            if error is None or _debug_requested(ctx):
+            options = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
+            failure = error_line(exc, options.flags)
+            if failure is None or _debug_requested(ctx):
                 raise
-            message = escape(one_line(str(error)))
-            Console(stderr=True).print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
-            ctx.exit(error.exit_code)
+            message, exit_code = failure
+            Console(stderr=True).print(
+                f"[bold red]Error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+            )
+            ctx.exit(exit_code)
 
 
 app = typer.Typer(

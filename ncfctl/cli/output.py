@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,6 +23,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+
+def artifact_fields(artifact: Any) -> dict[str, Any]:
+    """The keys every command that creates or shows an artifact prints first in ``--json``: id, kind, path."""
+    return {"id": artifact.id, "kind": artifact.kind, "path": str(artifact.path)}
+
+
+def _longest_word(text: str) -> int:
+    return max((cell_len(word) for word in text.split()), default=0)
 
 
 def _fmt(value: Any) -> str:
@@ -77,12 +87,16 @@ class Output:
         if self.json_mode:
             return
         columns = list(columns) if columns is not None else list(rows[0].keys()) if rows else []
+        cells = [[_fmt(row.get(col)) for col in columns] for row in rows]
         table = Table(title=title, title_justify="left")
-        for col in columns:
-            table.add_column(col, overflow="fold")
-        for row in rows:
-            table.add_row(*(_fmt(row.get(col)) for col in columns))
-        self.stdout.print(table)
+        for index, col in enumerate(columns):
+            # a cell wraps between words, never inside one: an id or a path stays whole and copyable
+            longest = max([_longest_word(col), *(_longest_word(line[index]) for line in cells)])
+            table.add_column(col, min_width=longest)
+        for line in cells:
+            table.add_row(*line)
+        # when even whole words do not fit, the table is wider than the console rather than cropped
+        self.stdout.print(table, crop=False)
 
     def kv(self, mapping: Mapping[str, Any], title: str | None = None) -> None:
         """A two-column key/value table."""
