@@ -1,10 +1,11 @@
 """``ncfctl``: the Typer application and its error handling.
 
 Every command module exposes ``register(app)``; commands parse flags, call one service and print
-through :class:`~ncfctl.cli.output.Output`. Expected failures (:class:`~ncfctl.errors.NcfError`,
-and what :func:`~ncfctl.errors.expected_failure` recognises) are one red line on stderr, cut to
-a bounded length, and exit code 2 (``--debug`` shows the traceback). The handling lives in the
-command group itself, so ``ncfctl`` on a terminal and typer's ``CliRunner`` in tests behave alike.
+through :class:`~ncfctl.cli.output.Output`. Expected failures (a bad flag,
+:class:`~ncfctl.errors.NcfError` and what :func:`~ncfctl.errors.expected_failure` recognises) are one
+red line on stderr, worded by :mod:`ncfctl.cli.errors`, cut to a bounded length, and exit code 2
+(``--debug`` shows the traceback). The handling lives in the command group itself, so ``ncfctl``
+on a terminal and typer's ``CliRunner`` in tests behave alike.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -26,7 +26,7 @@ from ncfctl.cli.context import GlobalOptions
 from ncfctl.cli.errors import error_line
 
 
-def _debug_requested(ctx: click.Context) -> bool:
+def _debug_requested(ctx: typer.Context) -> bool:
     options = ctx.obj
     if isinstance(options, GlobalOptions) and options.debug:
         return True
@@ -36,10 +36,10 @@ def _debug_requested(ctx: click.Context) -> bool:
 class NcfGroup(TyperGroup):
     """The command group: an expected failure becomes one red line and its exit code (2)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
             Console(stderr=True).print("[yellow]interrupted[/yellow]")

@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click (typer >= 0.23)
+
 from ncfctl.errors import expected_failure, one_line
 
 CONFIG_KEY = re.compile(r"config key '([\w.\-]+)'")
@@ -52,7 +54,14 @@ def error_key(error: BaseException) -> str | None:
 
 
 def error_line(exc: BaseException, flags: Mapping[str, str]) -> tuple[str, int] | None:
-    """``exc`` as (one line, exit code), with the flag that set its config key; ``None`` for a bug."""
+    """``exc`` as (one line, exit code), with the flag that set its config key; ``None`` for a bug.
+
+    A bad flag or value (click's usage error, e.g. a value not among a flag's choices) is one line
+    too, pointing at the command's ``--help``; ``ncfctl neo`` alone still shows its help.
+    """
+    if isinstance(exc, UsageError) and not isinstance(exc, NoArgsIsHelpError):
+        where = exc.ctx.command_path if exc.ctx is not None else "ncfctl"
+        return one_line(f"{exc.format_message()} (see `{where} --help`)"), exc.exit_code
     error = expected_failure(exc)
     if error is None:
         return None
