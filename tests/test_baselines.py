@@ -113,6 +113,7 @@ def test_selection_uses_validation_never_test(model_type, workdir):
     torch.testing.assert_close(refit.model.state_dict(), fitted.model.state_dict(), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_threads_and_seed_reach_implicit():
     config = load_config(overrides={"model.type": "als", "train.threads": 2, "seed": 7})
     als = baselines.estimator("als", config.baselines.als, 0.5, config.seed, config.train.threads)
