@@ -90,9 +90,12 @@ class Output:
         cells = [[_fmt(row.get(col)) for col in columns] for row in rows]
         table = Table(title=title, title_justify="left")
         for index, col in enumerate(columns):
-            # a cell wraps between words, never inside one: an id or a path stays whole and copyable
-            longest = max([_longest_word(col), *(_longest_word(line[index]) for line in cells)])
-            table.add_column(col, min_width=longest)
+            # a cell wraps between words, never inside one: an id or a path stays whole and copyable;
+            # a column of single words cannot wrap at all, so Rich narrows the columns that can
+            texts = [col, *(line[index] for line in cells)]
+            longest = max(_longest_word(text) for text in texts)
+            single_words = all(len(text.split()) <= 1 for text in texts)
+            table.add_column(col, min_width=longest, no_wrap=single_words)
         for line in cells:
             table.add_row(*line)
         # when even whole words do not fit, the table is wider than the console rather than cropped
