@@ -1,4 +1,4 @@
-"""`ncfctl data` as a real subprocess: JSON and table output, MovieLens from a zip, the error contract."""
+"""`ncfctl data` through the CLI: JSON and table output, MovieLens from a zip, the error contract."""
 
 from __future__ import annotations
 

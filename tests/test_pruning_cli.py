@@ -1,4 +1,4 @@
-"""``ncfctl prune`` / ``ncfctl finetune``: the services, the CLI as a subprocess, SageMaker against moto."""
+"""``ncfctl prune`` / ``ncfctl finetune``: the services, the CLI (in-process), SageMaker against moto."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ SAME = {"train.epochs": 3, "train.patience": 0, "model.factors": 8, "model.layer
 SAME |= {"train.lr": 0.01}  # learns fast enough that no two epochs tie on validation (a tie could pick either)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "lazy-adam"])
 def test_two_processes_match_one(run_cli, workdir, optimizer):
     data = tiny_interaction_data(users=150, items=60, per_user=12)
