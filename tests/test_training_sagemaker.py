@@ -229,6 +229,7 @@ def test_spot_training_request(aws_env):
         training_job.training_request(short, {}, {}, "s3://b/src.tar.gz", checkpoint_uri="s3://b/ckpt/job")
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_job_and_logs_stream(aws_env, moto_gaps, workdir, monkeypatch):
     """D9, for real: ``ncfctl train --backend sagemaker`` as a subprocess, its job kept InProgress in moto,
     log events put into moto's CloudWatch Logs, then SIGINT. moto implements no StopTrainingJob
