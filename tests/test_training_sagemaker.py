@@ -90,6 +90,7 @@ def play_container(endpoint: str, name: str, root: Path) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_sagemaker_training_end_to_end(aws_env, workdir, tmp_path, monkeypatch):
     workspace = Workspace(workdir)
     dataset = add_dataset(workspace)

@@ -157,6 +157,8 @@ def status_command(
         columns = ["name", "where", "status", "target", "created", "model", "seconds"]
         c.out.result(result, lambda: c.out.table(result["jobs"], title="neo jobs", columns=columns))
     else:
+        if "path" in result:  # a compiled artifact of the workspace, not a SageMaker job
+            result = {**artifact_fields(c.workspace.get(job, "compiled")), **result}
         shown = {k: v for k, v in result.items() if not isinstance(v, dict) and v is not None}
         c.out.result(result, lambda: c.out.kv(shown, title=f"neo status {job}"))
 
