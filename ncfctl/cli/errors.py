@@ -30,6 +30,7 @@ FLAG_PARAMS = {
     "baselines.bpr.learning_rate": "lr",
     "pipeline.prune_rate": "rate",
     "pipeline.train_epochs": "epochs",
+    "aws.model_package_group": "group",
 }
 
 
