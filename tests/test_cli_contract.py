@@ -239,3 +239,22 @@ def test_a_narrow_terminal_wraps_between_words():
         for value in row.values():
             assert set(value.split()) <= _words(text), value
     assert max(len(line) for line in text.splitlines()) <= 64  # it still fits: the note wrapped instead
+
+
+def test_a_terminal_too_narrow_for_whole_words_gets_a_table_per_row():
+    """A terminal would wrap a too-wide table's lines mid-word: each row becomes its own key/value table."""
+    from ncfctl.compile.targets import TARGETS
+
+    out = Output()
+    out.stdout = Console(width=80, force_terminal=True, color_system=None, record=True, soft_wrap=True)
+    rows = [
+        {"target": t.name, "arch": t.arch, "accelerator": t.accelerator or "cpu", "instance": t.instance,
+         "vcpus": t.vcpus, "backends": "local, sagemaker", "description": t.description}
+        for t in TARGETS.values()
+    ]  # fmt: skip
+    out.table(rows, title="neo targets")
+    text = out.stdout.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for row in rows:
+        assert f"target {row['target']}" in text
+        assert {row["instance"], *row["description"].split()} <= _words(text)

@@ -88,17 +88,26 @@ class Output:
             return
         columns = list(columns) if columns is not None else list(rows[0].keys()) if rows else []
         cells = [[_fmt(row.get(col)) for col in columns] for row in rows]
+        texts = [[col, *(line[index] for line in cells)] for index, col in enumerate(columns)]
+        longest = [max(_longest_word(text) for text in column) for column in texts]
+        # borders (one more than the columns) and a space either side of each cell
+        narrowest = sum(longest) + 3 * len(columns) + 1
+        if len(columns) > 2 and self.stdout.is_terminal and narrowest > self.stdout.width:
+            # a terminal too narrow for the table's whole words would wrap its lines mid-word: one
+            # key/value table per row instead, named by its first cell
+            if title:
+                self.stdout.print(title, highlight=False)
+            for line in cells:
+                self.kv(dict(zip(columns[1:], line[1:], strict=True)), title=f"{columns[0]} {line[0]}")
+            return
         table = Table(title=title, title_justify="left")
-        for index, col in enumerate(columns):
+        for col, column, width in zip(columns, texts, longest, strict=True):
             # a cell wraps between words, never inside one: an id or a path stays whole and copyable;
             # a column of single words cannot wrap at all, so Rich narrows the columns that can
-            texts = [col, *(line[index] for line in cells)]
-            longest = max(_longest_word(text) for text in texts)
-            single_words = all(len(text.split()) <= 1 for text in texts)
-            table.add_column(col, min_width=longest, no_wrap=single_words)
+            table.add_column(col, min_width=width, no_wrap=all(len(text.split()) <= 1 for text in column))
         for line in cells:
             table.add_row(*line)
-        # when even whole words do not fit, the table is wider than the console rather than cropped
+        # in a pipe (no terminal to wrap it) a table wider than COLUMNS is printed whole, not cropped
         self.stdout.print(table, crop=False)
 
     def kv(self, mapping: Mapping[str, Any], title: str | None = None) -> None:
