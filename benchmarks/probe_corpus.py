@@ -252,7 +252,7 @@ class Lab:
         self.cli_ok("neo", "compile", "--backend", "local")
         self.cli_ok("build-image", "--backend", "none")
         deployed = json.loads(self.cli_ok("deploy", "--backend", "local", "--json").stdout)
-        self.deployment, self.url, self.server_pid = deployed["deployment"], deployed["url"], int(deployed["pid"])
+        self.deployment, self.url, self.server_pid = deployed["id"], deployed["url"], int(deployed["pid"])
         self.server_log = self.base / "deployments" / self.deployment / "server.log"
         self.load_truth()
 

@@ -90,6 +90,8 @@ def test_cli_compile_and_status(run_cli, workdir, model_artifact):
     one = neo_status(_config(workdir), Workspace(workdir), compiled.id)
     assert one["model"] == model_artifact.id and one["info"]["batch_sizes"] == [None]
     assert one["metrics"]["max_abs_diff"] <= 1e-5 and one["path"] == str(compiled.path)
+    shown = json.loads(run_cli("neo", "status", compiled.id, "--json").stdout)
+    assert list(shown.items())[:3] == [("id", compiled.id), ("kind", "compiled"), ("path", str(compiled.path))]
 
     targets = json.loads(run_cli("neo", "targets", "--json").stdout)["targets"]
     assert {"target": "ml_c5", "threads": 1, "backends": "local, sagemaker"}.items() <= targets[0].items()

@@ -4,7 +4,7 @@ moto records every CreateCompilationJob field but reports jobs COMPLETED at once
 output. :class:`FakeNeo` gives its server a job lifecycle instead: the first DescribeCompilationJob
 answers INPROGRESS, the next one the outcome; on COMPLETED it writes the archive Neo would write,
 ``<input name>-<target>.tar.gz`` under the job's S3OutputLocation, through moto's own S3 backend.
-moto's server runs in this test process, so this holds for CLI subprocesses too.
+moto's server runs in this test process, so this holds for the CLI (in-process or a subprocess) too.
 """
 
 from __future__ import annotations

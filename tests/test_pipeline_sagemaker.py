@@ -152,7 +152,7 @@ def test_pipeline_is_upserted_started_and_followed(run_cli, dataset, moto_gaps, 
     again = pipeline_json(run_cli, "--no-wait")
     assert again["action"] == "updated" and again["uploaded"] == 0 and again["status"] == "Executing"
     assert json.loads(Path(again["definition"]).read_text()) == stored
-    record = Workspace(workdir).get(result["artifact"], "sagemaker-pipeline")
+    record = Workspace(workdir).get(result["id"], "sagemaker-pipeline")
     assert record.manifest.info["model_package_arn"] == result["model_package_arn"]
 
 

@@ -90,6 +90,7 @@ def play_container(endpoint: str, name: str, root: Path) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_sagemaker_training_end_to_end(aws_env, workdir, tmp_path, monkeypatch):
     workspace = Workspace(workdir)
     dataset = add_dataset(workspace)
@@ -229,6 +230,7 @@ def test_spot_training_request(aws_env):
         sagemaker_job.training_request(short, {}, {}, "s3://b/src.tar.gz", checkpoint_uri="s3://b/ckpt/job")
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_job_and_logs_stream(aws_env, moto_gaps, workdir, monkeypatch):
     """D9, for real: ``ncfctl train --backend sagemaker`` as a subprocess, its job kept InProgress in moto,
     log events put into moto's CloudWatch Logs, then SIGINT. moto implements no StopTrainingJob
