@@ -136,12 +136,9 @@ def test_deploy_options_before_a_subcommand_are_refused(cli):
     assert result.stderr.splitlines() == ["Error: --port: give the options of `deploy status` after it"]
 
 
-def test_the_old_deploy_flags_still_act_like_the_subcommands(cli):
-    for old, new in ((["--status"], ["status"]), (["--stop"], ["stop"])):
-        before, after = cli("deploy", *old), cli("deploy", *new)
-        assert before.exit_code == after.exit_code == 2 and before.stderr == after.stderr
-        assert before.stderr.startswith("Error: no ") and "deployment in" in before.stderr
-    assert "--stop" not in cli("deploy", "--help", env={"COLUMNS": "200"}).stdout  # hidden: one way is shown
+def test_deploy_acts_on_a_deployment_only_through_its_subcommands(cli):
+    assert cli("deploy", "--stop").exit_code == 2  # no such option: `deploy stop` is the one way
+    assert "stop" in cli("deploy", "--help", env={"COLUMNS": "200"}).stdout
 
 
 @pytest.mark.parametrize(

@@ -180,7 +180,7 @@ def _deploy_killed_during_start_up(workdir) -> psutil.Process:
 
 @pytest.mark.slow
 def test_a_deploy_killed_during_start_up_leaves_no_unknown_server(run_cli, image, workdir):
-    """SIGKILL of `ncfctl deploy` while its server warms up: `deploy --stop` stops it, and so does a later deploy."""
+    """SIGKILL of `ncfctl deploy` while its server warms up: `deploy stop` stops it, and so does a later deploy."""
     orphans = []
     try:
         orphans.append(_deploy_killed_during_start_up(workdir))

@@ -78,10 +78,6 @@ def deploy_command(
             "--capture-percent", min=0, max=100, help="sagemaker data capture: % of requests + responses to S3."
         ),
     ] = None,
-    status: Annotated[bool, typer.Option("--status", hidden=True, help="Old spelling of `deploy status`.")] = False,
-    stop: Annotated[bool, typer.Option("--stop", hidden=True, help="Old spelling of `deploy stop`.")] = False,
-    delete: Annotated[bool, typer.Option("--delete", hidden=True, help="Old spelling of `deploy delete`.")] = False,
-    deployment: Annotated[str | None, typer.Option("--deployment", hidden=True)] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Deploy the latest image (or --image ID, or a registered --model-package).
@@ -94,8 +90,6 @@ def deploy_command(
             flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
             raise NcfError(f"{flags}: give the options of `deploy {ctx.invoked_subcommand}` after it")
         return
-    if status + stop + delete > 1:
-        raise NcfError("give at most one of deploy status, stop, delete")
     c = command_context(
         ctx,
         overrides={
@@ -115,11 +109,6 @@ def deploy_command(
         },
         json_output=json_output,
     )
-    if status or stop or delete:  # the old spelling of the subcommands, kept working
-        (_status if status else _stop if stop else _delete)(c, deployment)
-        return
-    if deployment is not None:
-        raise NcfError("--deployment picks the deployment of `deploy status | stop | delete`")
     from ncfctl.serving import deploy as service
 
     with c.out.progress() as progress:
