@@ -32,11 +32,11 @@ import torch
 from ncfctl.compile import speed
 from ncfctl.compile.base import CompileRequest
 from ncfctl.compile.onnxruntime_local import MODEL_FILE, OnnxRuntimeCompiler
-from ncfctl.compile.targets import resolve_target
 from ncfctl.config import load_config
 from ncfctl.export.preflight import export_checked
 from ncfctl.export.runners import ort_scorer, ort_session, torch_scorer
 from ncfctl.models import NCF, NCFSpec, load_model
+from ncfctl.targets import resolve_target
 from ncfctl.threads import torch_threads
 
 PAIR_BAR = 4.0  # compiled pair latency must be at least this many times lower than eager

@@ -11,7 +11,7 @@ weights and ~165 seen items per user, so the served cost matches a trained model
   connection, requests in sequence): ``pair`` and ``top10``; p50 and p99;
 * ``cli_invoke_s``: wall time of one ``ncfctl invoke --user U --top-k 10`` subprocess (Python
   start-up + imports + one request: what a shell user feels);
-* ``stop_s``: ``deploy --stop`` from SIGTERM to the process gone (graceful drain).
+* ``stop_s``: ``deploy stop`` from SIGTERM to the process gone (graceful drain).
 
 Usage::
 

@@ -15,7 +15,11 @@ Options (a JSON object; keys absent = ncfctl's defaults): ``type factors layers 
 (decoupled weight decay), ``eps`` (Adam epsilon), ``decay`` (lr multiplied by it every epoch),
 ``ema`` (weight-averaging decay per step; scores use the average), ``sgd`` (SGD with momentum 0.9
 at this learning rate instead of Adam), ``init`` (embedding std),
-``alsinit`` (ALS regularization; GMF half starts from ALS factors).
+``alsinit`` (ALS regularization; GMF half starts from ALS factors), ``alstuned`` (scale: NeuMF
+starts as exactly that multiple of ``ncfctl train --model als``'s score, the MLP half silent; with
+``freeze`` the ALS factors stay fixed), ``loss`` (``softmax``: cross-entropy of each positive
+against its own ``neg`` negatives; ``bpr``: pairwise log-sigmoid; ``multinomial``: each user's
+items against the whole catalogue, ``users_per_step`` users a step).
 
 Usage::
 
@@ -39,7 +43,8 @@ import torch.nn.functional as F
 from ncfctl.data.dataset import load_dataset
 from ncfctl.evaluation import evaluate, torch_score_fn
 from ncfctl.models import NCF, NCFSpec
-from ncfctl.training.loop import EpochRunner, FitSettings, make_optimizer
+from ncfctl.training.loop import EpochRunner, FitSettings
+from ncfctl.training.optim import make_optimizer
 from ncfctl.training.sampling import NegativeSampler, epoch_rng, implicit_examples
 from ncfctl.workspace import Workspace
 
@@ -57,6 +62,15 @@ def als_factors(data, factors: int, regularization: float, seed: int):
         )
         als.fit(user_items(data), show_progress=False)
     return als.user_factors, als.item_factors
+
+
+def tuned_als(data, seed: int) -> NCF:
+    """``ncfctl train --model als`` with its defaults (alpha 30, regularization chosen on validation)."""
+    from ncfctl.config import load_config
+    from ncfctl.training.baselines import fit_baseline
+
+    config = load_config(overrides={"seed": seed, "model.type": "als", "train.threads": 1})
+    return fit_baseline(config, data).model
 
 
 def build(options: dict, data, seed: int) -> NCF:
@@ -80,6 +94,15 @@ def build(options: dict, data, seed: int) -> NCF:
             model.gmf_user.weight.copy_(torch.from_numpy(users))
             model.gmf_item.weight.copy_(torch.from_numpy(items))
             model.predict.weight[0, : spec.factors] = 1.0
+        if "alstuned" in options:  # score = scale x the tuned ALS score; the MLP half starts silent
+            als = tuned_als(data, seed)
+            model.gmf_user.weight.copy_(als.gmf_user.weight)
+            model.gmf_item.weight.copy_(als.gmf_item.weight)
+            model.predict.weight.zero_()
+            model.predict.weight[0, : spec.factors] = options["alstuned"]
+            if options.get("freeze"):
+                model.gmf_user.weight.requires_grad_(False)
+                model.gmf_item.weight.requires_grad_(False)
     return model
 
 
@@ -90,7 +113,7 @@ def optimizer(options: dict, model: NCF, settings: FitSettings) -> torch.optim.O
         return torch.optim.SGD(model.parameters(), lr=options["sgd"], momentum=0.9)
     if "eps" in options:
         return torch.optim.Adam(model.parameters(), lr=settings.lr, eps=options["eps"])
-    return make_optimizer(model, settings)
+    return make_optimizer(model, settings.optimizer, settings.lr, settings.weight_decay, torch.device("cpu"))
 
 
 def batch_l2_loss(model: NCF, weight: float):
@@ -102,6 +125,44 @@ def batch_l2_loss(model: NCF, weight: float):
         return F.binary_cross_entropy_with_logits(model(users, items), targets, reduction="sum") + weight * penalty
 
     return loss_sum
+
+
+def listwise_epoch(model: NCF, opt: torch.optim.Optimizer, examples, negatives: int, batch: int, loss: str) -> None:
+    """One epoch of a loss over each positive and its own ``negatives`` (rows of ``1 + negatives`` scores).
+
+    ``softmax``: cross-entropy of the positive against its negatives (sampled softmax);
+    ``bpr``: mean of -log sigmoid(positive - negative). A step holds ``batch`` scores, as BCE's does.
+    """
+    rows = examples.rows
+    users = torch.from_numpy(examples.users).long()
+    items = torch.from_numpy(examples.items).long().view(1 + negatives, rows)
+    per_step = max(1, batch // (1 + negatives))
+    model.train()
+    for chunk in torch.randperm(rows).split(per_step):
+        scores = model(users[chunk].repeat_interleave(1 + negatives), items[:, chunk].T.reshape(-1))
+        scores = scores.view(len(chunk), 1 + negatives)
+        if loss == "softmax":
+            value = F.cross_entropy(scores, torch.zeros(len(chunk), dtype=torch.long))
+        else:
+            value = -F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean()
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+
+
+def multinomial_epoch(model: NCF, opt: torch.optim.Optimizer, data, users_per_step: int) -> None:
+    """One epoch of the multinomial likelihood: a user's training items against the whole catalogue."""
+    targets = torch.zeros(data.num_users, data.num_items)
+    targets[torch.from_numpy(data.train.users).long(), torch.from_numpy(data.train.items).long()] = 1.0
+    catalogue = torch.arange(data.num_items)
+    model.train()
+    for chunk in torch.randperm(data.num_users).split(users_per_step):
+        scores = model(chunk.repeat_interleave(data.num_items), catalogue.repeat(len(chunk))).view(len(chunk), -1)
+        wanted = targets[chunk]
+        value = -(F.log_softmax(scores, dim=1) * wanted).sum() / wanted.sum()
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
 
 
 def run_seed(options: dict, data, sampler: NegativeSampler, seed: int) -> list[dict]:
@@ -129,11 +190,21 @@ def run_seed(options: dict, data, sampler: NegativeSampler, seed: int) -> list[d
     if "l2" in options:
         runner._loss_sum = batch_l2_loss(model, options["l2"])
     started, curve = time.perf_counter(), []
+    if "alstuned" in options:  # epoch 0: the ALS start itself
+        scorer = torch_score_fn(averaged)
+        val, test = evaluate(scorer, data, "val"), evaluate(scorer, data, "test")
+        curve.append({"epoch": 0, "val": val, "test": test, "seconds": 0.0})
     for epoch in range(1, settings.epochs + 1):
         torch.manual_seed(seed * 1_000_003 + epoch)
         for group in opt.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * options.get("decay", 1.0) ** (epoch - 1)
-        runner.run(implicit_examples(data.train, sampler, settings.negatives, epoch_rng(seed, epoch)))
+        examples = implicit_examples(data.train, sampler, settings.negatives, epoch_rng(seed, epoch))
+        if options.get("loss") == "multinomial":
+            multinomial_epoch(model, opt, data, options.get("users_per_step", 32))
+        elif "loss" in options:
+            listwise_epoch(model, opt, examples, settings.negatives, settings.batch_size, options["loss"])
+        else:
+            runner.run(examples)
         scorer = torch_score_fn(averaged)
         val, test = evaluate(scorer, data, "val"), evaluate(scorer, data, "test")
         curve.append({"epoch": epoch, "val": val, "test": test, "seconds": time.perf_counter() - started})
@@ -163,7 +234,10 @@ def main() -> None:
     report = {"options": options, "seeds": list(curves), "kept_epochs": [p["epoch"] for p in picks]}
     for key in ("hr", "full_hr"):
         values = [p["test"][key] for p in picks]
-        report[key] = (statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5)
+        report[key] = (
+            statistics.fmean(values),
+            statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0,
+        )
     report["seconds_to_kept"] = statistics.fmean(p["seconds"] for p in picks)
     print(json.dumps(report))
 

@@ -11,7 +11,9 @@ the bundle (pre-encoded bodies that ``wrk_bodies.lua`` cycles through):
 * ``pair``: ``{"user_id": u, "item_id": i}`` (the runtime model)
 
 Any non-2xx answer, connect/read/write error or timeout counts as an error. Client and server
-share the machine; the CPU each used is reported per phase. Rounds (``--rounds``) alternate the
+share the machine (``--cpus`` pins both to given CPUs); the CPU each used is reported per phase,
+and the server's CPU time per request, which does not depend on the share of a busy machine the
+server got. Rounds (``--rounds``) alternate the
 worker counts (1, 2, 1, 2, ...) so they see the same background load; the table gives each
 figure's median over rounds. After each round's load the memory of every server process is read:
 RSS, PSS (each shared page split between the processes that map it) and USS (pages no other
@@ -23,12 +25,16 @@ catalogue) is built in a temp folder. Usage::
 
     python benchmarks/load_test.py
     python benchmarks/load_test.py --bundle output/neo/<compiled-id> --duration 30 --rounds 3 --json
+    python benchmarks/load_test.py --cpus 0,1 --wrk /opt/wrk/wrk   # server and wrk pinned to CPUs 0 and 1
+    python benchmarks/load_test.py --in-process 3000   # no HTTP: CPU per request of the app itself
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import os
 import resource
 import shutil
@@ -50,6 +56,15 @@ from ncf_serving.ids import IdMap
 LUA = Path(__file__).resolve().with_name("wrk_bodies.lua")
 FORMS = ("top10", "pair")
 BODIES = 20_000
+# A phase's figures that the summary gives as medians over rounds
+FIGURES = (
+    "requests_per_s",
+    "p50_ms",
+    "p99_ms",
+    "server_cpu_percent",
+    "client_cpu_percent",
+    "server_cpu_us_per_request",
+)
 MB = 2**20
 
 
@@ -62,6 +77,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--client-threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cpus", help="pin the server and wrk to these CPUs, e.g. 0,1 (default: no pinning)")
+    parser.add_argument("--wrk", default="wrk", help="the wrk binary, if not wrk on PATH")
+    parser.add_argument(
+        "--in-process", type=int, metavar="N", help="instead: N requests per form through the ASGI app, no HTTP"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args()
 
@@ -122,12 +142,9 @@ class Server:
         master = psutil.Process(self.proc.pid)
         return [master, *master.children(recursive=True)]
 
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for process in self.processes():
-            times = process.cpu_times()
-            total += times.user + times.system
-        return total
+    def cpu_seconds(self) -> list[float]:
+        """CPU seconds used so far by each process: the master, then each worker."""
+        return [sum(process.cpu_times()[:2]) for process in self.processes()]
 
     def memory(self) -> dict:
         """RSS/PSS/USS (MB) of the master and each worker, and the server's total PSS."""
@@ -153,7 +170,7 @@ class Server:
 def run_wrk(url: str, bodies: Path, args: argparse.Namespace, duration: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     command = [
-        "wrk", f"-t{args.client_threads}", f"-c{args.connections}", f"-d{duration}s", "--timeout", "5s",
+        args.wrk, f"-t{args.client_threads}", f"-c{args.connections}", f"-d{duration}s", "--timeout", "5s",
         "-s", str(LUA), url, "--", str(bodies),
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -179,15 +196,79 @@ def measure(bundle: Path, workers: int, bodies: dict[str, Path], args: argparse.
         run_wrk(server.url, bodies["top10"], args, 2)  # warm-up: connections, page cache, allocator
         phases = {}
         for form in FORMS:
-            cpu, wall = server.cpu_seconds(), time.perf_counter()
-            phases[form] = run_wrk(server.url, bodies[form], args, args.duration)
-            phases[form]["server_cpu_percent"] = round(
-                100 * (server.cpu_seconds() - cpu) / (time.perf_counter() - wall), 1
-            )
+            before, wall = server.cpu_seconds(), time.perf_counter()
+            phase = phases[form] = run_wrk(server.url, bodies[form], args, args.duration)
+            after = server.cpu_seconds()
+            used = [end - start for end, start in zip(after, before, strict=False)]
+            cpu = sum(used) if len(after) == len(before) else sum(after) - sum(before)  # (a worker replaced)
+            phase["server_cpu_percent"] = round(100 * cpu / (time.perf_counter() - wall), 1)
+            # what a request costs the server, whatever share of the CPUs it got on a busy machine
+            phase["server_cpu_us_per_request"] = round(1e6 * cpu / max(phase["requests"], 1), 1)
+            # the workers share one listening socket: wrk's connections go to whichever accepted them
+            phase["worker_cpu_shares"] = [round(worker / max(cpu, 1e-9), 2) for worker in used[1:]]
         memory = server.memory()
     finally:
         stopped = server.stop()
     return {"workers": workers, "ready_s": round(server.ready_s, 2), "phases": phases, "memory": memory, **stopped}
+
+
+def in_process_cost(bundle: Path, bodies: dict[str, Path], requests: int, folder: Path) -> dict[str, float]:
+    """CPU µs per request of one worker's ASGI app called in this process with uvicorn's scope (no HTTP,
+    no client; access lines written to a file): what the app costs, whatever share of the CPUs it gets."""
+    for part in ("metrics", "ready"):
+        (folder / part).mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder / "metrics")  # before the app imports prometheus_client
+    from ncf_serving.app import create_app
+    from ncf_serving.logs import configure_logging
+    from ncf_serving.metrics import Metrics
+    from ncf_serving.readiness import Readiness
+    from ncf_serving.settings import Settings
+    from threadpoolctl import threadpool_limits
+
+    def failed(error: str) -> None:
+        print(f"error: the model did not load: {error}", file=sys.stderr)
+        os._exit(1)  # from the loader thread
+
+    configure_logging()
+    logging.getLogger().handlers[0].setStream((folder / "access.log").open("w"))  # open until exit
+    settings = Settings(model_dir=bundle, workers=1, threads=1)
+    app = create_app(settings, Readiness(folder / "ready", 1), Metrics(folder / "metrics", lambda: []), failed)
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+
+    async def call(method: str, path: str, body: bytes = b"") -> int:
+        scope = {
+            "type": "http", "http_version": "1.1", "method": method, "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": b"", "state": {}, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+            "headers": [*headers, (b"content-length", str(len(body)).encode())], "scheme": "http",
+        }  # fmt: skip
+        sent = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent[0]["status"]
+
+    async def measure() -> dict[str, float]:
+        startup: asyncio.Queue = asyncio.Queue()
+        startup.put_nowait({"type": "lifespan.startup"})
+        asyncio.create_task(app({"type": "lifespan", "state": {}}, startup.get, startup.put))  # loads the model
+        while await call("GET", "/ping") != 200:
+            await asyncio.sleep(0.05)
+        cost = {}
+        for form, path in bodies.items():
+            lines = [line.encode() for line in path.read_text().splitlines()]
+            started = time.process_time()
+            for n in range(requests):
+                assert await call("POST", "/invocations", lines[n % len(lines)]) == 200
+            cost[form] = round(1e6 * (time.process_time() - started) / requests, 1)
+        return cost
+
+    with threadpool_limits(1):  # numpy came in before the server's thread settings could apply
+        return asyncio.run(measure())
 
 
 def summarize(runs: list[dict], workers: list[int]) -> dict:
@@ -197,10 +278,7 @@ def summarize(runs: list[dict], workers: list[int]) -> dict:
         mine = [run for run in runs if run["workers"] == count]
         table[count] = {
             form: {
-                **{
-                    key: round(statistics.median(run["phases"][form][key] for run in mine), 3)
-                    for key in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_percent", "client_cpu_percent")
-                },
+                **{key: round(statistics.median(run["phases"][form][key] for run in mine), 3) for key in FIGURES},
                 "errors": sum(run["phases"][form]["errors"] for run in mine),
             }
             for form in FORMS
@@ -212,17 +290,25 @@ def summarize(runs: list[dict], workers: list[int]) -> dict:
 def print_report(report: dict) -> None:
     print(
         f"{report['bundle']}: wrk {report['connections']} connections, {report['client_threads']} thread, "
-        f"{report['duration_s']:g} s per form, {report['rounds']} rounds (medians); {report['cpus']} vCPUs, "
+        f"{report['duration_s']:g} s per form, {report['rounds']} rounds (medians); CPUs {report['cpus']}, "
         f"load average {report['load_average_1m']} before"
     )
-    print(f"{'workers':>7}  {'request':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  CPU server/client")
+    print(
+        f"{'workers':>7}  {'request':7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  "
+        "CPU server/client  server CPU per request"
+    )
     for count, row in report["summary"].items():
         for form in FORMS:
             r = row[form]
             print(
                 f"{count:>7}  {form:7} {r['requests_per_s']:9,.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
                 f"{r['errors']:6d}  {r['server_cpu_percent']:.0f}% / {r['client_cpu_percent']:.0f}%"
+                f"  {r['server_cpu_us_per_request']:.0f} µs"
             )
+    for count in [count for count in report["summary"] if count > 1]:
+        for form in FORMS:
+            shares = [run["phases"][form]["worker_cpu_shares"] for run in report["runs"] if run["workers"] == count]
+            print(f"  {count} workers, {form}: each worker's share of the server CPU per round {shares}")
     print("server memory after load (MB; PSS total = master + workers):")
     for count, row in report["summary"].items():
         last = next(run for run in reversed(report["runs"]) if run["workers"] == count)
@@ -239,9 +325,16 @@ def print_report(report: dict) -> None:
 
 def main() -> int:
     args = parse_args()
-    if shutil.which("wrk") is None:
-        print("error: wrk not found: install it (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+    args.wrk = shutil.which(args.wrk)
+    if args.wrk is None and args.in_process is None:
+        print("error: wrk not found: install it (apt-get install wrk) or give --wrk PATH", file=sys.stderr)
         return 2
+    if args.cpus:
+        try:
+            os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})  # the server and wrk inherit it
+        except (ValueError, OSError) as exc:
+            print(f"error: --cpus {args.cpus}: {exc}", file=sys.stderr)
+            return 2
     workers = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
         folder = Path(tmp)
@@ -253,6 +346,10 @@ def main() -> int:
             bundle = args.bundle
         bodies = write_bodies(bundle, folder)
         load = round(psutil.getloadavg()[0], 2)
+        if args.in_process:
+            cost = in_process_cost(bundle, bodies, args.in_process, folder / "in-process")
+            print(json.dumps({"cpu_us_per_request": cost, "requests": args.in_process, "load_average_1m": load}))
+            return 0
         runs = []
         for _ in range(args.rounds):
             for count in workers:
@@ -263,7 +360,7 @@ def main() -> int:
         "client_threads": args.client_threads,
         "duration_s": args.duration,
         "rounds": args.rounds,
-        "cpus": len(os.sched_getaffinity(0)),  # what this run may use (taskset narrows it)
+        "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))),  # what the server and wrk ran on
         "load_average_1m": load,
         "summary": summarize(runs, workers),
         "runs": runs,

@@ -252,7 +252,7 @@ class Lab:
         self.cli_ok("neo", "compile", "--backend", "local")
         self.cli_ok("build-image", "--backend", "none")
         deployed = json.loads(self.cli_ok("deploy", "--backend", "local", "--json").stdout)
-        self.deployment, self.url, self.server_pid = deployed["deployment"], deployed["url"], int(deployed["pid"])
+        self.deployment, self.url, self.server_pid = deployed["id"], deployed["url"], int(deployed["pid"])
         self.server_log = self.base / "deployments" / self.deployment / "server.log"
         self.load_truth()
 
@@ -323,7 +323,7 @@ class Lab:
     def stop(self) -> None:
         """Stop the deployment and every server a probe caused (found by this lab's folder in their command)."""
         if getattr(self, "deployment", None):
-            self.cli("deploy", "--stop", "--deployment", self.deployment, real=True)
+            self.cli("deploy", "stop", "--deployment", self.deployment, real=True)
         for proc in servers_of(self.root):
             with suppress(psutil.NoSuchProcess):
                 proc.kill()
@@ -793,7 +793,7 @@ def cli_probes(lab: Lab) -> list[Probe]:
         "deploy --port -1": ("deploy", "--port", "-1"),
         "deploy --image nope": ("deploy", "--image", "nope"),
         "deploy --backend foo": ("deploy", "--backend", "foo"),
-        "deploy --status --stop": ("deploy", "--status", "--stop"),
+        "deploy stop --port 1": ("deploy", "stop", "--port", "1"),
         "deploy --min-instances alone": ("deploy", "--backend", "sagemaker", "--min-instances", "1"),
         "invoke (no flags)": ("invoke",),
         "invoke --user only": ("invoke", "--user", "u1"),
@@ -833,8 +833,8 @@ def cli_probes(lab: Lab) -> list[Probe]:
         ("train", "--backend", "sagemaker", "--epochs", "1"),
         ("build-image", "--backend", "codebuild"),
         ("deploy", "--backend", "sagemaker"),
-        ("deploy", "--status"),
-        ("deploy", "--delete"),
+        ("deploy", "status"),
+        ("deploy", "delete"),
         ("invoke", "--user", "u1", "--item", "i1"),
     ):
         probes.append(Probe("cli", f"unreachable AWS: {' '.join(args)}", aws_probe(lab, *args)))
@@ -1433,12 +1433,12 @@ def orphan_probe(lab: Lab) -> tuple[str, str]:
         if not server:
             return "unclear", "the server never started"
         proc.send_signal(signal.SIGKILL)
-    lab.cli("deploy", "--stop", workdir=workdir)  # the record written at spawn lets --stop find it
+    lab.cli("deploy", "stop", workdir=workdir)  # the record written at spawn lets `deploy stop` find it
     time.sleep(2)
     alive = [p for p in servers_of(workdir) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     if alive:
-        return "silent", f"server pid {alive[0].pid} still running after deploy --stop: known to no deployment"
-    return "clear", "deploy --stop found and stopped the orphaned server"
+        return "silent", f"server pid {alive[0].pid} still running after deploy stop: known to no deployment"
+    return "clear", "deploy stop found and stopped the orphaned server"
 
 
 def staging_probe(lab: Lab, command: tuple[str, ...], env: dict[str, str], name: str) -> tuple[str, str]:
@@ -1478,7 +1478,7 @@ def live_staging_probe(lab: Lab) -> tuple[str, str]:
         return "traceback", last_line(err)
     if proc.returncode != 0:
         return "silent", f"the live deploy failed: {last_line(err)}"
-    lab.cli("deploy", "--stop", workdir=workdir)
+    lab.cli("deploy", "stop", workdir=workdir)
     return "clear", "the live deploy committed"
 
 

@@ -1,10 +1,15 @@
 """The one error type for expected failures, and the one place failures become a line of text.
 
 Services raise :class:`NcfError` for anything a user can fix (bad input, a missing artifact, a
-missing credential). :func:`expected_failure` also recognises the failures that come from the
-environment rather than from ncfctl (an unreachable or refusing AWS endpoint, an OS error on a
-path), so no command has to wrap every boto3 call. The CLI prints :func:`one_line` of it and exits
-with code 2; anything else is a bug and keeps its traceback.
+missing credential), worded in the library's terms: a setting is named by its config key
+(``model.layers``) or by the argument that carries it, in backticks (```resume```), never by a CLI
+flag. The error's ``settings`` lists the names its message and hint use, so a front end can show
+them in its own terms (the CLI maps them to flags in :mod:`ncfctl.cli.errors`).
+
+:func:`expected_failure` also recognises the failures that come from the environment rather than
+from ncfctl (an unreachable or refusing AWS endpoint, an OS error on a path), so no command has to
+wrap every boto3 call. The CLI prints :func:`one_line` of it and exits with code 2; anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,14 +20,19 @@ MAX_LINE_CHARS = 600  # a bad value can be megabytes long: show its head and tai
 
 
 class NcfError(Exception):
-    """An expected failure with a one-line message that names the file/field/value at fault."""
+    """An expected failure with a one-line message that names the file/field/value at fault.
+
+    ``settings``: the config keys (``train.lr``) and service arguments (``pretrain_gmf``, written
+    in backticks in the text) that the message or hint names.
+    """
 
     exit_code = 2
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, *, settings: tuple[str, ...] = ()):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.settings = settings
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

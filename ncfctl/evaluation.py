@@ -191,7 +191,8 @@ def check_top_k(data: InteractionData, k: int) -> None:
         raise NcfError(
             f"train.top_k {k} is not below the {negatives + 1} candidates each held-out item is ranked among "
             f"(itself + {negatives} sampled negatives): HR@{k} would be 1.0 by construction",
-            hint=f"use --top-k {negatives} or less, or prepare the dataset with more --eval-negatives",
+            hint=f"set train.top_k to {negatives} or less, or prepare the dataset with more data.eval_negatives",
+            settings=("train.top_k", "data.eval_negatives"),
         )
 
 

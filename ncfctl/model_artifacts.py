@@ -17,7 +17,11 @@ def dataset_of(workspace: Workspace, model_artifact: Artifact, model: NCF, datas
     """``(dataset artifact, InteractionData)`` for ``model`` (default: the dataset its manifest names)."""
     dataset_ref = dataset_ref or model_artifact.manifest.info.dataset
     if not dataset_ref:
-        raise NcfError(f"model {model_artifact.id} does not record its dataset", hint="pass --dataset-id")
+        raise NcfError(
+            f"model {model_artifact.id} does not record its dataset",
+            hint="pass `dataset_ref`",
+            settings=("dataset_ref",),
+        )
     dataset = workspace.get(dataset_ref, "dataset")
     data: InteractionData = load_dataset(dataset)
     if (model.spec.num_users, model.spec.num_items) != (data.num_users, data.num_items):

@@ -89,8 +89,9 @@ class NCFSpec(BaseModel):
         """The NCF paper's convention: ``layers[0]`` is the MLP input, so each embedding is half."""
         if len(layers) < 2 or layers[0] % 2:
             raise NcfError(
-                f"--layers {','.join(map(str, layers))}: need at least two widths and an even first width "
-                "(the MLP embedding size is half of it)"
+                f"model.layers {','.join(map(str, layers))}: need at least two widths and an even first width "
+                "(the MLP embedding size is half of it)",
+                settings=("model.layers",),
             )
         half = layers[0] // 2
         return cls(

@@ -32,6 +32,7 @@ from ncf_serving.layout import IDS_DIR
 
 from ncfctl.artifacts import ReuseKey
 from ncfctl.config import Config
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.workspace import Artifact, Workspace, info_matches
 
 STEPS = ("data", "train", "prune", "finetune", "compile", "build-image", "deploy", "invoke", "bench", "stop")
@@ -103,11 +104,10 @@ def _smoke_requests(compiled: Artifact, top_k: int) -> list[dict[str, Any]]:
 class _Run:
     """Bookkeeping of one pipeline run: timing, outcomes, the overall progress task."""
 
-    def __init__(self, progress, on_step: Callable[[StepOutcome], None] | None):
-        self.progress = progress
+    def __init__(self, progress: Progress, on_step: Callable[[StepOutcome], None] | None):
         self.on_step = on_step
         self.result = PipelineResult()
-        self.task = progress.add_task("pipeline", total=len(STEPS), status="") if progress is not None else None
+        self.task = progress.task("pipeline", total=len(STEPS))
         self.upstream_ran = False
 
     def record(self, step: str, status: str, artifact: str | None, started: float, detail: str = "") -> None:
@@ -115,14 +115,12 @@ class _Run:
         self.result.steps.append(outcome)
         if status == "ran" and step not in ("invoke", "stop"):
             self.upstream_ran = True
-        if self.task is not None:
-            self.progress.update(self.task, advance=1, status=f"{step}: {status}")
+        self.task.advance(status=f"{step}: {status}")
         if self.on_step is not None:
             self.on_step(outcome)
 
     def begin(self, step: str) -> float:
-        if self.task is not None:
-            self.progress.update(self.task, status=f"{step}...")
+        self.task.update(status=f"{step}...")
         return time.perf_counter()
 
     def artifact_step(
@@ -143,7 +141,7 @@ def run_pipeline(
     workspace: Workspace,
     *,
     force: bool = False,
-    progress=None,
+    progress: Progress = NO_PROGRESS,
     on_step: Callable[[StepOutcome], None] | None = None,
 ) -> PipelineResult:
     """Run every stage (skipping fresh ones unless ``force``); stops the deployment unless keep_serving."""

@@ -1,4 +1,4 @@
-"""Shared fixtures: a temp workspace, moto's real server on 127.0.0.1, and ncfctl as a subprocess."""
+"""Shared fixtures: a temp workspace, moto's real server on 127.0.0.1, and ncfctl in-process or as a subprocess."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,11 +30,68 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return path
 
 
-@pytest.fixture
-def run_cli(workdir):
-    """Run ``ncfctl ARGS`` as a real subprocess against the temp workspace."""
+@dataclass
+class CliRun:
+    """One ``ncfctl`` run, shaped like ``subprocess.CompletedProcess`` whichever way it ran."""
 
-    def run(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600):
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _checked(run: CliRun, check: bool) -> CliRun:
+    if check and run.returncode != 0:
+        raise AssertionError(
+            f"ncfctl {' '.join(run.args)} exited {run.returncode}\nstdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+        )
+    return run
+
+
+@pytest.fixture
+def cli(workdir, monkeypatch):
+    """Run ``ncfctl ARGS`` in-process through typer's CliRunner (same error handling as the console script).
+
+    Returns click's ``Result`` (``exit_code``, ``stdout``, ``stderr``, ``exception``). Each call starts
+    with no cached boto3 session, as a new process would.
+    """
+    from typer.testing import CliRunner
+
+    from ncfctl.aws import clients
+    from ncfctl.cli.app import app
+
+    monkeypatch.chdir(workdir.parent)
+
+    def run(*args: str, env: dict[str, str] | None = None):
+        clients._session.cache_clear()
+        return CliRunner().invoke(app, list(args), env={"NCFCTL_WORKDIR": str(workdir), **(env or {})})
+
+    return run
+
+
+@pytest.fixture
+def run_cli(cli):
+    """Run ``ncfctl ARGS`` in-process (:func:`cli`) and return a :class:`CliRun`; ``check`` wants exit code 0.
+
+    A bug (an exception the CLI does not turn into an error line) shows its traceback on stderr, as
+    the console script would.
+    """
+
+    def run(*args: str, env: dict[str, str] | None = None, check: bool = True) -> CliRun:
+        result = cli(*args, env=env)
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(*result.exc_info))
+        return _checked(CliRun(list(args), result.exit_code, result.stdout, stderr), check)
+
+    return run
+
+
+@pytest.fixture
+def run_cli_process(workdir):
+    """Run ``ncfctl ARGS`` as a real ``python -m ncfctl`` subprocess (end-to-end tests, marked slow)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600) -> CliRun:
         full_env = {**os.environ, "NCFCTL_WORKDIR": str(workdir), "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.run(
             [sys.executable, "-m", "ncfctl", *args],
@@ -42,11 +101,7 @@ def run_cli(workdir):
             timeout=timeout,
             cwd=workdir.parent,
         )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"ncfctl {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-            )
-        return proc
+        return _checked(CliRun(list(args), proc.returncode, proc.stdout, proc.stderr), check)
 
     return run
 
@@ -342,19 +397,6 @@ def export_onnx(model, path: Path, batch_size: int | None = None) -> Path:
         dynamic_axes=dynamic,
     )
     return path
-
-
-@pytest.fixture
-def cli(workdir):
-    """Run ``ncfctl ARGS`` in-process through typer's CliRunner (same error handling as the console script)."""
-    from typer.testing import CliRunner
-
-    from ncfctl.cli.app import app
-
-    def run(*args: str, env: dict[str, str] | None = None):
-        return CliRunner().invoke(app, list(args), env={"NCFCTL_WORKDIR": str(workdir), **(env or {})})
-
-    return run
 
 
 def assert_one_line_error(result, *fragments: str) -> str:

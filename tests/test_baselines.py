@@ -47,7 +47,7 @@ def test_train_evaluate_compile_and_serve_equal_the_library(model_type, run_cli,
     data = tiny_data()
     dataset = add_tiny_dataset(workdir, data)
     out = json.loads(run_cli("train", "--model", model_type, "--threads", "1", "--json", env=TINY).stdout)
-    artifact = Workspace(workdir).get(out["model"])
+    artifact = Workspace(workdir).get(out["id"])
     info, metrics = artifact.manifest.info, artifact.manifest.metrics
     assert info.model_type == model_type and info.dataset == dataset.id and info.stage == "trained"
     assert {"hr", "ndcg", "full_hr", "full_ndcg"} <= set(metrics) and metrics["hr"] > info.baseline["hr"]
@@ -67,7 +67,7 @@ def test_train_evaluate_compile_and_serve_equal_the_library(model_type, run_cli,
     np.testing.assert_array_equal(model.gmf_item.weight.detach().numpy(), library.item_factors)
 
     compiled = json.loads(run_cli("neo", "compile", "--backend", "local", "--model", artifact.id, "--json").stdout)
-    bundle = Workspace(workdir).get(compiled["compiled"]).path
+    bundle = Workspace(workdir).get(compiled["id"]).path
     from ncf_serving.predictor import Predictor
 
     predictor = Predictor.load(bundle, threads=1)
@@ -113,6 +113,7 @@ def test_selection_uses_validation_never_test(model_type, workdir):
     torch.testing.assert_close(refit.model.state_dict(), fitted.model.state_dict(), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_threads_and_seed_reach_implicit():
     config = load_config(overrides={"model.type": "als", "train.threads": 2, "seed": 7})
     als = baselines.estimator("als", config.baselines.als, 0.5, config.seed, config.train.threads)
@@ -158,7 +159,7 @@ def test_bad_requests_name_the_model_type_in_one_line(run_cli, workdir):
 def test_service_refuses_resume_and_sagemaker(workdir):
     add_tiny_dataset(workdir, tiny_data())
     workspace = Workspace(workdir)
-    with pytest.raises(NcfError, match="model type als does not support --resume"):
+    with pytest.raises(NcfError, match="model type als does not support `resume`"):
         train_model(load_config(overrides={"model.type": "als"}), workspace, resume=True)
     with pytest.raises(NcfError, match="does not support train.backend 'sagemaker'"):
         train_model(load_config(overrides={"model.type": "als", "train.backend": "sagemaker"}), workspace)

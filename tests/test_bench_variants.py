@@ -103,7 +103,7 @@ def test_unknown_id_and_non_comparable_kind(family):
     dataset = ws.latest("dataset")
     with pytest.raises(NcfError, match="only models, compiled bundles and deployments compare"):
         select_variants(ws, dataset.id)
-    with pytest.raises(NcfError, match="--compare is empty"):
+    with pytest.raises(NcfError, match="bench.compare is empty"):
         select_variants(ws, " , ")
 
 

@@ -67,7 +67,7 @@ def test_context_holds_server_dockerfile_and_bundle(run_cli, workdir, compiled_a
     assert not list(context.rglob("__pycache__")) and not list(context.rglob("*.pyc"))
     assert hash_folder(context / "model") == hash_folder(compiled_artifact.path, exclude=["manifest.json"])
 
-    image = Workspace(workdir).get(result["image_artifact"], "image")
+    image = Workspace(workdir).get(result["id"], "image")
     assert image.manifest.parent == compiled_artifact.id
     assert image.manifest.info.model_dir == "context/model" and image.manifest.info.built is False
     assert "context/Dockerfile" in image.manifest.files
@@ -197,11 +197,11 @@ def test_codebuild_backend_against_moto(
     monkeypatch.setenv("NCFCTL_AWS__CODEBUILD_ROLE_ARN", CODEBUILD_ROLE)
     result = build_json(run_cli, "--backend", "codebuild", "--tag", "cb1")
 
-    info = Workspace(workdir).get(result["image_artifact"], "image").manifest.info
+    info = Workspace(workdir).get(result["id"], "image").manifest.info
     assert result["backend"] == "codebuild" and result["built"] is True
     assert result["image_uri"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/ncf-recommender:cb1"
     source = info.source_uri
-    assert source == f"s3://ncfctl-test/ncfctl/images/{result['image_artifact']}/context.zip"
+    assert source == f"s3://ncfctl-test/ncfctl/images/{result['id']}/context.zip"
 
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     s3.download_file("ncfctl-test", source.split("/", 3)[3], str(tmp_path / "context.zip"))
@@ -219,9 +219,9 @@ def test_codebuild_backend_against_moto(
         repositoryNames=["ncf-recommender"]
     )["repositories"]
 
-    assert Workspace(workdir).get(result["image_artifact"], "image").manifest.info.project == "created"
+    assert Workspace(workdir).get(result["id"], "image").manifest.info.project == "created"
     again = build_json(run_cli, "--backend", "codebuild")  # the project now exists: reused, not recreated
-    assert Workspace(workdir).get(again["image_artifact"], "image").manifest.info.project == "unchanged"
+    assert Workspace(workdir).get(again["id"], "image").manifest.info.project == "unchanged"
 
 
 def test_codebuild_project_follows_changed_settings(run_cli, workdir, compiled_artifact, moto_gaps, monkeypatch):
@@ -232,7 +232,7 @@ def test_codebuild_project_follows_changed_settings(run_cli, workdir, compiled_a
     env = {"NCFCTL_AWS__CODEBUILD_COMPUTE_TYPE": "BUILD_GENERAL1_MEDIUM", "NCFCTL_IMAGE__BUILD_TIMEOUT_MINUTES": "45"}
     second = build_json(run_cli, "--backend", "codebuild", env=env)
 
-    info = Workspace(workdir).get(second["image_artifact"], "image").manifest.info
+    info = Workspace(workdir).get(second["id"], "image").manifest.info
     assert info.project == "updated (computeType, timeoutInMinutes)"
     (update,) = moto_gaps.calls["UpdateProject"]
     assert update["environment"]["computeType"] == "BUILD_GENERAL1_MEDIUM" and update["timeoutInMinutes"] == 45

@@ -12,10 +12,10 @@ from conftest import commit_model_artifact, tiny_interaction_data
 from ncf_serving.bundle import load_bundle
 
 from ncfctl.compile.service import choose_backend, compile_model, neo_status
-from ncfctl.compile.targets import default_threads, instance_vcpus, resolve_target
 from ncfctl.config import load_config
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE, NCF, NCFSpec, load_model
+from ncfctl.targets import default_threads, instance_vcpus, resolve_target
 from ncfctl.workspace import Workspace
 
 
@@ -90,6 +90,8 @@ def test_cli_compile_and_status(run_cli, workdir, model_artifact):
     one = neo_status(_config(workdir), Workspace(workdir), compiled.id)
     assert one["model"] == model_artifact.id and one["info"]["batch_sizes"] == [None]
     assert one["metrics"]["max_abs_diff"] <= 1e-5 and one["path"] == str(compiled.path)
+    shown = json.loads(run_cli("neo", "status", compiled.id, "--json").stdout)
+    assert list(shown.items())[:3] == [("id", compiled.id), ("kind", "compiled"), ("path", str(compiled.path))]
 
     targets = json.loads(run_cli("neo", "targets", "--json").stdout)["targets"]
     assert {"target": "ml_c5", "threads": 1, "backends": "local, sagemaker"}.items() <= targets[0].items()
@@ -129,7 +131,7 @@ def test_cli_errors_are_one_line(run_cli, workdir, model_artifact):
         ({"compile.backend": "local", "compile.target": "ml_g4dn"}, "builds for CPUs only"),
         ({"compile.backend": "local", "compile.framework": "pytorch"}, "the local backend compiles ONNX"),
         ({"compile.backend": "local", "compile.opset": 13}, "compile.opset"),
-        ({"compile.backend": "sagemaker"}, "neo compile --backend sagemaker needs AWS credentials"),
+        ({"compile.backend": "sagemaker"}, "a SageMaker Neo compilation needs AWS credentials"),
     ],
 )
 def test_compile_errors_name_the_value(workdir, model_artifact, overrides, message):

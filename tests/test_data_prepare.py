@@ -118,7 +118,7 @@ def test_ratings_needed_but_absent():
     log = raw([("a", "x", 1, 0)], has_ratings=False)
     with pytest.raises(NcfError, match=r"explicit mode needs ratings but log\.csv has no rating column"):
         clean_log(log, min_rating=None, explicit=True)
-    with pytest.raises(NcfError, match=r"--min-rating 4\.0 needs ratings"):
+    with pytest.raises(NcfError, match=r"data.min_rating 4\.0 needs ratings"):
         clean_log(log, min_rating=4.0, explicit=False)
 
 
@@ -329,8 +329,8 @@ def test_prepare_failure_writes_nothing(tmp_path):
     with pytest.raises(NcfError, match=r"log\.csv line 3: expected 2 fields, found 1"):
         prepare_dataset(tiny_config(**{"data.dataset": "csv", "data.source": str(source)}), ws)
     assert ws.list("dataset") == []
-    with pytest.raises(NcfError, match=r"--dataset csv needs --source"):
+    with pytest.raises(NcfError, match=r"data.dataset csv needs data.source"):
         prepare_dataset(tiny_config(**{"data.dataset": "csv"}), ws)
-    with pytest.raises(NcfError, match=r"--source .* is set but --dataset is synthetic"):
+    with pytest.raises(NcfError, match=r"data.source .* is set but data.dataset is synthetic"):
         prepare_dataset(tiny_config(**{"data.source": str(source)}), ws)
     assert ws.list("dataset") == []

@@ -146,7 +146,7 @@ def test_bad_movielens_lines_name_file_line_and_value(tmp_path, text, message):
 @pytest.mark.parametrize(
     "text, cols, message",
     [
-        ("user,item_id\na,x\n", {}, r"has no column 'user_id' for the user \(line 1 has: user, item_id\).*--user-col"),
+        ("user,item_id\na,x\n", {}, r"has no column 'user_id' for the user \(line 1 has: user, item_id\).*user_col"),
         ("user_id,item_id,r\na,x,1\nb,y,bad\n", {"rating_col": "r"}, r"line 3: rating 'bad' is not a finite number"),
         ("user_id,item_id,t\na,x,1\nb,y,soon\n", {"time_col": "t"}, r"line 3: timestamp 'soon' is not Unix seconds"),
         ("user_id,item_id\na,x\n,y\n", {}, r"line 3: empty user field"),
@@ -166,7 +166,7 @@ def test_bad_user_parquet(tmp_path):
     pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"], "r": ["4", "good"]}).to_parquet(path)
     with pytest.raises(NcfError, match=r"log\.parquet row 2: rating 'good' is not valid"):
         read_source(data_config("parquet", rating_col="r"), path)
-    with pytest.raises(NcfError, match=r"has no column 'stars' for the rating .*--rating-col"):
+    with pytest.raises(NcfError, match=r"has no column 'stars' for the rating .*data.rating_col"):
         read_source(data_config("parquet", rating_col="stars"), path)
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(NcfError, match=r"junk\.parquet is not a readable Parquet file"):
@@ -174,7 +174,7 @@ def test_bad_user_parquet(tmp_path):
 
 
 def test_missing_source_and_wrong_archive(tmp_path):
-    with pytest.raises(NcfError, match=r"--source .*nowhere does not exist"):
+    with pytest.raises(NcfError, match=r"data.source .*nowhere does not exist"):
         read_source(data_config("ml-1m"), tmp_path / "nowhere")
     archive = write_zip(tmp_path / "ml-100k.zip", {"ml-100k/u.data": ml100k_text()})
     with pytest.raises(NcfError, match=r"has no ratings\.dat \(expected ml-1m/ratings\.dat"):
@@ -229,4 +229,4 @@ def test_download_offline_says_how_to_pass_a_local_copy(tmp_path, monkeypatch):
     monkeypatch.setitem(download.RELEASES, "ml-1m", download.Release(closed, 1, "0" * 32))
     with pytest.raises(NcfError, match=r"cannot download .*ml-1m\.zip \(no network\?\)") as err:
         download.fetch_release("ml-1m", tmp_path, timeout=5)
-    assert "--source /path/to/ml-1m.zip" in str(err.value)
+    assert "set data.source to /path/to/ml-1m.zip" in str(err.value)

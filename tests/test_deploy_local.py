@@ -1,8 +1,8 @@
 """``ncfctl deploy --backend local`` end to end: a REAL server subprocess on a free loopback port.
 
-build-image -> deploy -> invoke (every form, through the CLI subprocess) -> --status -> --stop,
+build-image -> deploy -> invoke (every form, through the CLI) -> deploy status -> deploy stop,
 plus the failure paths: a server that dies on a broken model, a taken port, and a recorded pid
-that now belongs to some other process (which --stop must leave alone).
+that now belongs to some other process (which `deploy stop` must leave alone).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
     assert deployed["workers"] == len(workers) == 3 and deployed["threads"] >= 1  # --workers reached the server
 
     pair = cli_json(run_cli, "invoke", "--user", "u1", "--item", "i3")
-    assert pair["deployment"] == deployed["deployment"] and pair["target"] == url
+    assert pair["deployment"] == deployed["id"] and pair["target"] == url
     response = pair["results"][0]["response"]
     assert response["user_id"] == "u1" and response["item_id"] == "i3"
     assert response["score"] == pytest.approx(onnx_score(model_dir, 1, 3), abs=1e-5)
@@ -96,16 +96,16 @@ def test_deploy_invoke_status_stop(run_cli, image, tmp_path):
     assert "answered 422: user_id: unknown user 'nobody'" in unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1
 
-    status = cli_json(run_cli, "deploy", "--status")
+    status = cli_json(run_cli, "deploy", "status")
     assert status["live"] == {"state": "running", "process": "alive", "ping": 200}
 
-    stopped = cli_json(run_cli, "deploy", "--stop")
+    stopped = cli_json(run_cli, "deploy", "stop")
     assert stopped["status"] == "stopped" and stopped["stop"] == "terminated"  # SIGTERM was enough
     for pid in [deployed["pid"], *(w.pid for w in workers)]:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     log = Path(deployed["log"]).read_text()
     assert '"message": "server stopped"' in log and '"signal": "SIGTERM"' in log  # graceful shutdown
-    assert cli_json(run_cli, "deploy", "--status")["live"]["state"] == "stopped"
+    assert cli_json(run_cli, "deploy", "status")["live"]["state"] == "stopped"
 
 
 def test_server_that_dies_reports_its_log_tail(run_cli, image, workdir):
@@ -141,7 +141,7 @@ def test_stop_leaves_a_foreign_process_alone(run_cli, workdir):
             info = {"backend": "local", "status": "running", "url": "http://127.0.0.1:9", "pid": sleeper.pid}
             with Workspace(workdir).create("deployment", info={**info, "pid_started": recorded_start}) as w:
                 pass
-            stopped = cli_json(run_cli, "deploy", "--stop", "--deployment", w.artifact.id)
+            stopped = cli_json(run_cli, "deploy", "stop", "--deployment", w.artifact.id)
             assert stopped["stop"] == "not running" and stopped["status"] == "stopped"
             assert sleeper.poll() is None
     finally:
@@ -180,11 +180,11 @@ def _deploy_killed_during_start_up(workdir) -> psutil.Process:
 
 @pytest.mark.slow
 def test_a_deploy_killed_during_start_up_leaves_no_unknown_server(run_cli, image, workdir):
-    """SIGKILL of `ncfctl deploy` while its server warms up: `deploy --stop` stops it, and so does a later deploy."""
+    """SIGKILL of `ncfctl deploy` while its server warms up: `deploy stop` stops it, and so does a later deploy."""
     orphans = []
     try:
         orphans.append(_deploy_killed_during_start_up(workdir))
-        stopped = cli_json(run_cli, "deploy", "--stop")
+        stopped = cli_json(run_cli, "deploy", "stop")
         assert stopped["pid"] == orphans[0].pid and stopped["stop"] == "terminated" and _gone(orphans[0])
 
         orphans.append(_deploy_killed_during_start_up(workdir))
@@ -193,7 +193,7 @@ def test_a_deploy_killed_during_start_up_leaves_no_unknown_server(run_cli, image
         (abandoned,) = [d for d in Workspace(workdir).list("deployment") if d.manifest.info.pid == orphans[1].pid]
         assert abandoned.manifest.info.status == "failed" and abandoned.manifest.info.stop == "terminated"
         assert "start-up abandoned: ncfctl deploy (pid" in abandoned.manifest.info.error
-        assert cli_json(run_cli, "deploy", "--stop")["deployment"] == deployed["deployment"]
+        assert cli_json(run_cli, "deploy", "stop")["id"] == deployed["id"]
     finally:
         for orphan in orphans:
             if orphan.is_running():

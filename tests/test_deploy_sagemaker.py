@@ -1,4 +1,4 @@
-"""``ncfctl deploy --backend sagemaker`` / ``--delete`` / ``invoke`` against moto's real server.
+"""``ncfctl deploy --backend sagemaker`` / ``deploy delete`` / ``invoke`` against moto's real server.
 
 moto reports endpoints InService at once and answers InvokeEndpoint with canned bodies, so these
 tests assert on what reached the service: the model's image and S3 model data (whose tarball is
@@ -72,7 +72,7 @@ def test_deploy_creates_model_config_endpoint_and_autoscaling(run_cli, image_art
     assert model["PrimaryContainer"]["Environment"]["NCF_MAX_BATCH"] == "10000"  # config serving.max_batch
     assert model["PrimaryContainer"]["Environment"]["NCF_WORKERS"] == "4"  # --workers reaches the container
     data_url = model["PrimaryContainer"]["ModelDataUrl"]
-    assert data_url == result["model_data"] and data_url.endswith(f"/deployments/{result['deployment']}/model.tar.gz")
+    assert data_url == result["model_data"] and data_url.endswith(f"/deployments/{result['id']}/model.tar.gz")
 
     bucket, key = data_url[5:].split("/", 1)
     sm("s3").download_file(bucket, key, str(tmp_path / "model.tar.gz"))
@@ -99,8 +99,8 @@ def test_deploy_creates_model_config_endpoint_and_autoscaling(run_cli, image_art
     assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
     assert tracking["TargetValue"] == 1000.0
 
-    status = json.loads(run_cli("deploy", "--status", "--json").stdout)
-    assert status["deployment"] == result["deployment"] and status["live"]["endpoint_status"] == "InService"
+    status = json.loads(run_cli("deploy", "status", "--json").stdout)
+    assert status["id"] == result["id"] and status["live"]["endpoint_status"] == "InService"
 
 
 def test_invoke_goes_through_invoke_endpoint(run_cli, image_artifact, sm, moto_server):
@@ -125,7 +125,7 @@ def test_invoke_goes_through_invoke_endpoint(run_cli, image_artifact, sm, moto_s
 def test_delete_removes_endpoint_config_model_and_scaling(run_cli, workdir, image_artifact, sm):
     result = deploy_json(run_cli, "--min-instances", "1", "--max-instances", "2")
 
-    deleted = json.loads(run_cli("deploy", "--delete", "--endpoint-name", ENDPOINT, "--json").stdout)
+    deleted = json.loads(run_cli("deploy", "delete", "--endpoint-name", ENDPOINT, "--json").stdout)
 
     assert deleted["models"] == [result["model_name"]] and deleted["autoscaling_removed"] is True
     assert sm("sagemaker").list_endpoints()["Endpoints"] == []
@@ -134,10 +134,10 @@ def test_delete_removes_endpoint_config_model_and_scaling(run_cli, workdir, imag
     assert (
         sm("application-autoscaling").describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
     )
-    record = Workspace(workdir).get(result["deployment"], "deployment")
+    record = Workspace(workdir).get(result["id"], "deployment")
     assert record.manifest.info.status == "deleted"
 
-    again = run_cli("deploy", "--delete", "--endpoint-name", ENDPOINT, check=False)
+    again = run_cli("deploy", "delete", "--endpoint-name", ENDPOINT, check=False)
     assert again.returncode == 2 and f"endpoint '{ENDPOINT}' does not exist" in again.stderr
     gone = run_cli("invoke", "--user", "1", "--item", "2", check=False)
     assert gone.returncode == 2 and "no running deployment" in gone.stderr
@@ -348,8 +348,8 @@ def test_model_error_shows_the_containers_message(workdir, aws_env, monkeypatch)
 def test_deleting_an_unknown_deployment_kind_is_refused(run_cli, workdir, aws_env):
     with Workspace(workdir).create("deployment", info={"backend": "local", "status": "stopped"}) as w:
         pass
-    proc = run_cli("deploy", "--delete", "--deployment", w.artifact.id, check=False)
-    assert proc.returncode == 2 and "is local: use --stop" in proc.stderr
+    proc = run_cli("deploy", "delete", "--deployment", w.artifact.id, check=False)
+    assert proc.returncode == 2 and "is local: stop it instead" in proc.stderr
 
 
 def test_auto_backend_picks_sagemaker_only_for_an_ecr_image_with_credentials(workdir, image_artifact, monkeypatch):

@@ -125,7 +125,7 @@ def image_config(image: str) -> dict:
 
 
 @pytest.mark.parametrize("make_bundle", [onnx_bundle, dlr_bundle, torchscript_bundle], ids=lambda f: f.__name__)
-def test_image_builds_and_serves_like_sagemaker(make_bundle, base_image, run_cli, workdir, tmp_path):
+def test_image_builds_and_serves_like_sagemaker(make_bundle, base_image, run_cli_process, workdir, tmp_path):
     (tmp_path / "bundle").mkdir()
     bundle, runtime = make_bundle(tmp_path / "bundle")
     with Workspace(workdir).create("compiled", parent="model-test") as writer:
@@ -133,7 +133,7 @@ def test_image_builds_and_serves_like_sagemaker(make_bundle, base_image, run_cli
     tag = f"buildah-test-{runtime}"
     env = {"NCFCTL_IMAGE__PYTHON_IMAGE": base_image, "NCFCTL_IMAGE__TAG": tag}
     started = time.monotonic()
-    result = json.loads(run_cli("build-image", "--backend", "buildah", "--json", env=env, timeout=1800).stdout)
+    result = json.loads(run_cli_process("build-image", "--backend", "buildah", "--json", env=env, timeout=1800).stdout)
     build_seconds = time.monotonic() - started
     image = f"localhost/{result['image']}"
     assert result["backend"] == "buildah" and result["built"] and result["runtime"] == runtime

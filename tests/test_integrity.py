@@ -155,12 +155,12 @@ def test_build_image_refuses_a_flipped_compiled_model(cli, compiled_artifact, wo
 @pytest.mark.slow
 def test_deploy_refuses_a_flipped_model_in_the_image(cli, compiled_artifact, workdir):
     image = json.loads(cli("build-image", "--backend", "none", "--json").stdout)
-    model = workdir / "images" / image["image_artifact"] / "context" / "model" / "model.onnx"
+    model = workdir / "images" / image["id"] / "context" / "model" / "model.onnx"
     flip_bytes_of(model, largest_initializer(model))
     result = cli("deploy", "--backend", "local")
     try:
-        assert_one_line_error(result, f"artifact {image['image_artifact']}: context/model/model.onnx sha256")
+        assert_one_line_error(result, f"artifact {image['id']}: context/model/model.onnx sha256")
         assert Workspace(workdir).list("deployment") == []  # refused before any server started
     finally:  # a deploy that wrongly went ready must not leave its server running
         for deployment in Workspace(workdir).list("deployment"):
-            cli("deploy", "--stop", "--deployment", deployment.id)
+            cli("deploy", "stop", "--deployment", deployment.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ncfctl.cli.errors import cli_message
 from ncfctl.cli.invoke import reply_rows
 from ncfctl.errors import NcfError
 from ncfctl.serving.invoke import build_requests, error_text, read_requests
@@ -25,17 +26,19 @@ def test_ids_are_sent_exactly_as_typed(typed):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "message", "cli"),
     [
-        ({"user": None}, "give --user with --item or --top-k"),
-        ({"user": "1"}, "exactly one of --item"),
-        ({"user": "1", "item": "2", "top_k": 3}, "exactly one of --item"),
-        ({"user": "1", "file": "x.jsonl"}, "--file cannot be combined"),
+        ({"user": None}, "give `user` with `item` or `top_k`", "give --user with --item or --top-k"),
+        ({"user": "1"}, "exactly one of `item`", "exactly one of --item (score a pair) and --top-k"),
+        ({"user": "1", "item": "2", "top_k": 3}, "exactly one of `item`", "exactly one of --item"),
+        ({"user": "1", "file": "x.jsonl"}, "`file` cannot be combined", "--file cannot be combined with --user/"),
     ],
 )
-def test_inconsistent_flags_are_refused(kwargs, message):
-    with pytest.raises(NcfError, match=message):
+def test_inconsistent_arguments_are_refused(kwargs, message, cli):
+    """The service names its arguments; the CLI shows the same line with its flags."""
+    with pytest.raises(NcfError, match=message) as err:
         build_requests(**kwargs)
+    assert cli in cli_message(err.value) and "`" not in cli_message(err.value)
 
 
 def test_jsonl_file_lines_are_checked_and_numbered(tmp_path):
@@ -98,4 +101,5 @@ def test_unreachable_local_server_is_one_line(run_cli, workdir):
     ):
         pass
     proc = run_cli("invoke", "--user", "1", "--top-k", "3", check=False)
-    assert proc.returncode == 2 and "http://127.0.0.1:9/invocations" in proc.stderr and "deploy --status" in proc.stderr
+    assert proc.returncode == 2 and "http://127.0.0.1:9/invocations" in proc.stderr
+    assert "check the deployment's status" in proc.stderr

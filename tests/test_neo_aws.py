@@ -4,7 +4,7 @@ moto records every CreateCompilationJob field but reports jobs COMPLETED at once
 output. :class:`FakeNeo` gives its server a job lifecycle instead: the first DescribeCompilationJob
 answers INPROGRESS, the next one the outcome; on COMPLETED it writes the archive Neo would write,
 ``<input name>-<target>.tar.gz`` under the job's S3OutputLocation, through moto's own S3 backend.
-moto's server runs in this test process, so this holds for CLI subprocesses too.
+moto's server runs in this test process, so this holds for the CLI (in-process or a subprocess) too.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from moto.s3.models import s3_backends
 from moto.sagemaker.models import CompilationJob
 from ncf_serving.bundle import load_bundle
 
+from ncfctl.cli.errors import cli_message
 from ncfctl.compile.service import compile_model, neo_status
 from ncfctl.config import load_config
 from ncfctl.errors import NcfError
@@ -176,7 +177,8 @@ def test_failed_job_surfaces_the_reason_verbatim_with_hints(aws_env, workdir, mo
         compile_model(_config(workdir), Workspace(workdir))
     message = str(err.value)
     assert f"FAILED: {reason}" in message
-    assert "the local preflight passed (operators Gather" in message and "--framework pytorch" in message
+    assert "the local preflight passed (operators Gather" in message and "compile.framework pytorch" in message
+    assert "retry with --framework pytorch" in cli_message(err.value)
     assert Workspace(workdir).list("compiled") == []
     assert not list((workdir / ".staging").iterdir())
 
@@ -245,10 +247,12 @@ def test_upload_reports_progress(aws_env, workdir, model_artifact, monkeypatch):
     from rich.console import Console
     from rich.progress import Progress, TextColumn
 
+    from ncfctl.cli.progress import RichProgress
+
     FakeNeo(monkeypatch)
     console = Console(file=io.StringIO(), width=200)
     with Progress(TextColumn("{task.description} {task.fields[status]}"), console=console) as progress:
-        compile_model(_config(workdir), Workspace(workdir), progress=progress)
+        compile_model(_config(workdir), Workspace(workdir), progress=RichProgress(progress))
     descriptions = [t.description for t in progress.tasks]
     assert descriptions.count("upload model.tar.gz") == 2 and descriptions.count("download model-ml_c5.tar.gz") == 2
     neo_tasks = [t for t in progress.tasks if t.description.startswith("neo ")]

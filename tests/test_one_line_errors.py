@@ -195,7 +195,7 @@ AWS_ENV = {
     [
         ("neo", "compile", "--backend", "sagemaker"),
         ("train", "--backend", "sagemaker", "--epochs", "1"),
-        ("deploy", "--status"),
+        ("deploy", "status"),
         ("invoke", "--user", "u1", "--item", "i1"),
     ],
     ids=["neo-compile", "train", "deploy-status", "invoke"],

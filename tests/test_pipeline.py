@@ -7,6 +7,7 @@ import math
 
 import httpx
 import psutil
+import pytest
 
 from ncfctl.artifacts import ReuseKey
 from ncfctl.bench.service import bench_reuse_key
@@ -37,8 +38,10 @@ TINY_ENV = {
 VARIANTS = ["original", "pruned", "finetuned", "compiled ort", "deployed"]
 
 
-def test_pipeline_end_to_end_then_everything_is_reused(run_cli, workdir):
-    first = json.loads(run_cli("pipeline", "--keep-serving", "--json", env=TINY_ENV).stdout)
+@pytest.mark.slow
+def test_pipeline_end_to_end_then_everything_is_reused(run_cli_process, workdir):
+    """The console script as users run it: every step, each a real ``python -m ncfctl`` process."""
+    first = json.loads(run_cli_process("pipeline", "--keep-serving", "--json", env=TINY_ENV).stdout)
     assert [s["step"] for s in first["steps"]] == list(STEPS)
     status = {s["step"]: s["status"] for s in first["steps"]}
     assert set(status[step] for step in STEPS[:-1]) == {"ran"} and status["stop"] == "skipped"
@@ -54,7 +57,7 @@ def test_pipeline_end_to_end_then_everything_is_reused(run_cli, workdir):
     deployment = ws.get(first["steps"][STEPS.index("deploy")]["artifact"], "deployment")
     assert httpx.get(f"{deployment.manifest.info.url}/ping").status_code == 200  # --keep-serving
 
-    second = json.loads(run_cli("pipeline", "--json", env=TINY_ENV).stdout)
+    second = json.loads(run_cli_process("pipeline", "--json", env=TINY_ENV).stdout)
     status = {s["step"]: s["status"] for s in second["steps"]}
     reused = ("data", "train", "prune", "finetune", "compile", "build-image", "deploy", "bench")
     assert all(status[step] == "up to date" for step in reused), status

@@ -152,7 +152,7 @@ def test_pipeline_is_upserted_started_and_followed(run_cli, dataset, moto_gaps, 
     again = pipeline_json(run_cli, "--no-wait")
     assert again["action"] == "updated" and again["uploaded"] == 0 and again["status"] == "Executing"
     assert json.loads(Path(again["definition"]).read_text()) == stored
-    record = Workspace(workdir).get(result["artifact"], "sagemaker-pipeline")
+    record = Workspace(workdir).get(result["id"], "sagemaker-pipeline")
     assert record.manifest.info.model_package_arn == result["model_package_arn"]
 
 
@@ -230,7 +230,7 @@ def test_a_failed_execution_names_the_step_and_why(run_cli, dataset, moto_gaps, 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error:")]
     assert "Failed at step HitRateTooLow: test HR@10 0.41 is below MinHitRate 0.5" in line
-    assert "lower pipeline.min_hit_rate (--min-hit-rate)" in line
+    assert "lower --min-hit-rate or train longer" in line
     record = Workspace(workdir).latest("sagemaker-pipeline")
     assert record.manifest.info.status == "Failed" and record.manifest.info.model_package_arn is None
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import separated_ncf, tiny_interaction_data
 
+from ncfctl.masks import apply_masks, check_locked, mask_lock, prunable_weights, sparsity
 from ncfctl.models import NCF, NCFSpec
 from ncfctl.pruning import plots, report
 from ncfctl.pruning.magnitude import magnitude_masks
-from ncfctl.pruning.masks import apply_masks, check_locked, mask_lock, prunable_weights, sparsity
 from ncfctl.pruning.schedule import compose, cubic_sparsities, step_rates
 from ncfctl.pruning.structured import keep_counts, plan_structured, unit_saliency
 from ncfctl.training import FitSettings, fit

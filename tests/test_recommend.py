@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from registered import GROUP, register_version
 
-from ncfctl.aws import batch_transform
 from ncfctl.config import load_config
+from ncfctl.serving import batch_transform
 from ncfctl.serving.recommend import recommend_all_users
 from ncfctl.workspace import Workspace
 
@@ -44,7 +44,7 @@ def test_local_recommendations_match_the_server(run_cli, compiled_artifact, serv
         assert rows["score"].tolist() == pytest.approx([i["score"] for i in answer["items"]], abs=1e-6)
     seen = recommend_json(run_cli, "--top-k", "40", "--include-seen")
     assert seen["rows"] == 60 * 40  # with seen items every user gets the whole catalogue
-    record = Workspace(workdir).get(result["recommendations"], "recommendations")
+    record = Workspace(workdir).get(result["id"], "recommendations")
     assert record.manifest.parent == compiled_artifact.id and record.manifest.info.exclude_seen is True
 
 

@@ -82,7 +82,7 @@ def test_deploy_a_registered_version(run_cli, versions, aws, workdir):
     container = model["PrimaryContainer"]
     assert container["ModelPackageName"] == versions[1] and "Image" not in container
     assert container["Environment"]["NCF_MAX_BATCH"] == "10000"
-    deployment = Workspace(workdir).get(result["deployment"], "deployment")
+    deployment = Workspace(workdir).get(result["id"], "deployment")
     assert deployment.manifest.parent == versions[1]
     assert aws("s3").list_objects_v2(Bucket="ncfctl-test", Prefix="ncfctl/deployments").get("KeyCount", 0) == 0
 
@@ -100,7 +100,7 @@ def test_neo_compile_a_registered_version(run_cli, versions, workdir, package_bu
     workspace = Workspace(workdir)
     source = workspace.get(result["source_model"], "model")
     assert source.manifest.info.stage == "registered" and source.manifest.info.model_package_arn == versions[0]
-    compiled = workspace.get(result["compiled"], "compiled")
+    compiled = workspace.get(result["id"], "compiled")
     for name in ("ids", "seen_items"):  # repeated from the registered bundle
         assert hash_folder(compiled.path / name) == hash_folder(package_bundle[0] / name)
     assert result["runtime"] == "onnxruntime" and result["metrics"]["max_abs_diff"] <= 1e-5

@@ -70,7 +70,9 @@ def test_ping_is_ready(client):
 
 def test_single_pair(client, served):
     _, model, _ = served
-    body = invoke(client, {"user_id": USER_BASE + 3, "item_id": str(ITEM_BASE + 7)}).json()
+    response = invoke(client, {"user_id": USER_BASE + 3, "item_id": str(ITEM_BASE + 7)})
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
     assert body["user_id"] == USER_BASE + 3 and body["item_id"] == str(ITEM_BASE + 7)
     assert body["score"] == pytest.approx(float(model_scores(model, [3], [7])[0]), abs=1e-5)
 
@@ -154,6 +156,7 @@ def test_bad_input_is_a_4xx_naming_the_field(client, what, document, status, fie
     content = document if isinstance(document, bytes) else json.dumps(document).encode()
     response = client.post("/invocations", content=content, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
     assert response.json()["field"] == field and response.json()["error"].startswith(f"{field}: ")
 
 

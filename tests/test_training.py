@@ -156,7 +156,7 @@ def test_neumf_from_pretrained_starts_at_the_average_of_gmf_and_mlp():
     with torch.no_grad():
         expected = 0.5 * gmf(users, items) + 0.5 * mlp(users, items)
         torch.testing.assert_close(combined(users, items), expected)
-    with pytest.raises(NcfError, match="--pretrain-mlp is a gmf model"):
+    with pytest.raises(NcfError, match="`pretrain_mlp` is a gmf model"):
         neumf_from_pretrained(neumf().spec, gmf, gmf)
 
 

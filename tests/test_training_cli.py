@@ -60,8 +60,8 @@ def test_pretrained_neumf_records_its_sources_and_checks_shapes(run_cli, workdir
     mlp = train_model(load_config(overrides={**small, "model.type": "mlp"}), workspace).id
     sources = ["--pretrain-gmf", gmf, "--pretrain-mlp", mlp]
     out = json.loads(run_cli("train", "--epochs", "1", *SMALL, *sources, "--json").stdout)
-    assert workspace.get(out["model"]).manifest.info.pretrain == {"gmf": gmf, "mlp": mlp}
-    with pytest.raises(NcfError, match="--pretrain-gmf has factors=8, --factors is 4"):
+    assert workspace.get(out["id"]).manifest.info.pretrain == {"gmf": gmf, "mlp": mlp}
+    with pytest.raises(NcfError, match="`pretrain_gmf` has factors=8, model.factors is 4"):
         train_model(load_config(overrides={**small, "model.factors": 4}), workspace, pretrain_gmf=gmf, pretrain_mlp=mlp)
 
 
@@ -81,6 +81,7 @@ def test_user_errors_exit_2_with_one_line(run_cli, workdir):
         evaluate_model(load_config(), workspace, "model-nope")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(run_cli, workdir):
     add_dataset(workdir)
     env = {**os.environ, "NCFCTL_WORKDIR": str(workdir)}

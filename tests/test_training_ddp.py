@@ -20,6 +20,7 @@ SAME = {"train.epochs": 3, "train.patience": 0, "model.factors": 8, "model.layer
 SAME |= {"train.lr": 0.01}  # learns fast enough that no two epochs tie on validation (a tie could pick either)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "lazy-adam"])
 def test_two_processes_match_one(run_cli, workdir, optimizer):
     data = tiny_interaction_data(users=150, items=60, per_user=12)
@@ -29,7 +30,7 @@ def test_two_processes_match_one(run_cli, workdir, optimizer):
         data.save(writer.path)
     env = {"NCFCTL_TRAIN__OPTIMIZER": optimizer}  # lazy-adam: DDP all-reduces sparse embedding gradients (gloo)
     two = json.loads(run_cli("train", *ARGS, "--nproc", "2", "--json", env=env).stdout)
-    assert workspace.get(two["model"]).manifest.info.nproc == 2
+    assert workspace.get(two["id"]).manifest.info.nproc == 2
 
     config = load_config(overrides={**SAME, "train.optimizer": optimizer})  # the same command, one process
     data = load_dataset(writer.artifact)
@@ -40,6 +41,6 @@ def test_two_processes_match_one(run_cli, workdir, optimizer):
         assert abs(a["loss"] - b["loss"]) < 1e-4 and abs(a["hr"] - b["hr"]) <= 0.02
     assert one.best_epoch == two["best_epoch"]
     assert abs(one.test_metrics["hr"] - two["metrics"]["hr"]) <= 0.02
-    ddp = load_model(workspace.get(two["model"]).path / "model.pt").state_dict()
+    ddp = load_model(workspace.get(two["id"]).path / "model.pt").state_dict()
     assert max((value - ddp[name]).abs().max().item() for name, value in single.state_dict().items()) < 1e-3
     assert all(torch.isfinite(v).all() for v in ddp.values())

@@ -21,11 +21,11 @@ import boto3
 import pytest
 from conftest import tiny_interaction_data
 
-from ncfctl.aws import training_job
 from ncfctl.aws.sdk import training_image_uri
 from ncfctl.config import load_config
 from ncfctl.errors import NcfError
 from ncfctl.models import load_model
+from ncfctl.training import sagemaker_job
 from ncfctl.training.entry import distributed_env, metric_line
 from ncfctl.training.service import train_model
 from ncfctl.workspace import Workspace
@@ -90,11 +90,12 @@ def play_container(endpoint: str, name: str, root: Path) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_sagemaker_training_end_to_end(aws_env, workdir, tmp_path, monkeypatch):
     workspace = Workspace(workdir)
     dataset = add_dataset(workspace)
     logs = {}
-    real_wait = training_job.wait_for_job
+    real_wait = sagemaker_job.wait_for_job
 
     def container_then_wait(aws, name, progress=None):
         logs["stdout"] = play_container(aws_env["NCFCTL_AWS__ENDPOINT_URL"], name, tmp_path / "container")
@@ -104,7 +105,7 @@ def test_sagemaker_training_end_to_end(aws_env, workdir, tmp_path, monkeypatch):
         job.billable_time_in_seconds, job.training_time_in_seconds = 41, 57
         return real_wait(aws, name, progress)
 
-    monkeypatch.setattr(training_job, "wait_for_job", container_then_wait)
+    monkeypatch.setattr(sagemaker_job, "wait_for_job", container_then_wait)
     config = load_config(overrides=SMALL)
     artifact = train_model(config, workspace)
 
@@ -117,7 +118,7 @@ def test_sagemaker_training_end_to_end(aws_env, workdir, tmp_path, monkeypatch):
     model = load_model(artifact.path / "model.pt")
     assert (model.spec.num_users, model.spec.factors) == (120, 8)
     # the job's log lines are what the metric definitions parse
-    hr_regex = next(d["Regex"] for d in training_job.METRIC_DEFINITIONS if d["Name"] == "HR")
+    hr_regex = next(d["Regex"] for d in sagemaker_job.METRIC_DEFINITIONS if d["Name"] == "HR")
     epoch_hrs = [float(v) for v in re.findall(hr_regex, logs["stdout"])]
     assert epoch_hrs == pytest.approx([record["hr"] for record in info.history], abs=1e-6)
     # what moto recorded: channels, hyper-parameters, resources
@@ -139,7 +140,7 @@ def test_missing_bucket_is_one_line(aws_env, workdir, monkeypatch):
 
 def test_metric_lines_and_definitions_agree():
     line = metric_line({"epoch": 3, "loss": 0.25, "hr": 0.6712, "ndcg": 0.3981, "seconds": 1.0})
-    values = {d["Name"]: re.findall(d["Regex"], line) for d in training_job.METRIC_DEFINITIONS}
+    values = {d["Name"]: re.findall(d["Regex"], line) for d in sagemaker_job.METRIC_DEFINITIONS}
     assert values["HR"] == ["0.671200"] and values["NDCG"] == ["0.398100"] and values["Loss"] == ["0.250000"]
     assert values["test_HR"] == []  # per-epoch validation lines never feed the test metric
 
@@ -220,15 +221,16 @@ def test_spot_training_request(aws_env):
     config = load_config(
         overrides={"aws.spot": True, "aws.spot_max_wait_seconds": 7200, "aws.training_max_runtime_seconds": 3600}
     )
-    request = training_job.training_request(config, {}, {}, "s3://b/src.tar.gz", checkpoint_uri="s3://b/ckpt/job")
+    request = sagemaker_job.training_request(config, {}, {}, "s3://b/src.tar.gz", checkpoint_uri="s3://b/ckpt/job")
     assert request["EnableManagedSpotTraining"] is True
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
     assert request["CheckpointConfig"] == {"S3Uri": "s3://b/ckpt/job", "LocalPath": "/opt/ml/checkpoints"}
     short = load_config(overrides={"aws.spot": True, "aws.spot_max_wait_seconds": 60})
     with pytest.raises(NcfError, match="aws.spot_max_wait_seconds 60 is below aws.training_max_runtime_seconds"):
-        training_job.training_request(short, {}, {}, "s3://b/src.tar.gz", checkpoint_uri="s3://b/ckpt/job")
+        sagemaker_job.training_request(short, {}, {}, "s3://b/src.tar.gz", checkpoint_uri="s3://b/ckpt/job")
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_job_and_logs_stream(aws_env, moto_gaps, workdir, monkeypatch):
     """D9, for real: ``ncfctl train --backend sagemaker`` as a subprocess, its job kept InProgress in moto,
     log events put into moto's CloudWatch Logs, then SIGINT. moto implements no StopTrainingJob

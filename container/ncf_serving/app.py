@@ -14,7 +14,6 @@ than a thread-pool hop would cost, and runtimes like DLR are not thread-safe any
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -24,15 +23,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
+from starlette.middleware.errors import ServerErrorMiddleware
 
-from ncf_serving.answers import answer, kind_of
 from ncf_serving.bundle import BundleError
-from ncf_serving.connections import broken_body
-from ncf_serving.invocations import JSON, JSON_LINES, RequestError, parse_invocation, parse_jsonlines
+from ncf_serving.invocations import JSON
 from ncf_serving.metrics import Metrics
 from ncf_serving.predictor import Predictor
 from ncf_serving.readiness import Readiness
+from ncf_serving.route import InvocationsRoute, json_bytes
 from ncf_serving.settings import Settings
 
 log = logging.getLogger("ncf_serving")
@@ -42,7 +40,7 @@ NO_ROUTE = "not served here; the routes are GET /ping, POST /invocations and GET
 
 
 def json_response(status: int, document: dict[str, Any]) -> Response:
-    return Response(json.dumps(document, separators=(",", ":")), status_code=status, media_type="application/json")
+    return Response(json_bytes(document), status_code=status, media_type=JSON)
 
 
 class ServerState:
@@ -51,11 +49,19 @@ class ServerState:
         self.error: str | None = None
 
 
-class AccessLog:
-    """Pure ASGI middleware: one structured log line and one metrics observation per request."""
+class Front:
+    """The ASGI app a worker runs: ``POST /invocations`` straight to its plain route
+    (:mod:`ncf_serving.route`, the endpoint FastAPI's router would reach too), everything else
+    (lifespan, ``/ping``, ``/metrics``, 404/405) through FastAPI; one structured log line and one
+    metrics observation per request.
 
-    def __init__(self, app: Any, metrics: Metrics):
+    An unexpected error in the route gets the plain-text 500 that FastAPI's routes give (Starlette's
+    ``ServerErrorMiddleware``) and is re-raised for uvicorn to log.
+    """
+
+    def __init__(self, app: FastAPI, invocations: InvocationsRoute, metrics: Metrics):
         self.app = app
+        self.invocations = ServerErrorMiddleware(invocations)
         self.metrics = metrics
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -72,48 +78,20 @@ class AccessLog:
                 status = message["status"]
             await send(message)
 
+        path = scope["path"]
+        route = self.invocations if path == "/invocations" and scope["method"] == "POST" else self.app
         try:
-            await self.app(scope, receive, send_and_record)
+            await route(scope, receive, send_and_record)
         finally:
             seconds = time.perf_counter() - start
-            path = scope["path"] if scope["path"] in ROUTES else "other"
+            path = path if path in ROUTES else "other"
             kind = state.get("kind", "-")
             self.metrics.observe(path, kind, status, seconds)
             fields = {"method": scope["method"], "path": path, "kind": kind, "status": status}
             access_log.info("request", extra={"fields": {**fields, "latency_ms": round(seconds * 1e3, 3)}})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or a 413 once it passes ``limit`` bytes (the rest is drained, not stored).
-
-    A body that ends early is a RequestError too (499/408/400, see :func:`broken_body`): nobody is
-    left to answer, but the access line and ``/metrics`` record it as what it is, not as a 500.
-    """
-    declared = request.headers.get("content-length")
-    too_large = declared is not None and declared.isdigit() and int(declared) > limit
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            if not too_large:
-                body += chunk
-                too_large = len(body) > limit
-    except ClientDisconnect:
-        status, message = broken_body(request.scope["state"])
-        raise RequestError(status, "body", message) from None
-    if too_large:
-        raise RequestError(413, "body", f"larger than the {limit}-byte limit")
-    return bytes(body)
-
-
-def _line_answer(predictor: Predictor, parsed: Any, number: int) -> dict[str, Any]:
-    """One JSON-lines request's answer; an unknown id names its line."""
-    try:
-        return answer(predictor, parsed)
-    except RequestError as exc:
-        raise RequestError(exc.status, f"line {number}.{exc.field}", exc.message) from None
-
-
-def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fatal: Callable[[str], None]) -> FastAPI:
+def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fatal: Callable[[str], None]) -> Front:
     state = ServerState()
 
     def load() -> None:
@@ -155,8 +133,6 @@ def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fa
     # redirect_slashes=False: FastAPI would answer POST /invocations/ with a 307 that clients do not
     # re-POST; SageMaker calls exactly /invocations and /ping, anything else is a JSON 404/405.
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
-    app.state.server = state
-    app.add_middleware(AccessLog, metrics=metrics)
 
     @app.exception_handler(HTTPException)
     async def no_route(request: Request, exc: HTTPException) -> Response:
@@ -171,31 +147,11 @@ def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fa
             return json_response(503, {"status": "failed", "error": state.error})
         return json_response(503, {"status": "loading"})
 
-    @app.post("/invocations")
-    async def invocations(request: Request) -> Response:
-        predictor = state.predictor
-        if predictor is None:
-            return json_response(503, {"error": "model is not loaded yet; poll GET /ping", "field": "model"})
-        request.state.kind = "invalid"
-        try:
-            body = await read_body(request, settings.max_body_bytes)
-            media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if media_type == JSON_LINES:
-                lines = parse_jsonlines(body, settings.max_batch, settings.max_top_k)
-                request.state.kind = "jsonlines"
-                answers = [_line_answer(predictor, parsed, n) for n, parsed in enumerate(lines, start=1)]
-                text = "".join(json.dumps(a, separators=(",", ":")) + "\n" for a in answers)
-                return Response(text, status_code=200, media_type=JSON_LINES)
-            if media_type != JSON:
-                raise RequestError(415, "Content-Type", f"must be {JSON} or {JSON_LINES}, got {media_type or 'none'!r}")
-            parsed = parse_invocation(body, settings.max_batch, settings.max_top_k)
-            request.state.kind = kind_of(parsed)
-            return json_response(200, answer(predictor, parsed))
-        except RequestError as exc:
-            return json_response(exc.status, exc.body())
-
     @app.get("/metrics")
     async def metrics_text() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return app
+    # In FastAPI's route table too, so that other methods on /invocations get its JSON 405.
+    invocations = InvocationsRoute(settings, lambda: state.predictor)
+    app.router.add_route("/invocations", invocations, methods=["POST"], include_in_schema=False)
+    return Front(app, invocations, metrics)

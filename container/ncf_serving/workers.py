@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn_worker
-from fastapi import FastAPI
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -70,7 +69,7 @@ class JsonLogger(glogging.Logger):
 class Application(BaseApplication):
     """An already built ASGI app and a dict of gunicorn settings (no config file, no command line)."""
 
-    def __init__(self, app: FastAPI, options: dict[str, Any]):
+    def __init__(self, app: Callable[..., Any], options: dict[str, Any]):
         self.application = app
         self.options = options
         super().__init__()
@@ -79,7 +78,7 @@ class Application(BaseApplication):
         for key, value in self.options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> FastAPI:
+    def load(self) -> Callable[..., Any]:
         return self.application
 
 

@@ -47,7 +47,10 @@ def configure(
     premature scale-in costs latency, not just money.
     """
     if min_instances > max_instances:
-        raise NcfError(f"--min-instances {min_instances} is above --max-instances {max_instances}")
+        raise NcfError(
+            f"deploy.min_instances {min_instances} is above deploy.max_instances {max_instances}",
+            settings=("deploy.min_instances", "deploy.max_instances"),
+        )
     scaling = client(aws, "application-autoscaling")
     rid = resource_id(endpoint, variant)
     try:

@@ -76,7 +76,7 @@ def require(value: str | None, key: str, what: str) -> str:
     """A required AWS setting, or one line naming the config key and its env variable."""
     if not value:
         env = "NCFCTL_" + key.upper().replace(".", "__")
-        raise NcfError(f"{what} needs config key '{key}' (set it in --config or {env})")
+        raise NcfError(f"{what} needs config key '{key}' (set it in the config file or {env})")
     return value
 
 

@@ -11,14 +11,16 @@ source must be a ZIP archive (a tar.gz is rejected), with ``buildspec.yml`` at i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import botocore.exceptions
 
 from ncfctl.aws.clients import client, error_message
+from ncfctl.aws.waiting import poll
 from ncfctl.config import AwsConfig
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 
 TERMINAL_OK = "SUCCEEDED"
 TERMINAL_FAILED = {"FAILED", "FAULT", "STOPPED", "TIMED_OUT"}
@@ -120,22 +122,25 @@ def _failed_phase(build: dict) -> str:
     return f"build status {build.get('buildStatus')}"
 
 
-def wait_for_build(aws: AwsConfig, build_id: str, on_status: Callable[[str], None] | None = None) -> BuildOutcome:
+def wait_for_build(aws: AwsConfig, build_id: str, progress: Progress = NO_PROGRESS) -> BuildOutcome:
     """Poll ``BatchGetBuilds`` every ``aws.poll_seconds`` until the build ends (there is no waiter).
 
-    CodeBuild enforces the project's own timeout, so the loop always ends. A failed build raises
+    CodeBuild enforces the project's own timeout, so the wait always ends. A failed build raises
     one line naming the failed phase and where the logs are.
     """
     start = time.monotonic()
-    while True:
+    task = progress.task(f"codebuild {aws.codebuild_project}")
+
+    def check() -> BuildOutcome | None:
         build = _describe(aws, build_id)
         status = build.get("buildStatus", "IN_PROGRESS")
-        if on_status is not None:
-            on_status(f"{status} ({build.get('currentPhase', '?')})")
+        task.update(status=f"{status} ({build.get('currentPhase', '?')})")
         logs_url = build.get("logs", {}).get("deepLink")
-        if status == TERMINAL_OK:
-            return BuildOutcome(build_id, status, time.monotonic() - start, logs_url)
         if status in TERMINAL_FAILED:
             where = f" (logs: {logs_url})" if logs_url else ""
             raise NcfError(f"CodeBuild build {build_id} {status}: {_failed_phase(build)}{where}")
-        time.sleep(aws.poll_seconds)
+        return BuildOutcome(build_id, status, time.monotonic() - start, logs_url) if status == TERMINAL_OK else None
+
+    outcome = poll(check, aws.poll_seconds)
+    task.finish(outcome.status)
+    return outcome

@@ -11,8 +11,6 @@ the wait (the latter is reported once).
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,18 +18,21 @@ from dataclasses import dataclass
 import botocore.exceptions
 
 from ncfctl.aws.clients import client, error_message
+from ncfctl.aws.waiting import poll, waiter_ended
 from ncfctl.config import AwsConfig
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 
 
 @dataclass(frozen=True)
 class JobKind:
-    """The API names of one kind of SageMaker job."""
+    """The API names of one kind of SageMaker job, and how to tell that one has ended."""
 
     noun: str  # "training job"
     api: str  # "TrainingJob": Describe<api>, Stop<api>, <api>Name, <api>Status
     log_group: str
-    terminal: frozenset[str]
+    waiter: str | None = None  # boto3's waiter for this kind: its acceptors name the end states
+    terminal: frozenset[str] = frozenset()  # the end states of a kind boto3 has no waiter for
 
     def describe(self, aws: AwsConfig, name: str) -> dict:
         method = getattr(client(aws, "sagemaker"), f"describe_{_snake(self.api)}")
@@ -39,6 +40,12 @@ class JobKind:
 
     def status(self, described: dict) -> str:
         return described[f"{self.api}Status"]
+
+    def ended(self, aws: AwsConfig) -> Callable[[dict], bool]:
+        """Whether a description is of a job that has ended (completed, failed or stopped)."""
+        if self.waiter is not None:
+            return waiter_ended(aws, "sagemaker", self.waiter)
+        return lambda described: self.status(described) in self.terminal
 
     def stop(self, aws: AwsConfig, name: str) -> None:
         getattr(client(aws, "sagemaker"), f"stop_{_snake(self.api)}")(**{f"{self.api}Name": name})
@@ -48,22 +55,16 @@ def _snake(api: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in api).lstrip("_")
 
 
-TRAINING = JobKind(
-    "training job", "TrainingJob", "/aws/sagemaker/TrainingJobs", frozenset({"Completed", "Failed", "Stopped"})
-)
+TRAINING = JobKind("training job", "TrainingJob", "/aws/sagemaker/TrainingJobs", "training_job_completed_or_stopped")
 COMPILATION = JobKind(
-    "compilation job", "CompilationJob", "/aws/sagemaker/CompilationJobs", frozenset({"COMPLETED", "FAILED", "STOPPED"})
+    "compilation job",
+    "CompilationJob",
+    "/aws/sagemaker/CompilationJobs",
+    terminal=frozenset({"COMPLETED", "FAILED", "STOPPED"}),
 )
 TRANSFORM = JobKind(
-    "transform job", "TransformJob", "/aws/sagemaker/TransformJobs", frozenset({"Completed", "Failed", "Stopped"})
+    "transform job", "TransformJob", "/aws/sagemaker/TransformJobs", "transform_job_completed_or_stopped"
 )
-
-
-def console_printer(progress=None) -> Callable[[str], None]:
-    """Print a log line above the progress display (or on stderr), never as Rich markup."""
-    if progress is not None:
-        return lambda line: progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
-    return lambda line: print(line, file=sys.stderr, flush=True)
 
 
 class LogTail:
@@ -120,9 +121,10 @@ def stop_on_interrupt(
         yield
     except (KeyboardInterrupt, *also) as exc:
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        ended = kind.ended(aws)
         for name in names:
             try:
-                if kind.status(kind.describe(aws, name)) in kind.terminal:
+                if ended(kind.describe(aws, name)):
                     continue
                 kind.stop(aws, name)
                 on_line(f"{why}: stopped {kind.noun} {name} (Stop{kind.api})")
@@ -132,31 +134,34 @@ def stop_on_interrupt(
 
 
 def wait_for(
-    aws: AwsConfig, kind: JobKind, name: str, progress=None, status_line: Callable[[dict], str] | None = None
+    aws: AwsConfig,
+    kind: JobKind,
+    name: str,
+    progress: Progress = NO_PROGRESS,
+    status_line: Callable[[dict], str] | None = None,
 ) -> dict:
     """Poll ``Describe<Kind>`` every ``aws.poll_seconds`` until the job ends, streaming its logs; Ctrl-C stops it.
 
-    SageMaker enforces every job's own stopping condition, so the loop ends. Returns the final
+    SageMaker enforces every job's own stopping condition, so the wait ends. Returns the final
     description; a job that did not complete raises one line with SageMaker's ``FailureReason``.
     """
-    task = progress.add_task(f"{kind.noun} {name}", total=None, status="") if progress else None
-    printer = console_printer(progress)
-    tail = LogTail(aws, kind.log_group, name, printer)
-    with stop_on_interrupt(aws, kind, [name], printer):
-        while True:
-            try:
-                described = kind.describe(aws, name)
-            except botocore.exceptions.ClientError as exc:
-                raise NcfError(f"{kind.noun} {name}: {error_message(exc)}") from None
-            status = kind.status(described)
-            tail.poll()
-            if progress is not None:
-                progress.update(task, status=status_line(described) if status_line else status)
-            if status in kind.terminal:
-                break
-            time.sleep(aws.poll_seconds)
+    task = progress.task(f"{kind.noun} {name}")
+    tail = LogTail(aws, kind.log_group, name, progress.log)
+    ended = kind.ended(aws)
+
+    def check() -> dict | None:
+        try:
+            described = kind.describe(aws, name)
+        except botocore.exceptions.ClientError as exc:
+            raise NcfError(f"{kind.noun} {name}: {error_message(exc)}") from None
+        tail.poll()
+        task.update(status=status_line(described) if status_line else kind.status(described))
+        return described if ended(described) else None
+
+    with stop_on_interrupt(aws, kind, [name], progress.log):
+        described = poll(check, aws.poll_seconds)
+    status = kind.status(described)
     if status.lower() != "completed":
         raise NcfError(f"{kind.noun} {name} ended {status}: {described.get('FailureReason') or 'no reason given'}")
-    if progress is not None:
-        progress.update(task, total=1, completed=1)
+    task.finish()
     return described

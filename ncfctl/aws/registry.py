@@ -44,7 +44,7 @@ def require_group(aws: AwsConfig, group: str) -> dict[str, Any]:
     if described is None:
         raise NcfError(
             f"model package group '{group}' does not exist in {aws.region} (config key aws.model_package_group)",
-            hint="`ncfctl pipeline --backend sagemaker` creates it and registers versions",
+            hint="the SageMaker pipeline creates it and registers versions",
         )
     return described
 

@@ -1,4 +1,4 @@
-"""S3 transfers with Rich progress, and ``s3://`` URI handling."""
+"""S3 transfers that report their bytes as progress, and ``s3://`` URI handling."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from boto3.s3.transfer import TransferConfig
 from ncfctl.aws.clients import client, error_message
 from ncfctl.config import AwsConfig
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 
 TRANSFER = TransferConfig(multipart_threshold=64 * 1024 * 1024, max_concurrency=4)
 
@@ -38,16 +39,13 @@ def check_bucket(aws: AwsConfig, bucket: str) -> None:
         raise NcfError(f"S3 bucket '{bucket}': {error_message(exc)}") from None
 
 
-def upload_file(aws: AwsConfig, path: str | os.PathLike, target_uri: str, progress=None) -> str:
-    """Upload ``path`` to ``target_uri``; ``progress`` is an optional Rich ``Progress``."""
+def upload_file(aws: AwsConfig, path: str | os.PathLike, target_uri: str, progress: Progress = NO_PROGRESS) -> str:
+    """Upload ``path`` to ``target_uri``, one progress task counting its bytes."""
     path = Path(path)
     bucket, key = parse_uri(target_uri)
-    callback = None
-    if progress is not None:
-        task = progress.add_task(f"upload {path.name}", total=path.stat().st_size, status="")
-        callback = lambda n: progress.advance(task, n)  # noqa: E731
+    task = progress.task(f"upload {path.name}", total=path.stat().st_size)
     try:
-        client(aws, "s3").upload_file(str(path), bucket, key, Config=TRANSFER, Callback=callback)
+        client(aws, "s3").upload_file(str(path), bucket, key, Config=TRANSFER, Callback=task.advance)
     except botocore.exceptions.ClientError as exc:
         raise NcfError(f"upload {path} -> {target_uri}: {error_message(exc)}") from None
     except Exception as exc:  # S3UploadFailedError wraps ClientError text
@@ -64,20 +62,17 @@ def delete_object(aws: AwsConfig, target_uri: str) -> None:
         raise NcfError(f"delete {target_uri}: {error_message(exc)}") from None
 
 
-def download_file(aws: AwsConfig, source_uri: str, path: str | os.PathLike, progress=None) -> Path:
+def download_file(aws: AwsConfig, source_uri: str, path: str | os.PathLike, progress: Progress = NO_PROGRESS) -> Path:
     """Download ``source_uri`` to ``path`` (written to a temp name, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     bucket, key = parse_uri(source_uri)
     s3 = client(aws, "s3")
-    callback = None
     try:
-        if progress is not None:
-            size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
-            task = progress.add_task(f"download {Path(key).name}", total=size, status="")
-            callback = lambda n: progress.advance(task, n)  # noqa: E731
+        size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        task = progress.task(f"download {Path(key).name}", total=size)
         tmp = path.with_name(f".{path.name}.part")
-        s3.download_file(bucket, key, str(tmp), Config=TRANSFER, Callback=callback)
+        s3.download_file(bucket, key, str(tmp), Config=TRANSFER, Callback=task.advance)
         os.replace(tmp, path)
     except botocore.exceptions.ClientError as exc:
         raise NcfError(f"download {source_uri}: {error_message(exc)}") from None

@@ -35,6 +35,7 @@ from ncfctl.config import BenchConfig, Config
 from ncfctl.data.dataset import EvalSplit, InteractionData, load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.serving.deploy_local import our_process, server_plan
 from ncfctl.threads import torch_threads
 from ncfctl.workspace import Artifact, Workspace
@@ -49,25 +50,6 @@ HEADLINE = (
     "size_mb",
 )  # per-variant numbers copied to the manifest
 PROBE_ROUNDS = 20  # queries of each kind the memory probe serves before reading its peak
-
-
-class _Progress:
-    """Optional Rich progress: a task per phase, advanced by callbacks (no-ops without progress)."""
-
-    def __init__(self, progress):
-        self.progress = progress
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        if self.progress is None:
-            return lambda advance=1: None
-        task_id = self.progress.add_task(description, total=total, status="")
-        return lambda advance=1: self.progress.update(task_id, advance=advance)
-
-    def status(self, description: str, total: int) -> Callable[[str], None]:
-        if self.progress is None:
-            return lambda status: None
-        task_id = self.progress.add_task(description, total=total, status="")
-        return lambda status: self.progress.update(task_id, advance=1, status=status)
 
 
 def _machine() -> dict[str, Any]:
@@ -197,31 +179,31 @@ def _ratios(rows: list[dict[str, Any]], baseline: str, explicit: bool) -> None:
 
 
 def _open_runners(
-    selection: Selection, seen_npz: Path, config: Config, stack: ExitStack, notes: list[str], tracker: _Progress
+    selection: Selection, seen_npz: Path, config: Config, stack: ExitStack, notes: list[str], progress: Progress
 ) -> dict[str, tuple[Variant, Runner]]:
     """One runner per variant, closed with ``stack``; a variant that cannot load becomes a note."""
-    opened = tracker.status("load variants", len(selection.variants))
+    opened = progress.task("load variants", len(selection.variants))
     runners: dict[str, tuple[Variant, Runner]] = {}
     for variant in selection.variants:
         try:
             runner = _open_runner(variant, seen_npz, config)
         except (BundleError, NcfError) as exc:
             notes.append(f"{variant.name} ({variant.id}): skipped, cannot load: {exc}")
-            opened(f"{variant.name}: skipped")
+            opened.advance(status=f"{variant.name}: skipped")
             continue
         stack.callback(runner.close)
         runners[variant.name] = (variant, runner)
-        opened(variant.name)
+        opened.advance(status=variant.name)
     if selection.baseline.name not in runners:
         raise NcfError(f"baseline {selection.baseline.id} could not be loaded: {'; '.join(notes)}")
     return runners
 
 
 def _quality(
-    runners: dict[str, tuple[Variant, Runner]], data: InteractionData, k: int, tracker: _Progress
+    runners: dict[str, tuple[Variant, Runner]], data: InteractionData, k: int, progress: Progress
 ) -> dict[str, dict[str, Any]]:
     """Test metrics per variant name (recorded ones for torch models, measured otherwise)."""
-    done = tracker.status("quality (test split)", len(runners))
+    done = progress.task("quality (test split)", len(runners))
     out: dict[str, dict[str, Any]] = {}
     for name, (variant, runner) in runners.items():
         recorded = (
@@ -230,21 +212,21 @@ def _quality(
         metrics = recorded or measure_quality(runner, data, k)
         out[name] = {key: value for key, value in metrics.items() if key != "k"}
         out[name]["quality_from"] = "manifest" if recorded else "measured"
-        done(f"{name} ({out[name]['quality_from']})")
+        done.advance(status=f"{name} ({out[name]['quality_from']})")
     return out
 
 
 def _speed(
-    runners: dict[str, Runner], data: InteractionData, k: int, settings: BenchConfig, tracker: _Progress
+    runners: dict[str, Runner], data: InteractionData, k: int, settings: BenchConfig, progress: Progress
 ) -> dict[str, dict[str, Any]]:
     """p50/p99 of each query and batch-64 throughput per variant name, all series interleaved."""
     calls = _query_calls(runners, data, k)
-    advance = tracker.task(f"latency ({len(calls)} series interleaved)", settings.repeats)
+    latency = progress.task(f"latency ({len(calls)} series interleaved)", settings.repeats)
     samples = interleaved_timings(
         calls,
         warmup=settings.warmup,
         repeats=settings.repeats,
-        on_round=lambda _: advance(),
+        on_round=lambda _: latency.advance(),
         budget_s=settings.series_seconds,
     )
     out: dict[str, dict[str, Any]] = {name: {} for name in runners}
@@ -259,19 +241,19 @@ def _speed(
     return out
 
 
-def _recall(runners: dict[str, Runner], data: InteractionData, k: int, settings: BenchConfig, tracker: _Progress):
+def _recall(runners: dict[str, Runner], data: InteractionData, k: int, settings: BenchConfig, progress: Progress):
     """``topk_recall`` per variant name over the same seeded test users (1.0 for exact variants)."""
     users = recall_users(data, settings.recall_users, seed=0)
-    done = tracker.status(f"top-{k} recall vs exact ({len(users)} users)", len(runners))
+    done = progress.task(f"top-{k} recall vs exact ({len(users)} users)", len(runners))
     out = {}
     for name, runner in runners.items():
         out[name] = {"topk_recall": topk_recall(runner, users, k), "recall_users": len(users)}
-        done(f"{name}: {out[name]['topk_recall']:.3f}")
+        done.advance(status=f"{name}: {out[name]['topk_recall']:.3f}")
     return out
 
 
 def _measure(
-    selection: Selection, data: InteractionData, config: Config, notes: list[str], tracker: _Progress
+    selection: Selection, data: InteractionData, config: Config, notes: list[str], progress: Progress
 ) -> list[dict[str, Any]]:
     """Every column of every loadable variant, in selection order (ratios not yet filled)."""
     settings, k = config.bench, config.train.top_k
@@ -284,17 +266,17 @@ def _measure(
         seen_npz = Path(tmp) / "seen_items.npz"
         indptr, indices = data.seen_items(include_val=True)
         np.savez(seen_npz, indptr=indptr, indices=indices)
-        runners = _open_runners(selection, seen_npz, config, stack, notes, tracker)
+        runners = _open_runners(selection, seen_npz, config, stack, notes, progress)
         variants = [variant for variant, _ in runners.values()]
-        quality = _quality(runners, data, k, tracker)
+        quality = _quality(runners, data, k, progress)
         plain = {name: runner for name, (_, runner) in runners.items()}
-        speed = _speed(plain, data, k, settings, tracker)
-        recall = _recall(plain, data, k, settings, tracker)
-        sizing = tracker.status("size + peak memory (one process per model)", 2)
+        speed = _speed(plain, data, k, settings, progress)
+        recall = _recall(plain, data, k, settings, progress)
+        sizing = progress.task("size + peak memory (one process per model)", 2)
         sizes = {v.name: _footprint(v, notes) for v in variants}
-        sizing("sizes counted")
+        sizing.advance(status="sizes counted")
         peaks = _peak_rss(variants, seen_npz, data, config)
-        sizing("peak RSS measured")
+        sizing.advance(status="peak RSS measured")
         plans = {v.name: _server_plan(v) for v in variants if v.runtime == "http"}
     return [
         {
@@ -321,7 +303,9 @@ def bench_reuse_key(config: Config) -> ReuseKey:
     return ReuseKey("benchmark", {"bench": config.bench.model_dump(), "top_k": config.train.top_k})
 
 
-def run_benchmark(config: Config, workspace: Workspace, compare: str | None = None, progress=None) -> Artifact:
+def run_benchmark(
+    config: Config, workspace: Workspace, compare: str | None = None, progress: Progress = NO_PROGRESS
+) -> Artifact:
     """Compare the variants named by ``compare`` (default ``bench.compare``); the ``benchmark`` artifact."""
     settings = config.bench
     selection = select_variants(workspace, compare or settings.compare)
@@ -329,7 +313,7 @@ def run_benchmark(config: Config, workspace: Workspace, compare: str | None = No
     data = load_dataset(workspace.get(selection.baseline.dataset_id, "dataset"))
     k = config.train.top_k
     started, machine = datetime.now(UTC), _machine()
-    rows = _measure(selection, data, config, notes, _Progress(progress))
+    rows = _measure(selection, data, config, notes, progress)
     _ratios(rows, selection.baseline.name, data.explicit)
     dataset_id = selection.baseline.dataset_id
     with workspace.create(

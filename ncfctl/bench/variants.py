@@ -282,7 +282,7 @@ def _newest_original(workspace: Workspace) -> Artifact | None:
 
 
 def select_variants(workspace: Workspace, compare: str) -> Selection:
-    """Resolve ``--compare`` (``all`` or a comma list of ids/folders/roles) into variants.
+    """Resolve ``bench.compare`` (``all`` or a comma list of ids/folders/roles) into variants.
 
     The baseline for speed-ups and quality deltas is the original (trained) model when selected,
     else the first variant.
@@ -290,7 +290,9 @@ def select_variants(workspace: Workspace, compare: str) -> Selection:
     index = _Index(workspace)
     tokens = [t.strip() for t in compare.split(",") if t.strip()]
     if not tokens:
-        raise NcfError("--compare is empty: give 'all' or a comma list of artifact ids and roles")
+        raise NcfError(
+            "bench.compare is empty: give 'all' or a comma list of artifact ids and roles", settings=("bench.compare",)
+        )
     explicit = [t for t in tokens if ROLE_ALIASES.get(t.lower(), t.lower()) not in (*ROLES, "all")]
     roles = [ROLE_ALIASES.get(t.lower(), t.lower()) for t in tokens if t not in explicit]
     if "all" in roles:
@@ -306,7 +308,11 @@ def select_variants(workspace: Workspace, compare: str) -> Selection:
         chosen = {v.id for v in variants}
         variants += [v for v in _family_variants(index, family, roles, notes) if v.id not in chosen]
     if not variants:
-        raise NcfError(f"nothing to compare for --compare {compare!r}", hint="; ".join(notes) or None)
+        raise NcfError(
+            f"nothing to compare for bench.compare {compare!r}",
+            hint="; ".join(notes) or None,
+            settings=("bench.compare",),
+        )
     _check_same_dataset(variants)
     order = {role: i for i, role in enumerate(ROLES)}
     # a baseline's bundle right after its model: als, als compiled ort, bpr, ...

@@ -1,10 +1,11 @@
 """``ncfctl``: the Typer application and its error handling.
 
 Every command module exposes ``register(app)``; commands parse flags, call one service and print
-through :class:`~ncfctl.cli.output.Output`. Expected failures (:class:`~ncfctl.errors.NcfError`,
-and what :func:`~ncfctl.errors.expected_failure` recognises) are one red line on stderr, cut to
-a bounded length, and exit code 2 (``--debug`` shows the traceback). The handling lives in the
-command group itself, so ``ncfctl`` on a terminal and typer's ``CliRunner`` in tests behave alike.
+through :class:`~ncfctl.cli.output.Output`. Expected failures (a bad flag,
+:class:`~ncfctl.errors.NcfError` and what :func:`~ncfctl.errors.expected_failure` recognises) are one
+red line on stderr, worded by :mod:`ncfctl.cli.errors`, cut to a bounded length, and exit code 2
+(``--debug`` shows the traceback). The handling lives in the command group itself, so ``ncfctl``
+on a terminal and typer's ``CliRunner`` in tests behave alike.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,10 +23,10 @@ from typer.core import TyperGroup
 from ncfctl import __version__
 from ncfctl.cli import bench, data, deploy, image, invoke, neo, pipeline, prune, recommend, registry, train
 from ncfctl.cli.context import GlobalOptions
-from ncfctl.errors import expected_failure, one_line
+from ncfctl.cli.errors import error_line
 
 
-def _debug_requested(ctx: click.Context) -> bool:
+def _debug_requested(ctx: typer.Context) -> bool:
     options = ctx.obj
     if isinstance(options, GlobalOptions) and options.debug:
         return True
@@ -36,21 +36,24 @@ def _debug_requested(ctx: click.Context) -> bool:
 class NcfGroup(TyperGroup):
     """The command group: an expected failure becomes one red line and its exit code (2)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
             Console(stderr=True).print("[yellow]interrupted[/yellow]")
             ctx.exit(130)
         except Exception as exc:
-            error = expected_failure(exc)
-            if error is None or _debug_requested(ctx):
+            options = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
+            failure = error_line(exc, options.flags)
+            if failure is None or _debug_requested(ctx):
                 raise
-            message = escape(one_line(str(error)))
-            Console(stderr=True).print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
-            ctx.exit(error.exit_code)
+            message, exit_code = failure
+            Console(stderr=True).print(
+                f"[bold red]Error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+            )
+            ctx.exit(exit_code)
 
 
 app = typer.Typer(

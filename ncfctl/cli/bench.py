@@ -10,7 +10,7 @@ import typer
 
 from ncfctl.cli.context import command_context
 from ncfctl.cli.options import JsonOpt, ThreadsOpt
-from ncfctl.cli.output import Output
+from ncfctl.cli.output import Output, artifact_fields
 
 CompareOpt = Annotated[
     str | None,
@@ -46,8 +46,7 @@ def benchmark_payload(artifact) -> dict[str, Any]:
 
     results = jsonlib.loads(artifact.file(RESULTS_JSON).read_text(encoding="utf-8"))
     return {
-        "benchmark": artifact.id,
-        "path": str(artifact.path),
+        **artifact_fields(artifact),
         "results_json": str(artifact.path / RESULTS_JSON),
         "results_csv": str(artifact.path / RESULTS_CSV),
         "summary": str(artifact.path / SUMMARY_MD),
@@ -65,41 +64,42 @@ def render_benchmark(out: Output, payload: dict[str, Any]) -> None:
     out.info(winners(results))
     for note in results["notes"]:
         out.warn(note)
-    out.success(f"benchmark {payload['benchmark']}: {payload['path']}")
+    out.success(f"benchmark {payload['id']}: {payload['path']}")
     out.info(f"  summary {payload['summary']}\n  figures " + ", ".join(results["figures"]))
+
+
+def bench_command(
+    ctx: typer.Context,
+    compare: CompareOpt = None,
+    repeats: Annotated[
+        int | None, typer.Option("--repeats", min=1, help="Timed repetitions per query and variant.")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", min=0, help="Untimed calls before timing.")] = None,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Measure quality, latency (batch 1, 64, top-K), throughput, size and peak memory of each variant.
+
+    Writes comparison/<id>/ with results.json, results.csv, summary.md and PNG charts.
+    """
+    c = command_context(
+        ctx,
+        overrides={
+            "bench.compare": compare,
+            "bench.repeats": repeats,
+            "bench.warmup": warmup,
+            "bench.threads": threads,
+        },
+        json_output=json_output,
+    )
+    from ncfctl.bench.service import run_benchmark  # heavy: only once the flags are valid
+
+    with c.out.progress() as progress:
+        artifact = run_benchmark(c.config, c.workspace, progress=progress)
+    payload = benchmark_payload(artifact)
+    c.out.result(payload, lambda: render_benchmark(c.out, payload))
 
 
 def register(app: typer.Typer) -> None:
     """Add ``ncfctl bench`` to the app."""
-
-    @app.command("bench")
-    def bench_command(
-        ctx: typer.Context,
-        compare: CompareOpt = None,
-        repeats: Annotated[
-            int | None, typer.Option("--repeats", min=1, help="Timed repetitions per query and variant.")
-        ] = None,
-        warmup: Annotated[int | None, typer.Option("--warmup", min=0, help="Untimed calls before timing.")] = None,
-        threads: ThreadsOpt = None,
-        json: JsonOpt = False,
-    ) -> None:
-        """Measure quality, latency (batch 1, 64, top-K), throughput, size and peak memory of each variant.
-
-        Writes comparison/<id>/ with results.json, results.csv, summary.md and PNG charts.
-        """
-        from ncfctl.bench.service import run_benchmark
-
-        c = command_context(
-            ctx,
-            overrides={
-                "bench.compare": compare,
-                "bench.repeats": repeats,
-                "bench.warmup": warmup,
-                "bench.threads": threads,
-            },
-            json_output=json,
-        )
-        with c.out.progress() as progress:
-            artifact = run_benchmark(c.config, c.workspace, progress=progress)
-        payload = benchmark_payload(artifact)
-        c.out.result(payload, lambda: render_benchmark(c.out, payload))
+    app.command("bench")(bench_command)

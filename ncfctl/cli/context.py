@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from ncfctl.cli.errors import command_flags
 from ncfctl.cli.output import Output
 from ncfctl.config import Config, load_config
 from ncfctl.workspace import Workspace
@@ -18,6 +19,7 @@ class GlobalOptions:
     workdir: Path | None = None
     config_file: Path | None = None
     debug: bool = False
+    flags: dict[str, str] = field(default_factory=dict)  # config key -> the flag that set it (error lines)
 
 
 @dataclass
@@ -34,7 +36,11 @@ def command_context(
 
     ``overrides`` maps dotted config keys to flag values; ``None`` means "flag not given".
     """
-    options: GlobalOptions = ctx.find_root().obj or GlobalOptions()
+    root = ctx.find_root()
+    if not isinstance(root.obj, GlobalOptions):
+        root.obj = GlobalOptions()
+    options: GlobalOptions = root.obj
+    options.flags = command_flags(ctx, overrides or {})
     merged = dict(overrides or {})
     if options.workdir is not None:
         merged["workdir"] = str(options.workdir)

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 import typer
 
 from ncfctl.cli.context import command_context
-from ncfctl.cli.options import JsonOpt, SeedOpt
+from ncfctl.cli.options import Dataset, JsonOpt, RatioOrder, SeedOpt, Split
+from ncfctl.cli.output import artifact_fields
 
 STAT_LABELS = {
     "users": "users",
@@ -34,10 +35,7 @@ def _stat_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def data(
     ctx: typer.Context,
     dataset: Annotated[
-        str | None,
-        typer.Option(
-            "--dataset", help="synthetic | ml-1m | ml-100k | ml-20m | ml-25m | ml-latest-small | csv | parquet."
-        ),
+        Dataset | None, typer.Option("--dataset", help="Generated, a MovieLens release, or your csv/parquet log.")
     ] = None,
     source: Annotated[
         str | None,
@@ -53,12 +51,13 @@ def data(
     explicit: Annotated[
         bool | None, typer.Option("--explicit/--implicit", help="Keep ratings (RMSE/MAE) or binarise (HR/NDCG).")
     ] = None,
-    split: Annotated[str | None, typer.Option("--split", help="leave-one-out | ratio.")] = None,
+    split: Annotated[Split | None, typer.Option("--split", help="How each user's rows are held out.")] = None,
     test_ratio: Annotated[
         float | None, typer.Option("--test-ratio", help="ratio split: share of each user's rows held out.")
     ] = None,
     ratio_order: Annotated[
-        str | None, typer.Option("--ratio-order", help="ratio split: random | temporal (latest rows held out).")
+        RatioOrder | None,
+        typer.Option("--ratio-order", help="ratio split: random, or temporal (latest rows held out)."),
     ] = None,
     eval_negatives: Annotated[
         int | None, typer.Option("--eval-negatives", min=1, help="Sampled negatives per evaluation row.")
@@ -73,9 +72,6 @@ def data(
     json_output: JsonOpt = False,
 ) -> None:
     """Prepare a dataset: read or generate interactions, clean them, split, sample evaluation negatives."""
-    from ncfctl.data.prepare import prepare_dataset  # lazy: keeps `ncfctl --help` fast
-    from ncfctl.data.splits import MIN_PER_USER
-
     overrides = {
         "data.dataset": dataset,
         "data.source": source,
@@ -92,6 +88,9 @@ def data(
         "seed": seed,
     }
     c = command_context(ctx, overrides=overrides, json_output=json_output)
+    from ncfctl.data.prepare import prepare_dataset  # pandas & co.: only once the flags are valid
+    from ncfctl.data.splits import MIN_PER_USER
+
     with c.out.progress(transient=True) as progress:
         artifact = prepare_dataset(c.config, c.workspace, progress=progress)
     metrics = artifact.manifest.metrics
@@ -103,7 +102,7 @@ def data(
     if metrics.get("duplicates_dropped"):
         c.out.warn(f"{metrics['duplicates_dropped']:,} repeated (user, item) rows dropped: the latest one is kept")
     info = artifact.manifest.info
-    payload = {"id": artifact.id, "path": str(artifact.path), "info": info.recorded(), "metrics": metrics}
+    payload = {**artifact_fields(artifact), "info": info.recorded(), "metrics": metrics}
 
     def render() -> None:
         title = f"{artifact.id}: {info.dataset}, {info.split}, {'explicit' if info.explicit else 'implicit'}"

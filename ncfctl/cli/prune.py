@@ -1,9 +1,4 @@
-"""`ncfctl prune` and `ncfctl finetune`: smaller models, with what they cost and buy measured.
-
-Choices are plain strings validated by the config model (``prune.method`` etc.), so a bad value
-is one line naming the key and the value, whether it came from a flag, the environment or a
-``--config`` file.
-"""
+"""`ncfctl prune` and `ncfctl finetune`: smaller models, with what they cost and buy measured."""
 
 from __future__ import annotations
 
@@ -12,7 +7,18 @@ from typing import Annotated, Any
 import typer
 
 from ncfctl.cli.context import CommandContext, command_context
-from ncfctl.cli.options import JsonOpt, SeedOpt, ThreadsOpt
+from ncfctl.cli.options import (
+    FinetuneBackend,
+    JsonOpt,
+    PruneAllocation,
+    PruneMethod,
+    PruneNorm,
+    PruneSchedule,
+    PruneScope,
+    SeedOpt,
+    ThreadsOpt,
+)
+from ncfctl.cli.output import artifact_fields
 from ncfctl.pruning.schedule import RATE_CONVENTION
 from ncfctl.workspace import Artifact
 
@@ -26,19 +32,30 @@ FractionOpt = Annotated[
     float | None, typer.Option("--fraction", help="Share of the training rows to fine-tune on, in (0, 1].")
 ]
 BackendOpt = Annotated[
-    str | None,
+    FinetuneBackend | None,
     typer.Option("--backend", help="Fine-tune here (local) or as a SageMaker training job (sagemaker)."),
 ]
 
 
+THIS_ARTIFACT = "(this artifact)"  # how the pruning service names, in ``info.stages``, the model it is saving
+
+
+def _stages(artifact: Artifact) -> list[dict[str, Any]]:
+    """``info.stages`` with the artifact's own row naming it by id."""
+    return [
+        {**row, "model": artifact.id} if row.get("model") == THIS_ARTIFACT else row
+        for row in artifact.manifest.info.stages
+    ]
+
+
 def _summary(artifact: Artifact) -> dict[str, Any]:
-    keep = {"stage", "source_model", "pruning", "stages", "size", "layers", "finetune"}
+    keep = {"stage", "source_model", "pruning", "size", "layers", "finetune"}
     return {
-        "id": artifact.id,
-        "path": str(artifact.path),
+        **artifact_fields(artifact),
         "parent": artifact.manifest.parent,
         "metrics": artifact.manifest.metrics,
         **artifact.manifest.info.model_dump(mode="json", include=keep, exclude_none=True),
+        "stages": _stages(artifact),
     }
 
 
@@ -47,7 +64,7 @@ def _render(cc: CommandContext, artifact: Artifact) -> None:
     info = artifact.manifest.info
     out = cc.out
     out.table(info.layers, title=f"{artifact.id}: per layer (vs the model it was pruned from)", columns=LAYER_COLUMNS)
-    stages = info.stages
+    stages = _stages(artifact)
     k = artifact.manifest.metrics.get("k")
     quality = [col for col in STAGE_COLUMNS if any(col in row for row in stages)]
     out.table(stages, title=f"quality (test split{f', @{k}' if k else ''}; full_* = full ranking)", columns=quality)
@@ -76,7 +93,7 @@ def prune(
         typer.Option("--model", help="Model id or folder to prune (default: the latest trained model)."),
     ] = None,
     method: Annotated[
-        str | None,
+        PruneMethod | None,
         typer.Option("--method", help="magnitude (unstructured, masks) or structured (smaller dense model)."),
     ] = None,
     rate: Annotated[
@@ -84,7 +101,8 @@ def prune(
         typer.Option("--rate", help=f"Fraction to remove, in (0, 1) [prune.rate]. {RATE_CONVENTION}."),
     ] = None,
     scope: Annotated[
-        str | None, typer.Option("--scope", help="magnitude: global (one threshold) or layer (same rate per layer).")
+        PruneScope | None,
+        typer.Option("--scope", help="magnitude: global (one threshold) or layer (same rate per layer)."),
     ] = None,
     include_embeddings: Annotated[
         bool | None,
@@ -93,16 +111,16 @@ def prune(
             help="Prune the embedding tables too (most of NCF's parameters).",
         ),
     ] = None,
-    norm: Annotated[str | None, typer.Option("--norm", help="structured: rank units by l1 or l2 norm.")] = None,
+    norm: Annotated[PruneNorm | None, typer.Option("--norm", help="structured: rank units by l1 or l2 norm.")] = None,
     allocation: Annotated[
-        str | None,
+        PruneAllocation | None,
         typer.Option(
             "--allocation",
             help="structured: mlp-first (keep GMF factors, cut MLP embeddings harder) or uniform (each group by rate).",
         ),
     ] = None,
     schedule: Annotated[
-        str | None,
+        PruneSchedule | None,
         typer.Option("--schedule", help="oneshot, or gradual (cubic schedule, fine-tuning between steps)."),
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="gradual: number of pruning steps.")] = None,
@@ -113,7 +131,7 @@ def prune(
     backend: BackendOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = None,
-    json: JsonOpt = False,
+    json_output: JsonOpt = False,
 ) -> None:
     """Prune a model (default: the latest trained one); saves a model artifact of stage 'pruned'.
 
@@ -134,17 +152,14 @@ def prune(
             "prune.steps": steps,
             **_finetune_overrides(epochs, lr, fraction, backend, threads, seed),
         },
-        json_output=json,
+        json_output=json_output,
     )
     from ncfctl.pruning.service import prune_model  # torch & co. only when a command runs, not for --help
 
     with cc.out.progress() as progress:
         outcome = prune_model(cc.config, cc.workspace, model, finetune=finetune, progress=progress)
     final = outcome.finetuned or outcome.pruned
-    payload = {
-        "pruned": _summary(outcome.pruned),
-        "finetuned": _summary(outcome.finetuned) if outcome.finetuned else None,
-    }
+    payload = {**_summary(outcome.pruned), "finetuned": _summary(outcome.finetuned) if outcome.finetuned else None}
     cc.out.result(payload, render=lambda: _render(cc, final))
 
 
@@ -159,13 +174,13 @@ def finetune(
     backend: BackendOpt = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = None,
-    json: JsonOpt = False,
+    json_output: JsonOpt = False,
 ) -> None:
     """Fine-tune a pruned model with its pruned weights held at exactly zero; saves stage 'finetuned'."""
     cc = command_context(
         ctx,
         overrides=_finetune_overrides(epochs, lr, fraction, backend, threads, seed),
-        json_output=json,
+        json_output=json_output,
     )
     from ncfctl.pruning.service import finetune_model
 

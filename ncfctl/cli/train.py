@@ -2,48 +2,31 @@
 
 from __future__ import annotations
 
-from enum import Enum, StrEnum
 from typing import Annotated, Any
 
 import typer
 
 from ncfctl.cli.context import command_context
-from ncfctl.cli.options import BatchSizeOpt, DatasetRefOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, ThreadsOpt
+from ncfctl.cli.options import (
+    BatchSizeOpt,
+    DatasetRefOpt,
+    Device,
+    EpochsOpt,
+    JsonOpt,
+    LrOpt,
+    ModelType,
+    SeedOpt,
+    Task,
+    ThreadsOpt,
+    TrainBackend,
+)
+from ncfctl.cli.output import artifact_fields
 from ncfctl.errors import NcfError
 from ncfctl.model_types import MF_TYPES
-
-
-class ModelType(StrEnum):
-    gmf = "gmf"
-    mlp = "mlp"
-    neumf = "neumf"
-    als = "als"
-    bpr = "bpr"
-
 
 # what an ALS / BPR fit (ncfctl.training.baselines) takes from the NCF training flags
 BASELINE_FLAGS = {"als": {"--factors": "factors", "--epochs": "iterations"}}
 BASELINE_FLAGS["bpr"] = {**BASELINE_FLAGS["als"], "--lr": "learning_rate"}
-
-
-class Task(StrEnum):
-    implicit = "implicit"
-    explicit = "explicit"
-
-
-class Device(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Backend(StrEnum):
-    local = "local"
-    sagemaker = "sagemaker"
-
-
-def _value(choice: Enum | None) -> str | None:
-    return None if choice is None else choice.value
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -116,7 +99,7 @@ def train(
     threads: ThreadsOpt = None,
     nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="DDP processes (torch.distributed).")] = None,
     device: Annotated[Device | None, typer.Option("--device", help="auto picks CUDA when present (AMP on).")] = None,
-    backend: Annotated[Backend | None, typer.Option("--backend", help="Train here or as a SageMaker job.")] = None,
+    backend: Annotated[TrainBackend | None, typer.Option("--backend", help="Train here or as a SageMaker job.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run of this command.")] = False,
     eval_only: Annotated[
         str | None, typer.Option("--eval-only", help="Only evaluate this model artifact (id or folder).")
@@ -126,14 +109,12 @@ def train(
     json_output: JsonOpt = False,
 ) -> None:
     """Train NCF (GMF / MLP / NeuMF) or fit ALS / BPR; report HR@K and NDCG@K (sampled, full ranking) vs popularity."""
-    from ncfctl.training.service import evaluate_model, train_model
-
     overrides = {
-        "model.type": _value(model_type),
+        "model.type": model_type,
         "model.factors": factors,
         "model.layers": parse_layers(layers),
         "model.dropout": dropout,
-        "train.task": _value(task),
+        "train.task": task,
         "train.epochs": epochs,
         "train.negatives": negatives,
         "train.batch_size": batch_size,
@@ -143,8 +124,8 @@ def train(
         "train.top_k": top_k,
         "train.threads": threads,
         "train.nproc": nproc,
-        "train.device": _value(device),
-        "train.backend": _value(backend),
+        "train.device": device,
+        "train.backend": backend,
         "seed": seed,
     }
     c = command_context(ctx, overrides=overrides, json_output=json_output)
@@ -160,14 +141,16 @@ def train(
             "--weight-decay": weight_decay,
             "--patience": patience,
             "--nproc": nproc,
-            "--device": _value(device),
-            "--backend": _value(backend),
+            "--device": device,
+            "--backend": backend,
             "--pretrain-gmf": pretrain_gmf,
             "--pretrain-mlp": pretrain_mlp,
             "--resume": resume,
         }
         mf_overrides = baseline_overrides(c.config.model.type, flags)
         c = command_context(ctx, overrides={**overrides, **mf_overrides}, json_output=json_output)
+    from ncfctl.training.service import evaluate_model, train_model  # torch & co., once the flags are valid
+
     if eval_only:
         with c.out.progress(transient=True) as progress:
             report = evaluate_model(c.config, c.workspace, eval_only, dataset_id, progress=progress)
@@ -191,8 +174,7 @@ def train(
     manifest = artifact.manifest
     info = manifest.info
     payload = {
-        "model": artifact.id,
-        "path": str(artifact.path),
+        **artifact_fields(artifact),
         "dataset": info.dataset,
         "model_type": info.model_type,
         "best_epoch": info.best_epoch,

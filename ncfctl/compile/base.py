@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ncfctl.compile.targets import Target
 from ncfctl.export.preflight import Framework
 from ncfctl.models import NCF
+from ncfctl.progress import NO_PROGRESS, Progress
+from ncfctl.targets import Target
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,6 @@ class Compiler(Protocol):
         """Fail fast (NcfError) on anything that would stop :meth:`compile`, before any heavy work."""
         ...
 
-    def compile(self, request: CompileRequest, folder: Path, progress=None) -> CompileOutput:
+    def compile(self, request: CompileRequest, folder: Path, progress: Progress = NO_PROGRESS) -> CompileOutput:
         """Write the runtime model files into ``folder`` (the bundle) and describe them."""
         ...

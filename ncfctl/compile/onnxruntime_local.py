@@ -23,6 +23,7 @@ from ncfctl.compile.base import CompileOutput, CompileRequest
 from ncfctl.errors import NcfError
 from ncfctl.export.preflight import DYNAMIC_PARITY_BATCHES, check_parity, export_checked, random_pairs
 from ncfctl.export.runners import ort_scorer, ort_session, torch_scorer
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.threads import torch_threads
 
 MODEL_FILE = "model.onnx"
@@ -34,30 +35,31 @@ REPORT_MIN_CALLS = 5
 
 
 class OnnxRuntimeCompiler:
-    """``--backend local``: one dynamic-batch ``model.onnx`` run by ONNX Runtime."""
+    """``compile.backend local``: one dynamic-batch ``model.onnx`` run by ONNX Runtime."""
 
     name = "local"
 
     def check(self, request: CompileRequest) -> None:
         if request.framework != "onnx":
             raise NcfError(
-                f"--framework {request.framework} is a SageMaker Neo input; the local backend compiles ONNX",
-                hint="use --framework onnx, or --backend sagemaker",
+                f"compile.framework {request.framework} is a SageMaker Neo input; the local backend compiles ONNX",
+                hint="set compile.framework onnx, or compile.backend sagemaker",
+                settings=("compile.framework", "compile.backend"),
             )
         if not request.target.local_ok:
             raise NcfError(
                 f"target {request.target.name} has a {request.target.accelerator} accelerator; "
                 "the local backend builds for CPUs only",
-                hint="use --backend sagemaker for GPU targets",
+                hint="set compile.backend sagemaker for GPU targets",
+                settings=("compile.backend",),
             )
 
-    def compile(self, request: CompileRequest, folder: Path, progress=None) -> CompileOutput:
+    def compile(self, request: CompileRequest, folder: Path, progress: Progress = NO_PROGRESS) -> CompileOutput:
         self.check(request)
-        task = progress.add_task("local compile", total=4, status="export + preflight") if progress else None
+        task = progress.task("local compile", total=4, status="export + preflight")
 
         def step(status: str) -> None:
-            if progress is not None:
-                progress.update(task, advance=1, status=status)
+            task.advance(status=status)
 
         model = request.model
         with tempfile.TemporaryDirectory(prefix="ncfctl-export-") as tmp:

@@ -23,8 +23,9 @@ from ncfctl.aws import registry, s3
 from ncfctl.aws.clients import require, require_credentials
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
+from ncfctl.masks import MASKS_FILE
 from ncfctl.models import MODEL_FILE, load_model
-from ncfctl.pruning.masks import MASKS_FILE
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.workspace import Artifact, Workspace
 
 BUNDLE_DIR = "bundle"  # inside the model artifact: the registered bundle, for its ids and seen items
@@ -57,10 +58,10 @@ class BundleData:
         )
 
 
-def import_model_package(config: Config, workspace: Workspace, ref: str, progress=None) -> Artifact:
+def import_model_package(config: Config, workspace: Workspace, ref: str, progress: Progress = NO_PROGRESS) -> Artifact:
     """Download a registered version's bundle into a ``model`` artifact (``model.pt`` at its root)."""
     aws = config.aws
-    what = "neo compile --model-package"
+    what = "compiling a registered model package"
     require_credentials(aws, what)
     group = require(aws.model_package_group, "aws.model_package_group", what)
     described = registry.resolve(aws, group, ref)

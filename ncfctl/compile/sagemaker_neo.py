@@ -29,10 +29,12 @@ from ncfctl import safetar
 from ncfctl.aws import jobs as sm_jobs
 from ncfctl.aws import s3
 from ncfctl.aws.clients import client, error_message, require, require_credentials
+from ncfctl.aws.waiting import poll
 from ncfctl.compile.base import CompileOutput, CompileRequest
 from ncfctl.config import ArchiveConfig, AwsConfig, CompileConfig
 from ncfctl.errors import NcfError
 from ncfctl.export.preflight import ExportReport, export_checked
+from ncfctl.progress import NO_PROGRESS, Progress
 
 TERMINAL = sm_jobs.COMPILATION.terminal
 NVIDIA_OPTIONS = ("gpu-code", "trt-ver", "cuda-ver")  # CompilerOptions Neo requires for NVIDIA platforms
@@ -72,9 +74,10 @@ def compiler_options(request: CompileRequest, settings: CompileConfig) -> dict[s
         missing = [key for key in NVIDIA_OPTIONS if key not in options]
         if missing:
             raise NcfError(
-                f"--target-platform {request.target.name}: Neo needs compile.compiler_options "
+                f"compile.target_platform {request.target.name}: Neo needs compile.compiler_options "
                 f"{', '.join(missing)} for NVIDIA GPUs",
                 hint="e.g. compile.compiler_options: {gpu-code: sm_75, trt-ver: 8.6.1, cuda-ver: '11.8'}",
+                settings=("compile.target_platform",),
             )
     return options
 
@@ -149,40 +152,41 @@ def elapsed_seconds(description: dict[str, Any]) -> float | None:
 
 
 def wait(
-    aws: AwsConfig, names: list[str], *, poll_seconds: float, timeout_s: float, progress=None
+    aws: AwsConfig, names: list[str], *, poll_seconds: float, timeout_s: float, progress: Progress = NO_PROGRESS
 ) -> dict[str, dict[str, Any]]:
-    """Poll until every job is COMPLETED, FAILED or STOPPED; one status line per job on ``progress``.
+    """Poll until every job is COMPLETED, FAILED or STOPPED (Neo has no boto3 waiter); a task per job.
 
     Each job's CloudWatch log lines are shown as they arrive; Ctrl-C stops the jobs still running.
     """
-    tasks = {n: progress.add_task(f"neo {n}", total=None, status="polling") for n in names} if progress else {}
-    printer = sm_jobs.console_printer(progress)
-    tails = [sm_jobs.LogTail(aws, sm_jobs.COMPILATION.log_group, name, printer) for name in names]
+    tasks = {name: progress.task(f"neo {name}", status="polling") for name in names}
+    tails = {name: sm_jobs.LogTail(aws, sm_jobs.COMPILATION.log_group, name, progress.log) for name in names}
     final: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
-    with sm_jobs.stop_on_interrupt(aws, sm_jobs.COMPILATION, names, printer):
-        while True:
-            for name, tail in zip(names, tails, strict=True):
-                if name in final:
-                    continue
-                description = describe(aws, name)
-                status = description["CompilationJobStatus"]
-                tail.poll()
-                if progress is not None:
-                    shown = f"{status} {time.monotonic() - started:.0f}s"
-                    done = status in TERMINAL
-                    progress.update(tasks[name], status=shown, total=1 if done else None, completed=int(done))
-                if status in TERMINAL:
-                    final[name] = description
-            if len(final) == len(names):
-                return {name: final[name] for name in names}
-            if time.monotonic() - started > timeout_s:
-                pending = [n for n in names if n not in final]
-                raise NcfError(
-                    f"Neo job(s) {', '.join(pending)} not finished after {timeout_s:.0f}s",
-                    hint=f"follow with `ncfctl neo status {pending[0]} --wait`",
-                )
-            time.sleep(poll_seconds)
+
+    def check() -> dict[str, dict[str, Any]] | None:
+        for name in names:
+            if name in final:
+                continue
+            description = describe(aws, name)
+            status = description["CompilationJobStatus"]
+            tails[name].poll()
+            shown = f"{status} {time.monotonic() - started:.0f}s"
+            if status in TERMINAL:
+                final[name] = description
+                tasks[name].finish(shown)
+            else:
+                tasks[name].update(status=shown)
+        return {name: final[name] for name in names} if len(final) == len(names) else None
+
+    def timed_out() -> NcfError:
+        pending = [n for n in names if n not in final]
+        return NcfError(
+            f"Neo job(s) {', '.join(pending)} not finished after {timeout_s:.0f}s",
+            hint=f"{pending[0]} may still finish: ask for its status later",
+        )
+
+    with sm_jobs.stop_on_interrupt(aws, sm_jobs.COMPILATION, names, progress.log):
+        return poll(check, poll_seconds, timeout_s, timed_out)
 
 
 def output_uri(aws: AwsConfig, description: dict[str, Any]) -> str:
@@ -208,7 +212,9 @@ def output_uri(aws: AwsConfig, description: dict[str, Any]) -> str:
     return s3.uri(bucket, archives[0])
 
 
-def fetch(aws: AwsConfig, limits: ArchiveConfig, source: str, folder: Path, progress=None) -> list[str]:
+def fetch(
+    aws: AwsConfig, limits: ArchiveConfig, source: str, folder: Path, progress: Progress = NO_PROGRESS
+) -> list[str]:
     """Download ``source`` and extract it within ``limits`` into ``folder``; it must hold a compiled library."""
     with tempfile.TemporaryDirectory(prefix="ncfctl-neo-") as tmp:
         archive = s3.download_file(aws, source, Path(tmp) / "compiled.tar.gz", progress)
@@ -225,15 +231,15 @@ def failure_hints(request: CompileRequest, settings: CompileConfig, reports: lis
     if request.framework == "pytorch":
         retry = (
             f"model.pth was traced with torch {torch.__version__.split('+')[0]} and Neo compiles with PyTorch "
-            f"{settings.framework_version}: retry with --framework onnx"
+            f"{settings.framework_version}: retry with compile.framework onnx"
         )
     else:
-        retry = f"model.onnx is opset {request.opset}: retry with --framework pytorch"
+        retry = f"model.onnx is opset {request.opset}: retry with compile.framework pytorch"
     return f"{passed}; {retry}; the job's log is in CloudWatch under /aws/sagemaker/CompilationJobs"
 
 
 class NeoCompiler:
-    """``--backend sagemaker``: one Neo job per static batch size, each extracted into a DLR folder."""
+    """``compile.backend sagemaker``: one Neo job per static batch size, each extracted into a DLR folder."""
 
     name = "sagemaker"
 
@@ -244,7 +250,7 @@ class NeoCompiler:
 
     def _ready(self) -> tuple[str, str]:
         """Credentials, role and an existing bucket; returns (bucket, role)."""
-        what = "neo compile --backend sagemaker"
+        what = "a SageMaker Neo compilation"
         require_credentials(self.aws, what)
         bucket = require(self.aws.bucket, "aws.bucket", what)
         role = require(self.aws.role_arn, "aws.role_arn", what)
@@ -259,12 +265,12 @@ class NeoCompiler:
         stamp = request.name.split("-", 1)[-1]  # compiled-YYYYmmdd-HHMMSS-xxxx -> YYYYmmdd-HHMMSS-xxxx
         return f"{self.settings.job_prefix}-{stamp}-b{batch_size}"
 
-    def compile(self, request: CompileRequest, folder: Path, progress=None) -> CompileOutput:
+    def compile(self, request: CompileRequest, folder: Path, progress: Progress = NO_PROGRESS) -> CompileOutput:
         bucket, role = self._ready()
         sizes = sorted({1, request.batch_size})
         sagemaker = client(self.aws, "sagemaker")
         jobs: list[NeoJob] = []
-        task = progress.add_task("export + preflight", total=len(sizes), status=request.framework) if progress else None
+        task = progress.task("export + preflight", total=len(sizes), status=request.framework)
         with tempfile.TemporaryDirectory(prefix="ncfctl-neo-") as tmp:
             for size in sizes:
                 name = self.job_name(request, size)
@@ -282,14 +288,12 @@ class NeoCompiler:
                 )
                 folder_uri = s3.uri(bucket, self.aws.prefix, "neo", name)
                 jobs.append(NeoJob(name, size, f"{folder_uri}/{INPUT_ARCHIVE}", f"{folder_uri}/{OUTPUT_DIR}", report))
-                if progress is not None:
-                    progress.update(task, advance=1, status=f"batch {size}: parity {report.max_abs_diff:.1e}")
+                task.advance(status=f"batch {size}: parity {report.max_abs_diff:.1e}")
             for job in jobs:
                 archive = safetar.pack(Path(tmp) / job.name / INPUT_ARCHIVE, [(job.report.path, job.report.path.name)])
                 s3.upload_file(self.aws, archive, job.input_uri, progress)
         created: list[str] = []
-        printer = sm_jobs.console_printer(progress)
-        with sm_jobs.stop_on_interrupt(self.aws, sm_jobs.COMPILATION, created, printer, also=(NcfError,)):
+        with sm_jobs.stop_on_interrupt(self.aws, sm_jobs.COMPILATION, created, progress.log, also=(NcfError,)):
             for job in jobs:
                 try:
                     sagemaker.create_compilation_job(**job_request(job, request, self.settings, role))
@@ -310,6 +314,7 @@ class NeoCompiler:
                 raise NcfError(
                     f"Neo job {job.name} {outcome['CompilationJobStatus']}: {reason}",
                     hint=failure_hints(request, self.settings, [j.report for j in jobs]),
+                    settings=("compile.framework",),
                 )
         outputs = {}
         for job in jobs:

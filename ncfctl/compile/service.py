@@ -20,13 +20,14 @@ from ncfctl.compile.base import Compiler, CompileRequest
 from ncfctl.compile.onnxruntime_local import OnnxRuntimeCompiler
 from ncfctl.compile.registered import BUNDLE_DIR, BundleData
 from ncfctl.compile.sagemaker_neo import NeoCompiler
-from ncfctl.compile.targets import default_threads, resolve_target
 from ncfctl.config import Config
 from ncfctl.data.dataset import load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE, load_model
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.serving.bundle import write_serving_bundle
 from ncfctl.serving.retrieval import choose_retrieval
+from ncfctl.targets import default_threads, resolve_target
 from ncfctl.workspace import Artifact, Workspace
 
 MODEL_HINT = "run `ncfctl train` first, or pass --model ID"
@@ -43,7 +44,7 @@ def choose_backend(config: Config) -> BackendChoice:
     """``compile.backend``; ``auto`` is sagemaker when AWS credentials and ``aws.bucket`` are configured."""
     requested = config.compile.backend
     if requested != "auto":
-        return BackendChoice(requested, f"--backend {requested}")
+        return BackendChoice(requested, f"compile.backend {requested}")
     missing = [
         what
         for what, ok in (("AWS credentials", has_credentials(config.aws)), ("aws.bucket", bool(config.aws.bucket)))
@@ -69,7 +70,9 @@ def compile_reuse_key(config: Config) -> ReuseKey:
     return ReuseKey(KIND, sections)
 
 
-def compile_model(config: Config, workspace: Workspace, model_ref: str | None = None, progress=None) -> Artifact:
+def compile_model(
+    config: Config, workspace: Workspace, model_ref: str | None = None, progress: Progress = NO_PROGRESS
+) -> Artifact:
     """Compile a model artifact (latest by default) for ``compile.target`` into a ``compiled`` artifact."""
     settings = config.compile
     target = resolve_target(settings.target, settings.target_platform)
@@ -114,7 +117,7 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
     )
     with workspace.create(KIND, parent=source.id, config=compile_reuse_key(config).config, info=info) as writer:
         output = compiler.compile(replace(request, name=writer.id), writer.path, progress)
-        task = progress.add_task("serving bundle", total=None, status=info.retrieval) if progress else None
+        task = progress.task("serving bundle", status=info.retrieval)
         started = time.perf_counter()
         write_serving_bundle(
             writer.path,
@@ -128,8 +131,7 @@ def compile_model(config: Config, workspace: Workspace, model_ref: str | None = 
             ann=config.serving.ann if retrieval.ann else None,
             seed=config.seed,
         )
-        if progress:
-            progress.update(task, total=1, completed=1)
+        task.finish()
         writer.manifest.metrics.update(output.metrics, bundle_seconds=round(time.perf_counter() - started, 3))
         writer.manifest.info = info.updated(
             **output.info,
@@ -191,7 +193,12 @@ def _job_detail(description: dict[str, Any]) -> dict[str, Any]:
 
 
 def neo_status(
-    config: Config, workspace: Workspace, job: str | None = None, *, wait: bool = False, progress=None
+    config: Config,
+    workspace: Workspace,
+    job: str | None = None,
+    *,
+    wait: bool = False,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, Any]:
     """Without ``job``: ``{"jobs": [...]}``, compiled artifacts plus recent SageMaker jobs when AWS is
     configured (``compile.backend`` sagemaker, or auto with credentials and a bucket).

@@ -80,8 +80,12 @@ def user_time_order(users: np.ndarray, times: np.ndarray, num_users: int) -> np.
 def clean_log(log: RawLog, min_rating: float | None, explicit: bool) -> CleanLog:
     """Apply the rules in the module docstring; ``explicit`` keeps ratings (else every rating is 1.0)."""
     if (explicit or min_rating is not None) and not log.has_ratings:
-        what = "explicit mode" if explicit else f"--min-rating {min_rating}"
-        raise NcfError(f"{what} needs ratings but {log.origin} has no rating column", hint="set --rating-col")
+        what = "explicit mode" if explicit else f"data.min_rating {min_rating}"
+        raise NcfError(
+            f"{what} needs ratings but {log.origin} has no rating column",
+            hint="set data.rating_col",
+            settings=("data.min_rating", "data.rating_col"),
+        )
     frame = log.frame
     users, user_ids = _codes(frame["user"])
     items, item_ids = _codes(frame["item"])

@@ -4,7 +4,7 @@ Size and MD5 are pinned per release (GroupLens publishes ``<name>.zip.md5`` besi
 ml-latest-small is re-released from time to time, its pin is the 2018-09 archive still served):
 a truncated or altered download fails loudly instead of silently changing the data. The file is
 streamed to a temporary name and renamed only once verified, so a cached archive is always whole.
-Without network the error says how to pass a local copy with ``--source``.
+Without network the error says how to pass a local copy as ``data.source``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import httpx
 
 from ncfctl import fileio
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 CHUNK_BYTES = 1 << 20
@@ -57,14 +58,15 @@ def _verify(path: Path, release: Release) -> str | None:
     return None
 
 
-def fetch_release(dataset: str, cache_dir: Path, progress=None, timeout: float = 30.0) -> Path:
+def fetch_release(dataset: str, cache_dir: Path, progress: Progress = NO_PROGRESS, timeout: float = 30.0) -> Path:
     """``cache_dir/<dataset>.zip``, downloaded and verified unless a verified copy is already there."""
     release = RELEASES[dataset]
     target = cache_dir / f"{dataset}.zip"
     if target.is_file() and _verify(target, release) is None:
         return target
-    offline_hint = f"download {release.url} elsewhere and pass --source /path/to/{dataset}.zip (or its folder)"
-    task = progress.add_task(f"download {dataset}.zip", total=release.size, status="") if progress else None
+    offline_hint = f"download {release.url} elsewhere and set data.source to /path/to/{dataset}.zip (or its folder)"
+    offline = {"hint": offline_hint, "settings": ("data.source",)}
+    task = progress.task(f"download {dataset}.zip", total=release.size)
     try:
         with fileio.atomic_path(target) as tmp:
             with httpx.stream("GET", release.url, timeout=timeout, follow_redirects=True) as response:
@@ -72,14 +74,13 @@ def fetch_release(dataset: str, cache_dir: Path, progress=None, timeout: float =
                 with open(tmp, "wb") as fh:
                     for block in response.iter_bytes(CHUNK_BYTES):
                         fh.write(block)
-                        if progress:
-                            progress.advance(task, len(block))
+                        task.advance(len(block))
             problem = _verify(tmp, release)
             if problem:
-                raise NcfError(f"download of {release.url} is corrupt: {problem}", hint=offline_hint)
+                raise NcfError(f"download of {release.url} is corrupt: {problem}", **offline)
     except httpx.HTTPStatusError as exc:
-        raise NcfError(f"cannot download {release.url}: HTTP {exc.response.status_code}", hint=offline_hint) from None
+        raise NcfError(f"cannot download {release.url}: HTTP {exc.response.status_code}", **offline) from None
     except httpx.HTTPError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise NcfError(f"cannot download {release.url} (no network?): {reason}", hint=offline_hint) from None
+        raise NcfError(f"cannot download {release.url} (no network?): {reason}", **offline) from None
     return target

@@ -27,19 +27,22 @@ from ncfctl.data.sources import read_source
 from ncfctl.data.splits import UnseenItemSampler, split_interactions
 from ncfctl.data.synthetic import generate_synthetic
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.workspace import Artifact, Workspace
 
 DOWNLOADS = "downloads"  # <workdir>/downloads/<release>.zip: verified archives, reused across runs
 SPLIT_STREAM, VAL_STREAM, TEST_STREAM = 1, 2, 3
 
 
-def load_raw_log(config: Config, workspace: Workspace, progress=None) -> RawLog:
-    """The configured source's raw log: generated, read from ``--source``, or downloaded then read."""
+def load_raw_log(config: Config, workspace: Workspace, progress: Progress = NO_PROGRESS) -> RawLog:
+    """The configured source's raw log: generated, read from ``data.source``, or downloaded then read."""
     cfg = config.data
     if cfg.dataset == "synthetic":
         if cfg.source:
             raise NcfError(
-                f"--source {cfg.source} is set but --dataset is synthetic", hint="name the format with --dataset"
+                f"data.source {cfg.source} is set but data.dataset is synthetic",
+                hint="name the format with data.dataset",
+                settings=("data.source", "data.dataset"),
             )
         return generate_synthetic(cfg.synthetic, config.seed, progress)
     if cfg.source:
@@ -47,11 +50,13 @@ def load_raw_log(config: Config, workspace: Workspace, progress=None) -> RawLog:
     elif cfg.dataset in RELEASES:
         source = fetch_release(cfg.dataset, workspace.root / DOWNLOADS, progress)
     else:
-        raise NcfError(f"--dataset {cfg.dataset} needs --source (the path of your {cfg.dataset} file)")
-    task = progress.add_task(f"read {source.name}", total=None, status="") if progress else None
+        raise NcfError(
+            f"data.dataset {cfg.dataset} needs data.source (the path of your {cfg.dataset} file)",
+            settings=("data.dataset", "data.source"),
+        )
+    task = progress.task(f"read {source.name}")
     log = read_source(cfg, source)
-    if progress:
-        progress.update(task, total=1, completed=1, status=f"{len(log):,} rows")
+    task.finish(f"{len(log):,} rows")
     return log
 
 
@@ -72,24 +77,21 @@ def dataset_stats(clean: CleanLog, data: InteractionData) -> dict[str, float | i
 
 
 class _Stages:
-    """Times each stage and names the current one on a progress row (optional: services never print)."""
+    """Times each stage and names the current one on a progress row."""
 
     NAMES = ("read", "clean", "split", "negatives", "write")
 
-    def __init__(self, progress=None):
-        self.progress = progress
+    def __init__(self, progress: Progress):
         self.seconds: dict[str, float] = {}
-        self.task = progress.add_task("prepare dataset", total=len(self.NAMES), status="") if progress else None
+        self.task = progress.task("prepare dataset", total=len(self.NAMES))
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        if self.progress:
-            self.progress.update(self.task, status=name)
+        self.task.update(status=name)
         started = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - started, 3)
-        if self.progress:
-            self.progress.advance(self.task)
+        self.task.advance()
 
 
 def dataset_reuse_key(config: Config) -> ReuseKey:
@@ -97,7 +99,7 @@ def dataset_reuse_key(config: Config) -> ReuseKey:
     return ReuseKey("dataset", {"seed": config.seed, "data": config.data.model_dump(mode="json")})
 
 
-def prepare_dataset(config: Config, workspace: Workspace, progress=None) -> Artifact:
+def prepare_dataset(config: Config, workspace: Workspace, progress: Progress = NO_PROGRESS) -> Artifact:
     """Build a dataset artifact from ``config.data`` (see :mod:`ncfctl.data.dataset` for its files).
 
     Manifest metrics: the statistics of :func:`dataset_stats`, ``prepare_seconds`` and

@@ -36,7 +36,12 @@ from ncfctl.data.textfile import SourceFile, TextLayout, read_text
 from ncfctl.errors import NcfError
 
 STANDARD = ("user", "item", "rating", "timestamp")
-COLUMN_FLAGS = {"user": "--user-col", "item": "--item-col", "rating": "--rating-col", "timestamp": "--time-col"}
+COLUMN_KEYS = {  # standard column -> the config key that names it in a user's table
+    "user": "data.user_col",
+    "item": "data.item_col",
+    "rating": "data.rating_col",
+    "timestamp": "data.time_col",
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,10 @@ def _zip_member(archive: Path, member_name: str, dataset: str) -> SourceFile:
     preferred = f"{dataset}/{member_name}"
     matches = [n for n in names if n == preferred] or [n for n in names if Path(n).name == member_name]
     if not matches:
-        raise NcfError(f"{archive} has no {member_name} (expected {preferred} for --dataset {dataset})")
+        raise NcfError(
+            f"{archive} has no {member_name} (expected {preferred} for data.dataset {dataset})",
+            settings=("data.dataset",),
+        )
     member = matches[0]
 
     def open_member():
@@ -87,12 +95,14 @@ def locate_movielens(dataset: str, source: Path) -> SourceFile:
     """The ratings file of a MovieLens release, given the ``.zip``, its folder (or parent) or the file."""
     member = MOVIELENS[dataset].member
     if not source.exists():
-        raise NcfError(f"--source {source} does not exist")
+        raise NcfError(f"data.source {source} does not exist", settings=("data.source",))
     if source.is_dir():
         for candidate in (source / member, source / dataset / member):
             if candidate.is_file():
                 return _plain_file(candidate)
-        raise NcfError(f"{source} has no {member} (nor {dataset}/{member}) for --dataset {dataset}")
+        raise NcfError(
+            f"{source} has no {member} (nor {dataset}/{member}) for data.dataset {dataset}", settings=("data.dataset",)
+        )
     if zipfile.is_zipfile(source):
         return _zip_member(source, member, dataset)
     return _plain_file(source)
@@ -128,8 +138,11 @@ def _finish_user_table(frame: pd.DataFrame, origin: str, locate) -> RawLog:
 def read_csv_table(cfg: DataConfig, path: Path) -> RawLog:
     """A user's CSV (any pandas/pyarrow-readable delimiter-separated file with a header line)."""
     if not path.is_file():
-        raise NcfError(f"--source {path} is not a file (--dataset csv reads one CSV file)")
-    layout = TextLayout(",", _user_columns(cfg), string_ids=True, column_hints=COLUMN_FLAGS)
+        raise NcfError(
+            f"data.source {path} is not a file (data.dataset csv reads one CSV file)",
+            settings=("data.source", "data.dataset"),
+        )
+    layout = TextLayout(",", _user_columns(cfg), string_ids=True, column_keys=COLUMN_KEYS)
     frame, diagnose = read_text(_plain_file(path), layout)
     return _finish_user_table(frame, str(path), lambda bad, what: diagnose())
 
@@ -137,7 +150,7 @@ def read_csv_table(cfg: DataConfig, path: Path) -> RawLog:
 def read_parquet_table(cfg: DataConfig, path: Path) -> RawLog:
     """A user's Parquet file (or folder of files); a bad value is named by its 1-based row."""
     if not path.exists():
-        raise NcfError(f"--source {path} does not exist")
+        raise NcfError(f"data.source {path} does not exist", settings=("data.source",))
     wanted = _user_columns(cfg)
     try:
         dataset = pq.ParquetDataset(path)
@@ -146,7 +159,8 @@ def read_parquet_table(cfg: DataConfig, path: Path) -> RawLog:
             if name not in present:
                 raise NcfError(
                     f"{path} has no column '{name}' for the {standard} (columns: {', '.join(present)})",
-                    hint=f"name it with {COLUMN_FLAGS[standard]}",
+                    hint=f"name it with {COLUMN_KEYS[standard]}",
+                    settings=(COLUMN_KEYS[standard],),
                 )
         ids = [name for standard, name in wanted.items() if standard in ("user", "item")]
         table = pq.read_table(path, columns=list(wanted.values()), read_dictionary=ids)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ncfctl.data.dataset import Interactions
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 
 MIN_PER_USER = 3  # one training, one validation and one test interaction
 ROWS_PER_BLOCK = 1 << 16  # evaluation rows sampled at once: bounds memory at rows x negatives
@@ -130,7 +131,9 @@ class UnseenItemSampler:
         self.gap_keys = users * self.stride + gaps
         self.starts = starts
 
-    def sample(self, users: np.ndarray, count: int, rng: np.random.Generator, progress=None, label="") -> np.ndarray:
+    def sample(
+        self, users: np.ndarray, count: int, rng: np.random.Generator, progress: Progress = NO_PROGRESS, label=""
+    ) -> np.ndarray:
         candidates = self.num_items - self.known_per_user[users]
         if len(users) and candidates.min() < count:
             user = int(users[candidates.argmin()])
@@ -138,9 +141,10 @@ class UnseenItemSampler:
             raise NcfError(
                 f"{who} interacted with {int(self.known_per_user[user])} of {int(self.num_items)} items, leaving "
                 f"{int(self.num_items - self.known_per_user[user])} < data.eval_negatives={count} negatives",
-                hint="lower --eval-negatives",
+                hint="lower data.eval_negatives",
+                settings=("data.eval_negatives",),
             )
-        task = progress.add_task(f"sample {label} negatives", total=len(users), status="") if progress else None
+        task = progress.task(f"sample {label} negatives", total=len(users))
         out = np.empty((len(users), count), dtype=np.int64)
         for start in range(0, len(users), ROWS_PER_BLOCK):
             block = users[start : start + ROWS_PER_BLOCK]
@@ -148,6 +152,5 @@ class UnseenItemSampler:
             owner = block[:, None]
             before = np.searchsorted(self.gap_keys, owner * self.stride + ranks, side="right") - self.starts[owner]
             out[start : start + ROWS_PER_BLOCK] = ranks + before
-            if progress:
-                progress.update(task, completed=start + len(block))
+            task.update(completed=start + len(block))
         return out

@@ -43,6 +43,7 @@ import pandas as pd
 from ncfctl.config import SyntheticConfig
 from ncfctl.data.rawlog import RawLog
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 
 LATENT_DIM = 16
 ITEM_NOISE = 0.5  # item vector = cluster centre + ITEM_NOISE * N(0, 1): tastes within a genre differ
@@ -199,13 +200,13 @@ def _ratings(affinity: np.ndarray, items: np.ndarray, log_pop: np.ndarray, users
     return np.clip(np.rint(raw), 1, 5).astype(np.float32)
 
 
-def generate_synthetic(cfg: SyntheticConfig, seed: int, progress=None) -> RawLog:
+def generate_synthetic(cfg: SyntheticConfig, seed: int, progress: Progress = NO_PROGRESS) -> RawLog:
     """The synthetic log for ``cfg`` (``data.synthetic``); ids are "1".."users" and "1".."items"."""
     rng = np.random.default_rng(seed)
     counts = _user_counts(cfg, rng)
     world = _world(cfg, rng)
     sampler = _Sampler(world, rng)
-    task = progress.add_task("generate synthetic log", total=cfg.users, status="") if progress else None
+    task = progress.task("generate synthetic log", total=cfg.users)
     exact = (OVERSAMPLE * counts >= cfg.items) | (cfg.users * cfg.items <= EXACT_CELLS)
     resampled = np.flatnonzero(~exact)
     chunk_of = np.cumsum(OVERSAMPLE * counts[resampled]) // DRAWS_PER_CHUNK
@@ -218,12 +219,10 @@ def generate_synthetic(cfg: SyntheticConfig, seed: int, progress=None) -> RawLog
         users.append(pair_users[kept])
         items.append(pair_items[kept])
         taste.append(world.taste(users[-1], items[-1]))
-        if progress:
-            progress.update(task, advance=len(block))
+        task.advance(len(block))
     for part, values in zip((users, items, taste), sampler.exact(np.flatnonzero(exact), counts), strict=True):
         part.append(values)
-    if progress:
-        progress.update(task, completed=cfg.users)
+    task.finish()
     user_idx, item_idx, affinity = (np.concatenate(part) for part in (users, items, taste))
     # Interaction order within a user is random; the times below are sorted, so the latest item is a random one.
     shuffle = rng.permutation(len(user_idx))

@@ -46,7 +46,7 @@ class TextLayout:
     columns: dict[str, str]
     fields: tuple[str, ...] = ()
     string_ids: bool = False  # a user's table: ids are text ("u042"); MovieLens ids are integers
-    column_hints: dict[str, str] | None = None  # standard column -> the flag that renames it
+    column_keys: dict[str, str] | None = None  # standard column -> the config key that renames it
 
     @property
     def header(self) -> bool:
@@ -71,11 +71,11 @@ def _check_header(src: SourceFile, layout: TextLayout) -> None:
     present = _header_names(src, layout)
     for standard, name in layout.columns.items():
         if name not in present:
-            flag = (layout.column_hints or {}).get(standard)
-            raise NcfError(
-                f"{src.origin} has no column '{name}' for the {standard} (line 1 has: {', '.join(present)})",
-                hint=f"name it with {flag}" if flag else None,
-            )
+            message = f"{src.origin} has no column '{name}' for the {standard} (line 1 has: {', '.join(present)})"
+            key = (layout.column_keys or {}).get(standard)
+            if key is None:
+                raise NcfError(message)
+            raise NcfError(message, hint=f"name it with {key}", settings=(key,))
 
 
 def _arrow_types(layout: TextLayout) -> dict[str, pa.DataType]:

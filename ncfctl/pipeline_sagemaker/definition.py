@@ -6,7 +6,7 @@ Steps (names as in SageMaker Studio)::
                                                      \\--(otherwise)----------> HitRateTooLow (Fail)
 
 * ``Train``: the very ``CreateTrainingJob`` request ``train --backend sagemaker`` sends (script mode
-  in AWS's PyTorch container, :func:`ncfctl.aws.training_job.training_request`), with pipeline
+  in AWS's PyTorch container, :func:`ncfctl.training.sagemaker_job.training_request`), with pipeline
   parameters for the epochs, instance type and image.
 * ``PruneFinetune``: a training job on the Train step's ``model.tar.gz`` that prunes once and
   fine-tunes with the masks locked (:func:`ncfctl.pipeline_sagemaker.entries.prune_finetune`).
@@ -36,13 +36,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ncfctl.aws import s3, sdk
-from ncfctl.aws.training_job import PACKAGE_SCRIPT, PRUNE_FINETUNE_SCRIPT, training_request
-from ncfctl.compile.targets import default_threads, resolve_target
 from ncfctl.config import Config
 from ncfctl.pipeline_sagemaker import entries
 from ncfctl.serving.server_env import server_environment
+from ncfctl.targets import default_threads, resolve_target
 from ncfctl.training.entry import job_hyperparameters
 from ncfctl.training.loop import FitSettings
+from ncfctl.training.sagemaker_job import PACKAGE_SCRIPT, PRUNE_FINETUNE_SCRIPT, training_request
 from ncfctl.training.worker import WorkerJob
 
 TRAIN, PRUNE, EVALUATE, CHECK, REGISTER, FAIL = (

@@ -71,8 +71,8 @@ def unpack_model(channel: Path, dest: Path) -> Path:
 
 def prune_finetune(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
     from ncfctl.config import PruneConfig
+    from ncfctl.masks import MASKS_FILE, load_masks, save_masks, sparsity
     from ncfctl.models import count_parameters, load_model, save_model
-    from ncfctl.pruning.masks import MASKS_FILE, load_masks, save_masks, sparsity
     from ncfctl.pruning.once import prune_once
     from ncfctl.training import entry
 
@@ -134,12 +134,12 @@ def evaluate_and_package(environ: dict[str, str] | None = None) -> int:
     from ncfctl import fileio, safetar
     from ncfctl.compile.base import CompileRequest
     from ncfctl.compile.onnxruntime_local import OnnxRuntimeCompiler
-    from ncfctl.compile.targets import resolve_target
     from ncfctl.data.dataset import InteractionData
     from ncfctl.evaluation import evaluate, popularity_score_fn, torch_score_fn
+    from ncfctl.masks import MASKS_FILE
     from ncfctl.models import load_model
-    from ncfctl.pruning.masks import MASKS_FILE
     from ncfctl.serving.bundle import write_serving_bundle
+    from ncfctl.targets import resolve_target
     from ncfctl.training.entry import gather_dataset
     from ncfctl.training.worker import METRICS_FILE
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,20 +31,22 @@ from ncfctl import fileio
 from ncfctl.artifacts import SageMakerPipelineInfo
 from ncfctl.aws import registry, s3, sdk
 from ncfctl.aws.clients import client, error_message, not_found, require, require_credentials, session
-from ncfctl.aws.training_job import package_source
+from ncfctl.aws.waiting import poll
 from ncfctl.config import Config
 from ncfctl.data.dataset import load_dataset
 from ncfctl.errors import NcfError
 from ncfctl.models import MODEL_FILE, NCF, save_model
 from ncfctl.pipeline_sagemaker import definition
+from ncfctl.progress import NO_PROGRESS, Progress, Task
 from ncfctl.training.entry import TEST_FILES, TRAIN_FILES
+from ncfctl.training.sagemaker_job import package_source
 from ncfctl.training.service import model_spec
 from ncfctl.workspace import Artifact, Workspace
 
 KIND = "sagemaker-pipeline"
 DEFINITION_FILE = "definition.json"
 TERMINAL = {"Succeeded", "Failed", "Stopped"}
-WHAT = "pipeline --backend sagemaker"
+WHAT = "the SageMaker pipeline"
 
 
 def serving_image(config: Config, workspace: Workspace) -> str:
@@ -58,7 +59,7 @@ def serving_image(config: Config, workspace: Workspace) -> str:
             return info.image_uri
     raise NcfError(
         "the pipeline registers an ONNX Runtime bundle, served by an onnxruntime image in ECR, and none is known",
-        hint="set aws.image_uri, or push one: ncfctl neo compile --backend local, then build-image --backend codebuild",
+        hint="set aws.image_uri, or push one: compile locally, then build the image on CodeBuild",
     )
 
 
@@ -104,7 +105,7 @@ def prepare(config: Config, workspace: Workspace, dataset_ref: str | None, work:
     return inputs, uploads
 
 
-def upload_missing(config: Config, uploads: dict[str, Path], progress=None) -> int:
+def upload_missing(config: Config, uploads: dict[str, Path], progress: Progress = NO_PROGRESS) -> int:
     """Upload what S3 does not hold yet (content-addressed keys never change meaning); returns how many."""
     s3_client = client(config.aws, "s3")
     uploaded = 0
@@ -178,27 +179,35 @@ def _steps(config: Config, execution_arn: str) -> list[dict[str, Any]]:
 
 
 def follow(
-    config: Config, execution_arn: str, on_step: Callable[[dict[str, Any]], None] | None = None
+    config: Config,
+    execution_arn: str,
+    task: Task,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Poll until the execution ends; ``on_step`` sees each step whenever its status changes. Ctrl-C stops it."""
+    """Poll until the execution ends (there is no boto3 waiter); ``on_step`` sees each step whenever its
+    status changes, ``task`` shows the latest change. Ctrl-C stops it."""
     sagemaker = client(config.aws, "sagemaker")
     seen: dict[str, str] = {}
+
+    def check() -> dict[str, Any] | None:
+        try:
+            described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
+            steps = _steps(config, execution_arn)
+        except botocore.exceptions.ClientError as exc:
+            raise NcfError(f"pipeline execution {execution_arn}: {error_message(exc)}") from None
+        for row in steps:
+            if seen.get(row["step"]) != row["status"]:
+                seen[row["step"]] = row["status"]
+                task.update(status=f"{row['step']}: {row['status']}")
+                if on_step is not None:
+                    on_step(row)
+        status = described["PipelineExecutionStatus"]
+        if status in TERMINAL:
+            return {"status": status, "failure_reason": described.get("FailureReason") or None, "steps": steps}
+        return None
+
     try:
-        while True:
-            try:
-                described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
-                steps = _steps(config, execution_arn)
-            except botocore.exceptions.ClientError as exc:
-                raise NcfError(f"pipeline execution {execution_arn}: {error_message(exc)}") from None
-            for row in steps:
-                if seen.get(row["step"]) != row["status"]:
-                    seen[row["step"]] = row["status"]
-                    if on_step is not None:
-                        on_step(row)
-            status = described["PipelineExecutionStatus"]
-            if status in TERMINAL:
-                return {"status": status, "failure_reason": described.get("FailureReason") or None, "steps": steps}
-            time.sleep(config.aws.poll_seconds)
+        return poll(check, config.aws.poll_seconds)
     except KeyboardInterrupt:
         try:
             sagemaker.stop_pipeline_execution(PipelineExecutionArn=execution_arn)
@@ -214,10 +223,11 @@ def failure(outcome: dict[str, Any], execution_arn: str, config: Config) -> NcfE
     where = f" at step {failed['step']}" if failed else ""
     reason = (failed or {}).get("detail") or outcome.get("failure_reason") or "no failure reason given"
     if failed and failed["step"] == definition.FAIL:
-        hint = "the model missed the gate: lower pipeline.min_hit_rate (--min-hit-rate) or train longer"
+        hint = "the model missed the gate: lower pipeline.min_hit_rate or train longer"
     else:
         hint = "the step's log is in CloudWatch under /aws/sagemaker/TrainingJobs or ProcessingJobs"
-    return NcfError(f"pipeline execution {execution_arn} {outcome['status']}{where}: {reason}", hint=hint)
+    message = f"pipeline execution {execution_arn} {outcome['status']}{where}: {reason}"
+    return NcfError(message, hint=hint, settings=("pipeline.min_hit_rate",))
 
 
 def run_sagemaker_pipeline(
@@ -227,10 +237,11 @@ def run_sagemaker_pipeline(
     dataset_ref: str | None = None,
     wait: bool = True,
     definition_only: bool = False,
-    progress=None,
+    progress: Progress = NO_PROGRESS,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> Artifact:
     """Upsert, start and (unless ``wait`` is off) follow the pipeline; see the module doc."""
+    task = progress.task("sagemaker pipeline")
     aws = config.aws
     role = require(aws.pipeline_role_arn or aws.role_arn, "aws.role_arn", WHAT)
     group = require(aws.model_package_group, "aws.model_package_group", WHAT)
@@ -262,6 +273,7 @@ def run_sagemaker_pipeline(
         fileio.write_json(w.path / DEFINITION_FILE, json.loads(definition_json))
     artifact = w.artifact
     if definition_only:
+        task.finish(info.status)
         return artifact
     try:
         action = upsert(config, definition_json, role)
@@ -271,10 +283,12 @@ def run_sagemaker_pipeline(
         raise
     artifact = workspace.update(artifact, info=info.updated(action=action, execution_arn=execution, status="Executing"))
     if not wait:
+        task.finish(artifact.manifest.info.status)
         return artifact
-    outcome = follow(config, execution, on_step)
+    outcome = follow(config, execution, task, on_step)
     registered = next((row["arn"] for row in outcome["steps"] if row["step"] == definition.REGISTER), None)
     artifact = workspace.update(artifact, info=artifact.manifest.info.updated(**outcome, model_package_arn=registered))
     if outcome["status"] != "Succeeded":
         raise failure(outcome, execution, config)
+    task.finish(outcome["status"])
     return artifact

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ncfctl.pruning.masks import Masks, full_masks, prunable_weights
+from ncfctl.masks import Masks, full_masks, prunable_weights
 
 Scope = Literal["global", "layer"]
 

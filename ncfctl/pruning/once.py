@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 
 from ncfctl.config import PruneConfig
+from ncfctl.masks import Masks, apply_masks
 from ncfctl.models import NCF
 from ncfctl.pruning.magnitude import magnitude_masks
-from ncfctl.pruning.masks import Masks, apply_masks
 from ncfctl.pruning.structured import plan_structured
 
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ncfctl.masks import Masks
 from ncfctl.models import count_parameters
-from ncfctl.pruning.masks import Masks
 
 QUALITY_METRICS = ("hr", "ndcg", "full_hr", "full_ndcg", "rmse", "mae")
 

@@ -31,11 +31,7 @@ from ncfctl.config import Config
 from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
-from ncfctl.model_artifacts import dataset_of
-from ncfctl.model_types import NCF_TYPES
-from ncfctl.models import MODEL_FILE, NCF, count_parameters, load_model, save_model
-from ncfctl.pruning import plots, report
-from ncfctl.pruning.masks import (
+from ncfctl.masks import (
     MASKS_FILE,
     Masks,
     check_locked,
@@ -45,11 +41,16 @@ from ncfctl.pruning.masks import (
     save_masks,
     sparsity,
 )
+from ncfctl.model_artifacts import dataset_of
+from ncfctl.model_types import NCF_TYPES
+from ncfctl.models import MODEL_FILE, NCF, count_parameters, load_model, save_model
+from ncfctl.progress import NO_PROGRESS, Progress
+from ncfctl.pruning import plots, report
 from ncfctl.pruning.once import prune_once
 from ncfctl.pruning.schedule import RATE_CONVENTION, compose, step_rates
 from ncfctl.threads import torch_threads
 from ncfctl.training.loop import FitSettings, fit
-from ncfctl.training.service import RUNS_DIR, EpochProgress, worker_job
+from ncfctl.training.runs import RUNS_DIR, EpochProgress, worker_job
 from ncfctl.workspace import Artifact, Workspace
 
 WEIGHTS_PNG = "weights.png"
@@ -101,19 +102,18 @@ def finetune_settings(config: Config, model: NCF) -> FitSettings:
 
 
 class Tracker:
-    """Rich progress for the non-epoch steps, and the validation curve every step appends to."""
+    """Progress for the non-epoch steps, and the validation curve every step appends to."""
 
-    def __init__(self, progress, data: InteractionData, k: int, curve: list[dict[str, Any]] | None = None):
+    def __init__(self, progress: Progress, data: InteractionData, k: int, curve: list[dict[str, Any]] | None = None):
         self.progress, self.data, self.k = progress, data, k
         self.metric = "rmse" if data.explicit else "hr"
         self.curve: list[dict[str, Any]] = list(curve or [])
 
     @contextmanager
     def step(self, description: str) -> Iterator[None]:
-        task = self.progress.add_task(description, total=1, status="") if self.progress else None
+        task = self.progress.task(description, total=1)
         yield
-        if task is not None:
-            self.progress.update(task, completed=1)
+        task.finish()
 
     def test_metrics(self, model: NCF, label: str) -> dict[str, Any]:
         with self.step(f"evaluate {label} (test)"), torch.inference_mode():
@@ -165,7 +165,7 @@ def _finetune_sagemaker(
     workspace: Workspace, config: Config, source: Source, settings: FitSettings, tracker: Tracker, step: int
 ) -> tuple[NCF, dict[str, Any], dict[str, Any]]:
     """The same fine-tuning as a SageMaker training job (the training module's job path, masks shipped)."""
-    from ncfctl.aws.training_job import run_training_job  # boto3 only when asked for
+    from ncfctl.training.sagemaker_job import run_training_job  # boto3 only when asked for
 
     folder = workspace.root / RUNS_DIR / f"finetune-{source.artifact.id}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,12 @@ def finetune_reuse_key(config: Config) -> ReuseKey:
 
 
 def prune_model(
-    config: Config, workspace: Workspace, model_ref: str | None = None, *, finetune: bool = False, progress=None
+    config: Config,
+    workspace: Workspace,
+    model_ref: str | None = None,
+    *,
+    finetune: bool = False,
+    progress: Progress = NO_PROGRESS,
 ) -> PruneOutcome:
     """Prune ``model_ref`` (default: the latest trained model); with ``finetune``, fine-tune the result too."""
     p = config.prune
@@ -350,7 +355,9 @@ def prune_model(
     return PruneOutcome(pruned, finetuned)
 
 
-def finetune_model(config: Config, workspace: Workspace, model_ref: str | None = None, *, progress=None) -> Artifact:
+def finetune_model(
+    config: Config, workspace: Workspace, model_ref: str | None = None, *, progress: Progress = NO_PROGRESS
+) -> Artifact:
     """Fine-tune ``model_ref`` (default: the latest pruned model) with its masks locked."""
     source = load_source(workspace, model_ref, "prune one first: ncfctl prune", {"stage": "pruned"})
     settings = finetune_settings(config, source.model)

@@ -52,8 +52,8 @@ from typing import Literal
 
 import torch
 
+from ncfctl.masks import Masks
 from ncfctl.models import NCF, NCFSpec
-from ncfctl.pruning.masks import Masks
 
 Norm = Literal["l1", "l2"]
 Allocation = Literal["mlp-first", "uniform"]

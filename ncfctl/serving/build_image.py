@@ -30,10 +30,11 @@ from ncf_serving.fastpath import FastPath
 from ncfctl.artifacts import ImageInfo, ReuseKey
 from ncfctl.aws import codebuild, ecr, s3
 from ncfctl.aws.clients import require, require_credentials
-from ncfctl.compile.targets import check_serving_pair
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.serving import buildah, docker_engine
+from ncfctl.targets import check_serving_pair
 from ncfctl.workspace import MANIFEST, Artifact, Workspace
 
 CONTEXT_DIR = "context"
@@ -125,14 +126,13 @@ BUILDERS = {"docker": docker_engine, "buildah": buildah}  # local builders: buil
 
 
 def _local_build(
-    config: Config, backend: str, context: Path, spec: Any, image: str, push: bool, progress
+    config: Config, backend: str, context: Path, spec: Any, image: str, push: bool, progress: Progress
 ) -> dict[str, Any]:
     builder = BUILDERS[backend]
-    task = progress.add_task(f"{backend} build", total=None, status="") if progress else None
+    task = progress.task(f"{backend} build")
 
     def show(line: str) -> None:
-        if progress is not None:
-            progress.update(task, status=line[:70])
+        task.update(status=line[:70])
 
     builder.build(context, image, build_args(config, spec), show)
     info: dict[str, Any] = {"built": True, "image": image}
@@ -141,16 +141,16 @@ def _local_build(
         remote = f"{repository}:{config.image.tag}"
         builder.push(image, remote, ecr.registry_login(config.aws), show)
         info["image_uri"] = remote
-    if progress is not None:
-        progress.update(task, total=1, completed=1, status="done")
+    task.finish("done")
     return info
 
 
-def _codebuild(config: Config, artifact: Artifact, progress) -> dict[str, Any]:
+def _codebuild(config: Config, artifact: Artifact, progress: Progress) -> dict[str, Any]:
     aws = config.aws
-    require_credentials(aws, "build-image --backend codebuild")
-    bucket = require(aws.bucket, "aws.bucket", "build-image --backend codebuild")
-    role = require(aws.codebuild_role_arn, "aws.codebuild_role_arn", "build-image --backend codebuild")
+    what = "an image build on CodeBuild"
+    require_credentials(aws, what)
+    bucket = require(aws.bucket, "aws.bucket", what)
+    role = require(aws.codebuild_role_arn, "aws.codebuild_role_arn", what)
     s3.check_bucket(aws, bucket)
     repository = ecr.ensure_repository(aws, aws.ecr_repository)
     with tempfile.TemporaryDirectory(prefix="ncfctl-context-") as tmp:
@@ -178,12 +178,7 @@ def _codebuild(config: Config, artifact: Artifact, progress) -> dict[str, Any]:
             **({"PYTHON_IMAGE": config.image.python_image} if config.image.python_image else {}),
         },
     )
-    task = progress.add_task(f"codebuild {aws.codebuild_project}", total=None, status="") if progress else None
-    outcome = codebuild.wait_for_build(
-        aws, build_id, on_status=(lambda s: progress.update(task, status=s)) if progress else None
-    )
-    if progress is not None:
-        progress.update(task, total=1, completed=1, status=outcome.status)
+    outcome = codebuild.wait_for_build(aws, build_id, progress)
     return {
         "built": True,
         "image_uri": f"{repository}:{config.image.tag}",
@@ -201,7 +196,9 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
     backend = config.image.backend
     if push and backend in {"codebuild", "none"}:
         raise NcfError(
-            f"--push needs a local builder, docker or buildah (image.backend is '{backend}'; CodeBuild always pushes)"
+            f"image.push needs a local builder, docker or buildah (image.backend is '{backend}'; "
+            "CodeBuild always pushes)",
+            settings=("image.push",),
         )
     timeout = config.image.docker_timeout
     if backend == "docker" or backend == "auto":
@@ -210,7 +207,8 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
             if not engine.available:
                 raise NcfError(
                     f"no Docker engine: {engine.detail}",
-                    hint="start Docker, or use --backend buildah / codebuild, or --backend none for the context only",
+                    hint="start Docker, or set image.backend buildah / codebuild, or none for the context only",
+                    settings=("image.backend",),
                 )
             return "docker", engine
         tool = buildah.status(timeout)
@@ -218,14 +216,22 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
             return "buildah", tool
         detail = f"no Docker engine ({engine.detail}) and no buildah ({tool.detail})"
         if push:
-            raise NcfError(f"--push: {detail}", hint="install buildah or start Docker, or use --backend codebuild")
+            raise NcfError(
+                f"image.push: {detail}",
+                hint="install buildah or start Docker, or set image.backend codebuild",
+                settings=("image.push", "image.backend"),
+            )
         return "none", docker_engine.EngineStatus(False, detail)
     if backend == "buildah":
         tool = buildah.status(timeout)
         if not tool.available:
-            raise NcfError(tool.detail, hint="apt-get install buildah (Debian/Ubuntu), or use --backend codebuild")
+            raise NcfError(
+                tool.detail,
+                hint="apt-get install buildah (Debian/Ubuntu), or set image.backend codebuild",
+                settings=("image.backend",),
+            )
         return "buildah", tool
-    return backend, docker_engine.EngineStatus(False, f"not checked: --backend {backend}")
+    return backend, docker_engine.EngineStatus(False, f"not checked: image.backend {backend}")
 
 
 def image_reuse_key(config: Config) -> ReuseKey:
@@ -233,7 +239,9 @@ def image_reuse_key(config: Config) -> ReuseKey:
     return ReuseKey("image", {"image": config.image.model_dump(), "aws.ecr_repository": config.aws.ecr_repository})
 
 
-def build_image(config: Config, workspace: Workspace, compiled: str | None = None, progress=None) -> ImageResult:
+def build_image(
+    config: Config, workspace: Workspace, compiled: str | None = None, progress: Progress = NO_PROGRESS
+) -> ImageResult:
     """Write the build context as an ``image`` artifact, then build it with ``config.image.backend``."""
     source = workspace.resolve(compiled, "compiled", COMPILED_HINT)
     bundle = source.verify()  # ncfctl's manifest first (names the artifact), then the server's own checks
@@ -243,7 +251,7 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
     image = f"{config.aws.ecr_repository}:{config.image.tag}"
     backend, engine = _choose_builder(config, push)
 
-    task = progress.add_task("write build context", total=1, status=source.id) if progress else None
+    task = progress.task("write build context", total=1, status=source.id)
     info = ImageInfo(compiled=source.id, context=CONTEXT_DIR, model_dir=f"{CONTEXT_DIR}/{MODEL_DIR}")
     with workspace.create("image", parent=source.id, config=image_reuse_key(config).config, info=info) as writer:
         write_build_context(writer.path / CONTEXT_DIR, bundle)
@@ -259,11 +267,10 @@ def build_image(config: Config, workspace: Workspace, compiled: str | None = Non
             builder=engine.detail,
         )
     artifact = writer.artifact
-    if progress is not None:
-        progress.update(task, completed=1, status=artifact.id)
+    task.finish(artifact.id)
 
     if backend == "none":
-        reason = "--backend none" if config.image.backend == "none" else engine.detail
+        reason = "image.backend none" if config.image.backend == "none" else engine.detail
         notes = manual_build_notes(artifact.path / CONTEXT_DIR, image, reason)
         return ImageResult(artifact, "none", False, None, None, notes)
     try:

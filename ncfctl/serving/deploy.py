@@ -7,11 +7,11 @@ Deployments are ``deployment`` artifacts whose ``info.backend`` says where they 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.serving import deploy_local, deploy_sagemaker
 from ncfctl.workspace import Artifact, Workspace
 
@@ -30,26 +30,39 @@ def deploy(
     config: Config,
     workspace: Workspace,
     image: str | None = None,
-    progress=None,
-    on_status: Callable[[str], None] | None = None,
+    progress: Progress = NO_PROGRESS,
     model_package: str | None = None,
 ) -> Artifact:
-    """Deploy an image (default: the latest) or a registered model package (SageMaker only)."""
+    """Deploy an image (default: the latest) or a registered model package (SageMaker only).
+
+    One ``deploy`` progress task follows the rollout and ends with the deployment's status.
+    """
     if model_package:
         if image or config.deploy.backend == "local":
-            raise NcfError("--model-package deploys a registered version on SageMaker: drop --image / --backend local")
-        return deploy_sagemaker.deploy_sagemaker(config, workspace, None, progress, on_status, model_package)
-    backend = choose_backend(config, workspace, image)
+            raise NcfError(
+                "`model_package` deploys a registered version on SageMaker: drop `image` / deploy.backend local",
+                settings=("model_package", "image", "deploy.backend"),
+            )
+        backend = "sagemaker"
+    else:
+        backend = choose_backend(config, workspace, image)
+    if backend == "local" and (config.deploy.serverless or config.deploy.capture_percent is not None):
+        raise NcfError(
+            "deploy.serverless and deploy.capture_percent are SageMaker endpoint settings "
+            "(set deploy.backend sagemaker)",
+            settings=("deploy.serverless", "deploy.capture_percent", "deploy.backend"),
+        )
+    task = progress.task("deploy")
     if backend == "sagemaker":
-        return deploy_sagemaker.deploy_sagemaker(config, workspace, image, progress, on_status)
-    if config.deploy.serverless or config.deploy.capture_percent is not None:
-        raise NcfError("--serverless and --capture-percent are SageMaker endpoint settings (use --backend sagemaker)")
+        artifact = deploy_sagemaker.deploy_sagemaker(config, workspace, image, progress, task, model_package)
+    else:
 
-    def waiting(elapsed: float, code: int | None) -> None:
-        if on_status is not None:
-            on_status(f"waiting for /ping ({elapsed:.1f} s, last {code or 'no answer'})")
+        def waiting(elapsed: float, code: int | None) -> None:
+            task.update(status=f"waiting for /ping ({elapsed:.1f} s, last {code or 'no answer'})")
 
-    return deploy_local.start_local(config, workspace, image, on_wait=waiting)
+        artifact = deploy_local.start_local(config, workspace, image, on_wait=waiting)
+    task.finish(artifact.manifest.info.status or "")
+    return artifact
 
 
 LIVE = ("running",)
@@ -86,7 +99,7 @@ def status(config: Config, workspace: Workspace, ref: str | None = None) -> dict
 
 
 def _newest(workspace: Workspace) -> Artifact:
-    """For --status: the newest running deployment, else the newest at all (to say it stopped)."""
+    """For a status report: the newest running deployment, else the newest at all (to say it stopped)."""
     try:
         return find_deployment(workspace, None)
     except NcfError:
@@ -97,7 +110,7 @@ def stop(config: Config, workspace: Workspace, ref: str | None = None) -> dict[s
     """Stop a local deployment by its recorded pid (also one still ``creating``: a deploy killed during start-up)."""
     deployment = find_deployment(workspace, ref, statuses=(*LIVE, "creating"))
     if deployment.manifest.info.backend != "local":
-        raise NcfError(f"deployment {deployment.id} is on SageMaker: use --delete to remove the endpoint")
+        raise NcfError(f"deployment {deployment.id} is on SageMaker: delete the endpoint instead of stopping it")
     stopped = deploy_local.stop_local(config, workspace, deployment)
     return {"deployment": stopped.id, **stopped.manifest.info.recorded()}
 
@@ -111,6 +124,6 @@ def delete(config: Config, workspace: Workspace, ref: str | None = None) -> dict
     if ref:
         deployment = workspace.get(ref, "deployment")
         if deployment.manifest.info.backend != "sagemaker":
-            raise NcfError(f"deployment {deployment.id} is local: use --stop")
+            raise NcfError(f"deployment {deployment.id} is local: stop it instead (there is no endpoint to delete)")
         endpoint = deployment.manifest.info.endpoint_name
     return {"endpoint_name": endpoint, **deploy_sagemaker.delete_sagemaker(config, workspace, endpoint)}

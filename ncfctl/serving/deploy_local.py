@@ -56,7 +56,11 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise NcfError(f"--port {port}: {host}:{port} is not free ({exc.strerror})", hint="use --port 0") from None
+            raise NcfError(
+                f"deploy.port {port}: {host}:{port} is not free ({exc.strerror})",
+                hint="set deploy.port 0",
+                settings=("deploy.port",),
+            ) from None
 
 
 def _log_line(line: str) -> tuple[bool, str]:

@@ -17,7 +17,6 @@ failed wait still leaves a record that names what was created and ``--delete`` c
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,12 @@ from ncfctl import safetar
 from ncfctl.artifacts import DeploymentInfo
 from ncfctl.aws import autoscaling, endpoints, registry, s3
 from ncfctl.aws.clients import has_credentials, require, require_credentials
-from ncfctl.compile.targets import check_serving_pair
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
+from ncfctl.progress import Progress, Task
 from ncfctl.serving.build_image import MODEL_DIR, bundle_spec
 from ncfctl.serving.server_env import server_environment
+from ncfctl.targets import check_serving_pair
 from ncfctl.workspace import Artifact, Workspace
 
 MAX_NAME = 63  # SageMaker model / endpoint-config names
@@ -80,11 +80,17 @@ def _hosting(config: Config) -> dict[str, Any]:
     deploy = config.deploy
     scaling = deploy.min_instances, deploy.max_instances
     if (scaling[0] is None) != (scaling[1] is None):
-        raise NcfError("autoscaling needs both --min-instances and --max-instances")
+        raise NcfError(
+            "autoscaling needs both deploy.min_instances and deploy.max_instances",
+            settings=("deploy.min_instances", "deploy.max_instances"),
+        )
     if not deploy.serverless:
         return {"instance_type": config.aws.instance_type, "instance_count": config.aws.instance_count}
     if scaling[0] is not None:
-        raise NcfError("--serverless scales by itself: drop --min-instances/--max-instances (or --serverless)")
+        raise NcfError(
+            "deploy.serverless scales by itself: drop deploy.min_instances/deploy.max_instances (or deploy.serverless)",
+            settings=("deploy.serverless", "deploy.min_instances", "deploy.max_instances"),
+        )
     return {"serverless": {"MemorySizeInMB": deploy.memory_mb, "MaxConcurrency": deploy.max_concurrency}}
 
 
@@ -93,13 +99,13 @@ def _source(config: Config, workspace: Workspace, image: str | None, model_packa
     aws = config.aws
     instance_type = None if config.deploy.serverless else aws.instance_type
     if model_package:
-        group = require(aws.model_package_group, "aws.model_package_group", "deploy --model-package")
+        group = require(aws.model_package_group, "aws.model_package_group", "deploying a registered model package")
         described = registry.resolve(aws, group, model_package)
         arn = described["ModelPackageArn"]
         if described.get("ModelApprovalStatus") != registry.APPROVED:
             raise NcfError(
                 f"model package {arn} is {described.get('ModelApprovalStatus')}, not Approved",
-                hint=f"ncfctl registry approve {described.get('ModelPackageVersion')}",
+                hint=f"approve version {described.get('ModelPackageVersion')} in the Model Registry",
             )
         metadata = described.get("CustomerMetadataProperties", {})
         check_serving_pair(arn, metadata.get("target"), metadata.get("runtime", "onnxruntime"), instance_type)
@@ -110,7 +116,8 @@ def _source(config: Config, workspace: Workspace, image: str | None, model_packa
     if image_uri is None:
         raise NcfError(
             f"image {source.id} is not in ECR (built with backend '{source.manifest.info.backend}')",
-            hint="ncfctl build-image --push or --backend codebuild, or set aws.image_uri",
+            hint="build it with image.push or image.backend codebuild, or set aws.image_uri",
+            settings=("image.push", "image.backend"),
         )
     model_dir = source.verify(f"{source.manifest.info.context}/{MODEL_DIR}")
     spec = bundle_spec(model_dir)
@@ -126,14 +133,17 @@ def _source(config: Config, workspace: Workspace, image: str | None, model_packa
 def deploy_sagemaker(
     config: Config,
     workspace: Workspace,
-    image: str | None = None,
-    progress=None,
-    on_status: Callable[[str], None] | None = None,
+    image: str | None,
+    progress: Progress,
+    task: Task,
     model_package: str | None = None,
 ) -> Artifact:
-    """Create model + endpoint config, create or update the endpoint, wait for InService, autoscale."""
+    """Create model + endpoint config, create or update the endpoint, wait for InService, autoscale.
+
+    ``progress`` shows the model upload; ``task`` (the caller's ``deploy`` row) the endpoint's state.
+    """
     aws = config.aws
-    what = "deploy --backend sagemaker"
+    what = "a SageMaker deployment"
     require_credentials(aws, what)
     bucket = require(aws.bucket, "aws.bucket", what)
     role = require(aws.role_arn, "aws.role_arn", what)
@@ -193,8 +203,7 @@ def deploy_sagemaker(
             autoscaling=None,
         )
     artifact = writer.artifact
-    if on_status is not None:
-        on_status(f"endpoint {plan.endpoint_name} {rollout.action}; waiting for InService")
+    task.update(status=f"endpoint {plan.endpoint_name} {rollout.action}; waiting for InService")
     try:
         described = endpoints.finish(aws, rollout)
         info: dict[str, Any] = {"status": "running", "endpoint_status": described.get("EndpointStatus")}
@@ -239,7 +248,7 @@ def sagemaker_status(config: Config, deployment: Artifact) -> dict[str, Any]:
 def delete_sagemaker(config: Config, workspace: Workspace, endpoint_name: str) -> dict[str, Any]:
     """Remove autoscaling, the endpoint, its config and models; mark every deployment of it deleted."""
     aws = config.aws
-    require_credentials(aws, "deploy --delete")
+    require_credentials(aws, "deleting a SageMaker endpoint")
     removed_scaling = autoscaling.remove(aws, endpoint_name, endpoints.VARIANT)
     deleted = endpoints.delete_endpoint(aws, endpoint_name)
     for artifact in workspace.list("deployment"):

@@ -40,9 +40,11 @@ def read_requests(path: Path) -> list[dict[str, Any]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise NcfError(f"--file {path}: {exc.strerror}") from None
+        raise NcfError(f"`file` {path}: {exc.strerror}", settings=("file",)) from None
     except UnicodeDecodeError as exc:
-        raise NcfError(f"--file {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
+        raise NcfError(
+            f"`file` {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})", settings=("file",)
+        ) from None
     requests = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -70,7 +72,7 @@ def build_requests(
     file: Path | None = None,
     exclude_seen: bool = True,
 ) -> list[dict[str, Any]]:
-    """The request bodies for the flags given: one pair, one top-K query, or a JSONL file.
+    """The request bodies for the arguments given: one pair, one top-K query, or a JSONL file.
 
     Ids go out exactly as typed, as JSON strings (``007``, ``1_0``, `` 1`` and fullwidth digits
     included): the server looks them up in the data's raw-id table as text, so sending ``int("007")``
@@ -78,12 +80,16 @@ def build_requests(
     """
     if file is not None:
         if user is not None or item is not None or top_k is not None:
-            raise NcfError("--file cannot be combined with --user/--item/--top-k")
+            raise NcfError(
+                "`file` cannot be combined with `user`/`item`/`top_k`", settings=("file", "user", "item", "top_k")
+            )
         return read_requests(file)
     if user is None:
-        raise NcfError("give --user with --item or --top-k, or --file requests.jsonl")
+        raise NcfError(
+            "give `user` with `item` or `top_k`, or `file` requests.jsonl", settings=("user", "item", "top_k", "file")
+        )
     if (item is None) == (top_k is None):
-        raise NcfError("give exactly one of --item (score a pair) and --top-k (recommend)")
+        raise NcfError("give exactly one of `item` (score a pair) and `top_k` (recommend)", settings=("item", "top_k"))
     if item is not None:
         return [{"user_id": user, "item_id": item}]
     request: dict[str, Any] = {"user_id": user, "top_k": top_k}
@@ -114,7 +120,9 @@ def _local(url: str, requests: Iterable[dict[str, Any]], timeout: float) -> list
             try:
                 response = http.post("/invocations", content=json.dumps(request), headers=HEADERS)
             except httpx.HTTPError as exc:
-                raise NcfError(f"{url}/invocations: {exc}", hint="is it running? ncfctl deploy --status") from None
+                raise NcfError(
+                    f"{url}/invocations: {exc}", hint="is it running? check the deployment's status"
+                ) from None
             latency = (time.perf_counter() - start) * 1000
             if response.status_code >= 400:
                 raise NcfError(f"{url}/invocations answered {response.status_code}: {error_text(response.content)}")
@@ -155,7 +163,7 @@ def invoke(
     target = find_deployment(workspace, deployment)
     info = target.manifest.info
     if info.status != "running":
-        raise NcfError(f"deployment {target.id} is {info.status}, not running", hint="ncfctl deploy --status")
+        raise NcfError(f"deployment {target.id} is {info.status}, not running", hint="check the deployment's status")
     if info.backend == "local":
         return target, _local(info.url, requests, config.deploy.invoke_timeout)
     return target, _sagemaker(config, info.endpoint_name, requests)

@@ -8,7 +8,7 @@ serve it from a key-value store. Two backends write the same ``recommendations.p
 * ``local``: a serving bundle (default: the latest compiled artifact) loaded with the server's own
   ``Predictor``, so the lists are exactly what ``POST /invocations`` would answer.
 * ``sagemaker``: a SageMaker Batch Transform job over a registered model package
-  (:mod:`ncfctl.aws.batch_transform`): one ``{"user_id", "top_k", "exclude_seen"}`` JSON line per
+  (:mod:`ncfctl.serving.batch_transform`): one ``{"user_id", "top_k", "exclude_seen"}`` JSON line per
   user in, one answer line per user out (the container's ``application/jsonlines``).
 
 Rows are written in row groups of :data:`USERS_PER_GROUP` users, so memory stays flat for any
@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from ncfctl.artifacts import RecommendationsInfo
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.workspace import Artifact, Workspace
 
 FILE = "recommendations.parquet"
@@ -94,26 +95,31 @@ def recommend_all_users(
     compiled: str | None = None,
     model_package: str | None = None,
     backend: str = "local",
-    progress=None,
+    progress: Progress = NO_PROGRESS,
 ) -> Artifact:
     """Top-``top_k`` for every user into a ``recommendations`` artifact (see the module doc)."""
     if top_k < 1 or top_k > config.serving.max_top_k:
-        raise NcfError(f"--top-k {top_k}: must be between 1 and serving.max_top_k ({config.serving.max_top_k})")
+        raise NcfError(
+            f"`top_k` {top_k}: must be between 1 and serving.max_top_k ({config.serving.max_top_k})",
+            settings=("top_k",),
+        )
     if backend == "sagemaker":
-        from ncfctl.aws import batch_transform
+        from ncfctl.serving import batch_transform
 
         return batch_transform.recommend(config, workspace, top_k, exclude_seen, model_package, progress)
     if model_package:
-        raise NcfError("--model-package runs on SageMaker: add --backend sagemaker (or pass --compiled for local)")
+        raise NcfError(
+            "`model_package` runs on SageMaker: use the sagemaker backend (or pass `compiled` for local)",
+            settings=("model_package", "compiled"),
+        )
     source = workspace.resolve(compiled, "compiled", "run `ncfctl neo compile` first or pass --compiled ID")
     users, answers = local_answers(source.path, top_k, exclude_seen, config.bench.threads)
-    task = progress.add_task("recommend", total=users, status=source.id) if progress else None
+    task = progress.task("recommend", total=users, status=source.id)
 
     def counted() -> Iterator[dict[str, Any]]:
         for answer in answers:
             yield answer
-            if task is not None:
-                progress.advance(task)
+            task.advance()
 
     info = RecommendationsInfo(backend="local", source=source.id, top_k=top_k, exclude_seen=exclude_seen, users=users)
     with workspace.create(KIND, parent=source.id, info=info) as writer:

@@ -38,6 +38,7 @@ from ncfctl.data.dataset import InteractionData
 from ncfctl.errors import NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
 from ncfctl.models import NCF, NCFSpec
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.threads import torch_threads
 from ncfctl.training.loop import selection_score
 
@@ -263,7 +264,7 @@ def check_supported(config: Config) -> None:
             )
 
 
-def train_baseline(config: Config, workspace, *, dataset_ref: str | None = None, progress=None):
+def train_baseline(config: Config, workspace, *, dataset_ref: str | None = None, progress: Progress = NO_PROGRESS):
     """Fit the configured ALS/BPR on the dataset and commit it as a ``model`` artifact (stage ``trained``)."""
     from ncfctl.data.dataset import load_dataset
     from ncfctl.training.service import register_model, resolve_dataset
@@ -275,15 +276,14 @@ def train_baseline(config: Config, workspace, *, dataset_ref: str | None = None,
         raise NcfError(f"dataset {dataset.id} holds explicit ratings; model type {config.model.type} ranks implicit")
     settings = section(config, config.model.type)
     total = settings.iterations * len(settings.regularization)
-    task = progress.add_task(f"fit {config.model.type} (implicit)", total=total, status="") if progress else None
+    task = progress.task(f"fit {config.model.type} (implicit)", total=total)
 
     def on_iteration(record: dict[str, Any]) -> None:
-        if progress is not None:
-            status = (
-                f"regularization {record['regularization']:g} iteration {record['epoch']}: "
-                f"validation HR@{config.train.top_k} {record['hr']:.4f}"
-            )
-            progress.update(task, advance=1, status=status)
+        status = (
+            f"regularization {record['regularization']:g} iteration {record['epoch']}: "
+            f"validation HR@{config.train.top_k} {record['hr']:.4f}"
+        )
+        task.advance(status=status)
 
     fitted = fit_baseline(config, data, on_iteration)
     info = {"selection": fitted.selection}

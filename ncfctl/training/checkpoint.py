@@ -86,12 +86,14 @@ def load_checkpoint(path: str | os.PathLike) -> TrainingState | None:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("state"), dict):
         raise NcfError(
             f"training checkpoint {path} carries no checksum (an older ncfctl, or not a checkpoint)",
-            hint="start a fresh run without --resume",
+            hint="start a fresh run without `resume`",
+            settings=("resume",),
         )
     if content_digest(raw["state"]) != raw.get("sha256"):
         raise NcfError(
             f"training checkpoint {path} does not match its sha256: its content changed after it was written",
-            hint="start a fresh run without --resume",
+            hint="start a fresh run without `resume`",
+            settings=("resume",),
         )
     try:
         return TrainingState(**raw["state"])
@@ -105,5 +107,6 @@ def check_fingerprint(path: str | os.PathLike, saved: dict[str, Any], current: d
         if saved.get(key) != current.get(key):
             raise NcfError(
                 f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has {current.get(key)!r}",
-                hint="resume with the same settings, or start a fresh run without --resume",
+                hint="continue with the same settings, or start a fresh run without `resume`",
+                settings=("resume",),
             )

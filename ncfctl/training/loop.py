@@ -105,7 +105,11 @@ StepCallback = Callable[[nn.Module], None]
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise NcfError("train.device is 'cuda' but no CUDA device is available", hint="use --device cpu or auto")
+        raise NcfError(
+            "train.device is 'cuda' but no CUDA device is available",
+            hint="set train.device to cpu or auto",
+            settings=("train.device",),
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -310,8 +314,9 @@ def _check_finite(model: nn.Module, loss: float, epoch: int, settings: FitSettin
         problem = None if name is None else f"weights of {name} are not finite"
     if problem is not None:
         raise NcfError(
-            f"training diverged in epoch {epoch}: {problem} (lr {settings.lr:g}); nothing was saved",
-            hint="lower --lr",
+            f"training diverged in epoch {epoch}: {problem} (train.lr {settings.lr:g}); nothing was saved",
+            hint="lower train.lr",
+            settings=("train.lr",),
         )
 
 

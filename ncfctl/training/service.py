@@ -6,18 +6,15 @@ DDP ranks) or as a SageMaker training job, and commits the artifact: ``model.pt`
 training-curve PNG and a manifest with the dataset id, config, per-epoch history, test metrics
 of the kept epoch next to the popularity baseline's, parameter count and file size.
 
-Each run keeps its state under ``<workdir>/.runs/<key>/`` (checkpoint after every epoch, and
-``run.json``, the settings the key hashes); the key hashes the dataset, model shape and
-optimisation settings, so ``resume=True`` finds the interrupted run of the same command, and may
-also extend a finished run to more epochs. ``resume=True`` never starts from scratch silently:
-when no run has these settings it refuses with one line naming what differs from the most recent
-run (or saying there is none).
+Each run keeps its state under ``<workdir>/.runs/<key>/`` (:mod:`ncfctl.training.runs`); the key
+hashes the dataset, model shape and optimisation settings, so ``resume=True`` finds the
+interrupted run of the same command, and may also extend a finished run to more epochs.
+``resume=True`` never starts from scratch silently: when no run has these settings it refuses
+with one line naming what differs from the most recent run (or saying there is none).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +22,6 @@ from typing import Any
 
 import torch
 
-from ncfctl import fileio
 from ncfctl.artifacts import ModelInfo, ReuseKey
 from ncfctl.config import Config
 from ncfctl.data.dataset import InteractionData, load_dataset
@@ -34,17 +30,23 @@ from ncfctl.evaluation import evaluate, popularity_score_fn, torch_score_fn
 from ncfctl.model_artifacts import dataset_of
 from ncfctl.model_types import MF_TYPES
 from ncfctl.models import MODEL_FILE, NCF, NCFSpec, count_parameters, load_model, save_model
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.training.loop import FitSettings, fit
 from ncfctl.training.plots import training_curve
 from ncfctl.training.pretrain import neumf_from_pretrained
-from ncfctl.training.worker import WorkerJob
+from ncfctl.training.runs import (
+    CHECKPOINT,
+    EpochProgress,
+    check_resumable,
+    run_dir,
+    run_identity,
+    save_initial,
+    worker_job,
+)
 from ncfctl.workspace import Artifact, Workspace
 
 CURVE_FILE = "training_curve.png"
 LATEST_LINK = "ncf_model_latest.pt"  # the seed project's name for "the newest model file"
-RUNS_DIR = ".runs"
-CHECKPOINT = "checkpoint.pt"
-RUN_JSON = "run.json"  # the run's identity: what its folder name hashes
 
 
 def fit_settings(config: Config) -> FitSettings:
@@ -64,7 +66,9 @@ def model_spec(config: Config, data: InteractionData) -> NCFSpec:
     )
 
 
-def resolve_dataset(config: Config, workspace: Workspace, dataset_ref: str | None, progress=None) -> Artifact:
+def resolve_dataset(
+    config: Config, workspace: Workspace, dataset_ref: str | None, progress: Progress = NO_PROGRESS
+) -> Artifact:
     """``dataset_ref``, else the newest dataset of the task's kind, else a freshly prepared default one."""
     if dataset_ref:
         return workspace.get(dataset_ref, "dataset")
@@ -86,114 +90,12 @@ def initial_model(
     if not (pretrain_gmf or pretrain_mlp):
         return NCF(spec)
     if not (pretrain_gmf and pretrain_mlp):
-        raise NcfError("NeuMF pre-training needs both --pretrain-gmf and --pretrain-mlp")
+        raise NcfError(
+            "NeuMF pre-training needs both `pretrain_gmf` and `pretrain_mlp`", settings=("pretrain_gmf", "pretrain_mlp")
+        )
     gmf = load_model(workspace.get(pretrain_gmf, "model").file(MODEL_FILE))
     mlp = load_model(workspace.get(pretrain_mlp, "model").file(MODEL_FILE))
     return neumf_from_pretrained(spec, gmf, mlp)
-
-
-def run_identity(dataset: Artifact, spec: NCFSpec, settings: FitSettings, tag: str) -> dict[str, Any]:
-    """What makes two runs the same run: dataset, model shape, optimisation settings, pre-training."""
-    return {"dataset": dataset.id, "spec": spec.model_dump(), "fit": settings.fingerprint(), "tag": tag}
-
-
-def run_dir(workspace: Workspace, identity: dict[str, Any]) -> Path:
-    """The run's state folder: same identity -> same folder. Its ``run.json`` records the identity."""
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    folder = workspace.root / RUNS_DIR / f"train-{identity['spec']['model_type']}-{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / RUN_JSON).is_file():
-        fileio.write_json(folder / RUN_JSON, identity)
-    return folder
-
-
-def _flat(identity: dict[str, Any]) -> dict[str, Any]:
-    """``{"dataset": .., "model.factors": .., "lr": ..}``: the identity as the settings a user names."""
-    flat = {"dataset": identity.get("dataset"), "pretrained": identity.get("tag") or None}
-    flat |= {f"model.{key}": value for key, value in (identity.get("spec") or {}).items()}
-    flat |= dict(identity.get("fit") or {})
-    return flat
-
-
-def check_resumable(workspace: Workspace, folder: Path, identity: dict[str, Any]) -> None:
-    """``--resume`` needs a checkpoint of this very run; otherwise say what differs from the latest run."""
-    if (folder / CHECKPOINT).exists():
-        return
-    runs = [run for run in (workspace.root / RUNS_DIR).glob("train-*") if (run / CHECKPOINT).is_file()]
-    runs = [run for run in runs if (run / RUN_JSON).is_file()]
-    if not runs:
-        raise NcfError(
-            f"--resume: no training run to resume in {workspace.root / RUNS_DIR}", hint="train without --resume"
-        )
-    latest = max(runs, key=lambda run: (run / CHECKPOINT).stat().st_mtime)
-    try:
-        saved = _flat(json.loads((latest / RUN_JSON).read_text(encoding="utf-8")))
-    except (OSError, ValueError, AttributeError) as exc:
-        raise NcfError(f"--resume: cannot read {latest / RUN_JSON}: {exc}") from None
-    current = _flat(identity)
-    changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items() if saved.get(key) != value]
-    raise NcfError(
-        f"--resume: no run with these settings; the latest run ({latest.name}) differs in: {', '.join(changed)}",
-        hint="resume with that run's settings, or train without --resume to start a fresh run",
-    )
-
-
-def save_initial(folder: Path, model: NCF) -> Path:
-    """The initial weights as ``<run>/init/model.pt`` (the name the SageMaker model channel expects)."""
-    path = folder / "init" / MODEL_FILE
-    save_model(path, model)
-    return path
-
-
-def worker_job(dataset: Artifact, init_model: Path, folder: Path, settings: FitSettings, resume: bool) -> WorkerJob:
-    info = dataset.manifest.info
-    return WorkerJob(
-        dataset_dir=str(dataset.path),
-        num_users=int(info.num_users),
-        num_items=int(info.num_items),
-        explicit=info.explicit,
-        init_model=str(init_model),
-        output_dir=str(folder / "output"),
-        settings=asdict(settings),
-        checkpoint=str(folder / CHECKPOINT),
-        resume=resume,
-        events=str(folder / "events.jsonl"),
-    )
-
-
-class EpochProgress:
-    """Rich progress for a run: one bar over epochs, one over the current epoch's batches."""
-
-    def __init__(self, progress, label: str, epochs: int, k: int):
-        self.progress, self.k = progress, k
-        self.epochs_task = progress.add_task(label, total=epochs, status="") if progress else None
-        self.batch_task = None
-
-    def on_batch(self, step: int, steps: int) -> None:
-        if self.progress is None:
-            return
-        if self.batch_task is None:
-            self.batch_task = self.progress.add_task("  batches", total=steps, status="")
-        self.progress.update(self.batch_task, completed=step, total=steps)
-
-    def on_epoch(self, record: dict[str, Any]) -> None:
-        if self.progress is None:
-            return
-        if "rmse" in record:
-            metrics = f"RMSE {record['rmse']:.4f} MAE {record['mae']:.4f}"
-        else:
-            metrics = f"HR@{self.k} {record['hr']:.4f} NDCG@{self.k} {record['ndcg']:.4f}"
-        speed = f"{record['samples_per_s']:,.0f} samples/s"
-        status = f"epoch {record['epoch']}: loss {record['loss']:.4f} {metrics} {speed}"
-        self.progress.update(self.epochs_task, completed=record["epoch"], status=status)
-        if self.batch_task is not None:
-            self.progress.update(self.batch_task, completed=0)
-
-    def close(self) -> None:
-        """Drop the per-batch bar once training is over (the epoch bar stays as the summary)."""
-        if self.progress is not None and self.batch_task is not None:
-            self.progress.remove_task(self.batch_task)
-            self.batch_task = None
 
 
 def train_model(
@@ -204,7 +106,7 @@ def train_model(
     pretrain_gmf: str | None = None,
     pretrain_mlp: str | None = None,
     resume: bool = False,
-    progress=None,
+    progress: Progress = NO_PROGRESS,
 ) -> Artifact:
     """Train the configured model and commit it as a ``model`` artifact (stage ``trained``)."""
     if config.model.type in MF_TYPES:
@@ -222,7 +124,7 @@ def train_model(
     bars = EpochProgress(progress, f"train {spec.model_type}", settings.epochs, settings.top_k)
     extra: dict[str, Any] = {}
     if config.train.backend == "sagemaker":
-        from ncfctl.aws.training_job import train_on_sagemaker  # boto3 only when asked for
+        from ncfctl.training.sagemaker_job import train_on_sagemaker  # boto3 only when asked for
 
         job = worker_job(dataset, save_initial(folder, model), folder, settings, resume=False)
         outcome = train_on_sagemaker(config, job, dataset, progress=progress)
@@ -258,12 +160,20 @@ def train_model(
     )
 
 
-def _train_mf_baseline(config: Config, workspace: Workspace, dataset_ref, pretrained, resume: bool, progress):
+def _train_mf_baseline(
+    config: Config, workspace: Workspace, dataset_ref, pretrained, resume: bool, progress: Progress
+) -> Artifact:
     """ALS / BPR through the implicit library (ncfctl.training.baselines), which has no pre-training or resume."""
     model_type = config.model.type
-    for given, what in ((pretrained, "NeuMF pre-training (--pretrain-gmf/--pretrain-mlp)"), (resume, "--resume")):
+    for given, what, settings in (
+        (pretrained, "NeuMF pre-training (`pretrain_gmf`/`pretrain_mlp`)", ("pretrain_gmf", "pretrain_mlp")),
+        (resume, "`resume`", ("resume",)),
+    ):
         if given:
-            raise NcfError(f"model type {model_type} does not support {what}: it is fitted in one call by implicit")
+            raise NcfError(
+                f"model type {model_type} does not support {what}: it is fitted in one call by implicit",
+                settings=settings,
+            )
     from ncfctl.training.baselines import train_baseline  # the optional implicit extra
 
     return train_baseline(config, workspace, dataset_ref=dataset_ref, progress=progress)
@@ -346,17 +256,20 @@ def link_latest_model(workspace: Workspace, artifact: Artifact) -> Path:
 
 
 def evaluate_model(
-    config: Config, workspace: Workspace, model_ref: str, dataset_ref: str | None = None, progress=None
+    config: Config,
+    workspace: Workspace,
+    model_ref: str,
+    dataset_ref: str | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> dict[str, Any]:
     """Metrics of a saved model on its dataset's test split, beside the popularity baseline's."""
     artifact = workspace.get(model_ref, "model")
     model = load_model(artifact.file(MODEL_FILE))
     dataset, data = dataset_of(workspace, artifact, model, dataset_ref)
-    task = progress.add_task(f"evaluate {artifact.id}", total=None, status="") if progress else None
+    task = progress.task(f"evaluate {artifact.id}")
     torch.set_num_threads(config.train.threads)
     k = config.train.top_k
     metrics = evaluate(torch_score_fn(model), data, "test", k=k)
     baseline = baseline_metrics(data, k)
-    if progress is not None:
-        progress.update(task, total=1, completed=1)
+    task.finish()
     return {"model": artifact.id, "dataset": dataset.id, "metrics": metrics, "baseline": baseline}

@@ -49,7 +49,7 @@ class WorkerJob:
 def _after_step(job: WorkerJob, model) -> Callable | None:
     if not job.masks:
         return None
-    from ncfctl.pruning.masks import load_masks, mask_lock  # only pruned models need it
+    from ncfctl.masks import load_masks, mask_lock  # only pruned models need it
 
     return mask_lock(load_masks(job.masks, model))
 

@@ -85,14 +85,20 @@ def _api_enums() -> dict[str, list[str]]:
 def _platform(spec: str) -> Target:
     parts = [p.strip().upper() for p in spec.split(",")]
     if len(parts) not in (2, 3) or not all(parts):
-        raise NcfError(f"--target-platform {spec!r}: expected os,arch[,accelerator], e.g. linux,x86_64 or linux,arm64")
+        raise NcfError(
+            f"compile.target_platform {spec!r}: expected os,arch[,accelerator], e.g. linux,x86_64 or linux,arm64",
+            settings=("compile.target_platform",),
+        )
     enums = _api_enums()
     fields = zip(("TargetPlatformOs", "TargetPlatformArch", "TargetPlatformAccelerator"), parts, strict=False)
     for field_name, value in fields:
         if value not in enums[field_name]:
             allowed = ", ".join(v.lower() for v in enums[field_name])
             what = field_name.removeprefix("TargetPlatform").lower()
-            raise NcfError(f"--target-platform {spec!r}: unknown {what} '{value}' (known: {allowed})")
+            raise NcfError(
+                f"compile.target_platform {spec!r}: unknown {what} '{value}' (known: {allowed})",
+                settings=("compile.target_platform",),
+            )
     os_name, arch = parts[0], parts[1]
     accelerator = parts[2] if len(parts) == 3 else None
     name = "_".join(p.lower() for p in parts)

@@ -26,6 +26,7 @@ from ncfctl.aws import jobs, registry, s3
 from ncfctl.aws.clients import client, error_message, require, require_credentials
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.serving.recommend import FILE, KIND, write_parquet
 from ncfctl.serving.server_env import server_environment
 from ncfctl.workspace import Artifact, Workspace
@@ -34,7 +35,7 @@ CONTENT_TYPE = "application/jsonlines"
 INPUT_FILE = "users.jsonl"
 MAX_PAYLOAD_MB = 1
 LINES_PER_REQUEST = 100_000  # > what 1 MB of request lines can hold
-WHAT = "recommend --backend sagemaker"
+WHAT = "recommendations by SageMaker Batch Transform"
 
 
 def user_ids(config: Config, model_data: str, work: Path) -> list[str]:
@@ -83,7 +84,12 @@ def read_answers(path: Path, expected: int) -> list[dict[str, Any]]:
 
 
 def recommend(
-    config: Config, workspace: Workspace, top_k: int, exclude_seen: bool, model_package: str | None, progress=None
+    config: Config,
+    workspace: Workspace,
+    top_k: int,
+    exclude_seen: bool,
+    model_package: str | None,
+    progress: Progress = NO_PROGRESS,
 ) -> Artifact:
     """Run the transform job and write its answers as ``recommendations.parquet`` (see the module doc)."""
     aws = config.aws
@@ -128,7 +134,7 @@ def recommend(
             try:
                 sagemaker.delete_model(ModelName=name)
             except botocore.exceptions.ClientError as exc:
-                jobs.console_printer(progress)(f"could not delete temporary model {name}: {error_message(exc)}")
+                progress.log(f"could not delete temporary model {name}: {error_message(exc)}")
         start, end = job.get("TransformStartTime"), job.get("TransformEndTime")
         seconds = (end - start).total_seconds() if isinstance(start, datetime) and isinstance(end, datetime) else None
         writer.manifest.info = info.updated(users=len(users), transform_job=name, input=f"{base}/input/{INPUT_FILE}")

@@ -28,6 +28,7 @@ from ncfctl.aws.clients import client, error_message, require, require_credentia
 from ncfctl.aws.sdk import training_image_uri
 from ncfctl.config import ArchiveConfig, AwsConfig, Config
 from ncfctl.errors import NcfError
+from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.training.entry import CHECKPOINT_DIR, TEST_FILES, TRAIN_FILES, job_hyperparameters
 from ncfctl.training.worker import METRICS_FILE, WorkerJob
 from ncfctl.workspace import Artifact
@@ -176,14 +177,16 @@ def training_request(
     }
 
 
-def upload_channels(aws: AwsConfig, uris: dict[str, str], files: dict[str, list[Path]], progress=None) -> None:
+def upload_channels(
+    aws: AwsConfig, uris: dict[str, str], files: dict[str, list[Path]], progress: Progress = NO_PROGRESS
+) -> None:
     """Upload each channel's files under its S3 prefix (``uris[channel]``, ending in ``/``)."""
     for channel, paths in files.items():
         for path in paths:
             s3.upload_file(aws, path, f"{uris[channel]}{path.name}", progress=progress)
 
 
-def wait_for_job(aws: AwsConfig, name: str, progress=None) -> dict[str, Any]:
+def wait_for_job(aws: AwsConfig, name: str, progress: Progress = NO_PROGRESS) -> dict[str, Any]:
     """Wait for the training job (logs streamed, Ctrl-C stops it), showing its status and last metrics."""
 
     def status_line(described: dict[str, Any]) -> str:
@@ -194,7 +197,7 @@ def wait_for_job(aws: AwsConfig, name: str, progress=None) -> dict[str, Any]:
 
 
 def download_output(
-    aws: AwsConfig, limits: ArchiveConfig, described: dict[str, Any], dest: Path, progress=None
+    aws: AwsConfig, limits: ArchiveConfig, described: dict[str, Any], dest: Path, progress: Progress = NO_PROGRESS
 ) -> tuple[str, Path]:
     """Fetch and safely unpack (within ``limits``) the job's ``model.tar.gz`` into ``dest``."""
     model_data = described.get("ModelArtifacts", {}).get("S3ModelArtifacts")
@@ -206,7 +209,13 @@ def download_output(
 
 
 def run_training_job(
-    config: Config, job: WorkerJob, dataset: Artifact, work_dir: Path, *, prefix: str = "ncfctl-train", progress=None
+    config: Config,
+    job: WorkerJob,
+    dataset: Artifact,
+    work_dir: Path,
+    *,
+    prefix: str = "ncfctl-train",
+    progress: Progress = NO_PROGRESS,
 ) -> TrainingJobOutcome:
     """Run ``job`` as a SageMaker training job; ``work_dir`` holds the local staging and output.
 
@@ -245,8 +254,10 @@ def run_training_job(
     return TrainingJobOutcome(name, model_data, model_dir, result, job_billing(described))
 
 
-def train_on_sagemaker(config: Config, job: WorkerJob, dataset: Artifact, progress=None) -> TrainingJobOutcome:
-    """``ncfctl train --backend sagemaker``: threads left to the container (all its cores)."""
+def train_on_sagemaker(
+    config: Config, job: WorkerJob, dataset: Artifact, progress: Progress = NO_PROGRESS
+) -> TrainingJobOutcome:
+    """Training with ``train.backend`` sagemaker: threads left to the container (all its cores)."""
     settings = {**job.settings, "threads": None}
     remote = WorkerJob(**{**job.__dict__, "settings": settings})
     return run_training_job(config, remote, dataset, Path(job.output_dir).parent / "sagemaker", progress=progress)
