@@ -15,10 +15,12 @@ import numpy as np
 import torch
 
 from ncfctl.compile.onnxruntime_local import HARDWARE_SPECIFIC_PASSES, MODEL_FILE
+from ncfctl.config import load_config
 from ncfctl.data.dataset import EvalSplit, InteractionData, Interactions
 from ncfctl.export.runners import ort_session
 from ncfctl.models import NCF, NCFSpec
 from ncfctl.serving.bundle import write_serving_bundle
+from ncfctl.serving.retrieval import choose_retrieval
 
 USERS, ITEMS, SEEN = 6040, 3706, 165
 MODEL = "NeuMF, factors 32, layers 128,64,32, ONNX Runtime, random weights"
@@ -37,11 +39,13 @@ def _ml1m_shaped_data(rng: np.random.Generator, users: int = USERS, items: int =
 
 def write_synthetic_bundle(folder: Path, users: int = USERS, items: int | None = None) -> Path:
     """The ONNX serving bundle ``ncfctl neo compile --backend local`` would write, into ``folder``: the
-    exported graph optimised by ONNX Runtime, its weights in ``model.onnx.data``. ``items``: ITEMS."""
+    exported graph optimised by ONNX Runtime, its weights in ``model.onnx.data``, and the ANN index
+    where the default ``serving.retrieval`` (auto) builds one. ``items``: ITEMS."""
     items = items or ITEMS
     torch.manual_seed(0)
     spec = NCFSpec(num_users=users, num_items=items, factors=32, mlp_user_dim=64, mlp_item_dim=64, hidden=[64, 32])
     model = NCF(spec).eval()
+    serving = load_config().serving
     data = _ml1m_shaped_data(np.random.default_rng(0), users, items)
     folder.mkdir(parents=True, exist_ok=True)
     pair = (torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
@@ -55,6 +59,6 @@ def write_synthetic_bundle(folder: Path, users: int = USERS, items: int | None =
         ort_session(exported, optimized_path=folder / MODEL_FILE, disabled_optimizers=HARDWARE_SPECIFIC_PASSES)
     write_serving_bundle(
         folder, model, data, runtime="onnxruntime", models=[{"batch_size": None, "path": MODEL_FILE}],
-        source_model="bench", target="local",
+        source_model="bench", target="local", ann=serving.ann if choose_retrieval(serving, spec).ann else None,
     )  # fmt: skip
     return folder
