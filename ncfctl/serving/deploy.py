@@ -1,8 +1,8 @@
 """``ncfctl deploy``: one entry point over the local and SageMaker backends, and lookup of deployments.
 
 Deployments are ``deployment`` artifacts whose ``info.backend`` says where they run and whose
-``info.status`` is ``running``, ``creating``, ``failed``, ``stopped`` or ``deleted``. ``--status``,
-``--stop``, ``--delete`` and ``ncfctl invoke`` act on the newest running one unless given an id.
+``info.status`` is ``running``, ``creating``, ``failed``, ``stopped`` or ``deleted``. ``deploy status``,
+``deploy stop``, ``deploy delete`` and ``ncfctl invoke`` act on the newest running one unless given an id.
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ The server is exactly what the image would run (the context's own copy of ``ncf_
 tested locally is what ships: a master process and its workers (``serving.workers``, passed as
 ``NCF_WORKERS``; default one per vCPU). It runs in its own session, outliving the CLI, and writes
 its log into the deployment artifact. The artifact records the master's pid *and* its start time
-(a pid alone can be recycled by an unrelated process, and ``--stop`` must never signal one of
+(a pid alone can be recycled by an unrelated process, and ``deploy stop`` must never signal one of
 those), and the workers and threads per worker the server reports.
 
 The artifact is committed (status ``creating``) as soon as the server is spawned, before the wait
 for ``/ping``, so a deploy killed during start-up (even by SIGKILL) leaves a record that
-``--stop`` acts on; the record also names the deploying ncfctl process, so a later ``deploy``
+``deploy stop`` acts on; the record also names the deploying ncfctl process, so a later ``deploy``
 recognises such an abandoned start-up and stops its server.
 """
 
@@ -253,7 +253,7 @@ def start_local(config: Config, workspace: Workspace, image: str | None = None, 
         if proc is not None and proc.poll() is None:
             stop_process(psutil.Process(proc.pid), config.deploy.stop_grace)
         raise
-    deployment = writer.artifact  # committed: from here on --stop and a later deploy know this server
+    deployment = writer.artifact  # committed: from here on `deploy stop` and a later deploy know this server
     info = deployment.manifest.info
     try:
         ready = wait_ready(url, proc, log_path, config.deploy.start_timeout, on_wait)

@@ -11,7 +11,7 @@ Everything that can be refused is refused before anything is uploaded or created
 settings, an instance the serving image cannot run on, a Neo bundle compiled for another
 instance family. The deployment artifact is committed (status ``creating``) as soon as the
 SageMaker resources exist, before the minutes-long wait for InService, so an interrupted or
-failed wait still leaves a record that names what was created and ``--delete`` can clean it up.
+failed wait still leaves a record that names what was created and ``deploy delete`` can clean it up.
 """
 
 from __future__ import annotations
