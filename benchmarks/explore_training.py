@@ -19,7 +19,8 @@ at this learning rate instead of Adam), ``init`` (embedding std),
 starts as exactly that multiple of ``ncfctl train --model als``'s score, the MLP half silent; with
 ``freeze`` the ALS factors stay fixed), ``loss`` (``softmax``: cross-entropy of each positive
 against its own ``neg`` negatives; ``bpr``: pairwise log-sigmoid; ``multinomial``: each user's
-items against the whole catalogue, ``users_per_step`` users a step).
+items against the whole catalogue, ``users_per_step`` users a step), ``bias`` (a learned per-item
+bias added to the score).
 
 Usage::
 
@@ -73,6 +74,18 @@ def tuned_als(data, seed: int) -> NCF:
     return fit_baseline(config, data).model
 
 
+class ItemBiasNCF(NCF):
+    """NCF plus a learned per-item bias added to the score (starts at zero)."""
+
+    def __init__(self, spec: NCFSpec):
+        super().__init__(spec)
+        self.item_bias = torch.nn.Embedding(spec.num_items, 1)
+        torch.nn.init.zeros_(self.item_bias.weight)
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        return super().forward(user, item) + self.item_bias(item).squeeze(-1)
+
+
 def build(options: dict, data, seed: int) -> NCF:
     spec = NCFSpec.from_layers(
         model_type=options.get("type", "neumf"),
@@ -83,7 +96,7 @@ def build(options: dict, data, seed: int) -> NCF:
         dropout=options.get("dropout", 0.0),
     )
     torch.manual_seed(seed)
-    model = NCF(spec)
+    model = ItemBiasNCF(spec) if options.get("bias") else NCF(spec)
     with torch.no_grad():
         if "init" in options:
             for module in model.modules():
