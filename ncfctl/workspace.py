@@ -212,7 +212,11 @@ class Workspace:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
         if self.root.exists() and not self.root.is_dir():
-            raise NcfError(f"workdir {self.root} is not a directory", hint="--workdir or NCFCTL_WORKDIR")
+            raise NcfError(
+                f"workdir {self.root} is not a directory",
+                hint="choose another `workdir` (env NCFCTL_WORKDIR)",
+                settings=("workdir",),
+            )
 
     def kind_dir(self, kind: str) -> Path:
         if kind not in KIND_DIRS:
@@ -303,10 +307,13 @@ class Workspace:
                 return artifact
         return None
 
-    def require_latest(self, kind: str, hint: str, where: dict[str, Any] | None = None) -> Artifact:
+    def require_latest(
+        self, kind: str, hint: str, where: dict[str, Any] | None = None, *, settings: tuple[str, ...] = ()
+    ) -> Artifact:
+        """The latest artifact of ``kind``, or an error with ``hint`` (``settings``: the names it uses)."""
         artifact = self.latest(kind, where)
         if artifact is None:
-            raise NcfError(f"no {kind} artifact in {self.root}", hint=hint)
+            raise NcfError(f"no {kind} artifact in {self.root}", hint=hint, settings=settings)
         return artifact
 
     def get(self, ref: str, kind: str | None = None) -> Artifact:
@@ -324,6 +331,18 @@ class Workspace:
             raise NcfError(f"artifact '{ref}' is a {artifact.kind}, expected a {kind}")
         return artifact
 
-    def resolve(self, ref: str | None, kind: str, hint: str, where: dict[str, Any] | None = None) -> Artifact:
-        """``ref`` if given, else the latest artifact of ``kind``: how commands find their input."""
-        return self.get(ref, kind) if ref else self.require_latest(kind, hint, where)
+    def resolve(
+        self,
+        ref: str | None,
+        kind: str,
+        hint: str,
+        where: dict[str, Any] | None = None,
+        *,
+        settings: tuple[str, ...] = (),
+    ) -> Artifact:
+        """``ref`` if given, else the latest artifact of ``kind``: how commands find their input.
+
+        ``hint`` says how to get one, in the library's terms; ``settings`` lists the argument names
+        it uses (in backticks), which a front end shows in its own terms (the CLI as flags).
+        """
+        return self.get(ref, kind) if ref else self.require_latest(kind, hint, where, settings=settings)

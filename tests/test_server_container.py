@@ -40,17 +40,25 @@ def test_container_pins_match_the_lock():
     """The image installs exactly the versions CI installed: every container pin is the lock's pin."""
     tool = load_lock_tool()
     lock = tool.read_pins(ROOT / "requirements.lock")
-    for name in ("requirements.txt", "requirements-onnxruntime.txt", "requirements-dlr.txt",
-                 "requirements-torchscript.txt"):
+    for name in (
+        "requirements.txt",
+        "requirements-onnxruntime.txt",
+        "requirements-dlr.txt",
+        "requirements-torchscript.txt",
+    ):
         pins = tool.read_pins(CONTAINER / name)
         assert pins, f"container/{name} pins nothing"
-        unpinned = [line for line in (CONTAINER / name).read_text().splitlines()
-                    if tool.REQUIREMENT.match(line.strip()) and not tool.PIN.match(line.strip())]
+        unpinned = [
+            line
+            for line in (CONTAINER / name).read_text().splitlines()
+            if tool.REQUIREMENT.match(line.strip()) and not tool.PIN.match(line.strip())
+        ]
         assert not unpinned, f"container/{name}: {unpinned} not pinned: run python tools/lock.py"
         for package, pin in pins.items():
             assert lock.get(package) == pin, f"container/{name} pins {package}=={pin}, the lock {lock.get(package)}"
     assert "torch" not in tool.read_pins(CONTAINER / "requirements.txt") | tool.read_pins(
-        CONTAINER / "requirements-onnxruntime.txt")
+        CONTAINER / "requirements-onnxruntime.txt"
+    )
 
 
 def test_lock_pins_every_declared_dependency_within_its_range():
@@ -66,7 +74,8 @@ def test_lock_pins_every_declared_dependency_within_its_range():
         name = tool.canonical(requirement.name)
         assert name in lock, f"{requirement.name} is declared in pyproject.toml but not pinned in requirements.lock"
         assert requirement.specifier.contains(lock[name], prereleases=True), (
-            f"requirements.lock pins {name}=={lock[name]}, outside pyproject.toml's {requirement}")
+            f"requirements.lock pins {name}=={lock[name]}, outside pyproject.toml's {requirement}"
+        )
     assert lock["torch"].endswith("+cpu"), "the lock must keep torch on the CPU build"
 
 

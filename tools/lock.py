@@ -43,9 +43,24 @@ def read_pins(path: Path) -> dict[str, str]:
 
 def compile_lock() -> None:
     subprocess.run(
-        [sys.executable, "-m", "piptools", "compile", "--quiet", "--upgrade", "--all-extras", "--strip-extras",
-         "--no-emit-index-url", "--no-emit-find-links", "--output-file", LOCK.name, "pyproject.toml"],
-        cwd=ROOT, check=True, env={**os.environ, "CUSTOM_COMPILE_COMMAND": "python tools/lock.py"},
+        [
+            sys.executable,
+            "-m",
+            "piptools",
+            "compile",
+            "--quiet",
+            "--upgrade",
+            "--all-extras",
+            "--strip-extras",
+            "--no-emit-index-url",
+            "--no-emit-find-links",
+            "--output-file",
+            LOCK.name,
+            "pyproject.toml",
+        ],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "CUSTOM_COMPILE_COMMAND": "python tools/lock.py"},
     )
 
 
@@ -58,8 +73,10 @@ def repin(path: Path, lock: dict[str, str]) -> None:
         if match:
             name = canonical(match.group(1))
             if name not in lock:
-                raise SystemExit(f"{path.relative_to(ROOT)}: {match.group(1)} is not in requirements.lock; "
-                                 "add it to pyproject.toml (a dependency or an extra) first")
+                raise SystemExit(
+                    f"{path.relative_to(ROOT)}: {match.group(1)} is not in requirements.lock; "
+                    "add it to pyproject.toml (a dependency or an extra) first"
+                )
             line = f"{match.group(1)}=={lock[name]}"
         lines.append(line)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -70,8 +87,10 @@ def main() -> None:
     lock = read_pins(LOCK)
     for path in CONTAINER_REQUIREMENTS:
         repin(path, lock)
-    print(f"requirements.lock: {len(lock)} pins; container pins refreshed in "
-          + ", ".join(p.name for p in CONTAINER_REQUIREMENTS))
+    print(
+        f"requirements.lock: {len(lock)} pins; container pins refreshed in "
+        + ", ".join(p.name for p in CONTAINER_REQUIREMENTS)
+    )
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ def select_variants(workspace: Workspace, compare: str) -> Selection:
         anchor = next((v.artifact for v in variants if v.role == "original"), None)
         anchor = anchor or _newest_original(workspace)
         if anchor is None:
-            raise NcfError(f"no trained model in {workspace.root} to compare", hint="run ncfctl train first")
+            raise NcfError(f"no trained model in {workspace.root} to compare", hint="train a model first")
         family = _family(index, anchor)
         chosen = {v.id for v in variants}
         variants += [v for v in _family_variants(index, family, roles, notes) if v.id not in chosen]

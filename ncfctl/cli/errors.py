@@ -67,6 +67,7 @@ FLAGS = {
     "compiled": "--compiled",
     "dataset_ref": "--dataset-id",
     "deployment": "--deployment",
+    "workdir": "--workdir",
     "image": "--image",
     "item": "--item",
     "model_package": "--model-package",

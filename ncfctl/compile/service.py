@@ -30,7 +30,7 @@ from ncfctl.serving.retrieval import choose_retrieval
 from ncfctl.targets import default_threads, resolve_target
 from ncfctl.workspace import Artifact, Workspace
 
-MODEL_HINT = "run `ncfctl train` first, or pass --model ID"
+MODEL_HINT = "train a model first, or name one with `model_ref`"
 KIND = "compiled"
 
 
@@ -78,7 +78,7 @@ def compile_model(
     target = resolve_target(settings.target, settings.target_platform)
     backend = choose_backend(config)
     compiler = make_compiler(backend.name, config)
-    source = workspace.resolve(model_ref, "model", MODEL_HINT)
+    source = workspace.resolve(model_ref, "model", MODEL_HINT, settings=("model_ref",))
     model = load_model(source.file(MODEL_FILE))
     request = CompileRequest(
         name="",

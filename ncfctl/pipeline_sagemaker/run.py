@@ -73,7 +73,12 @@ def prepare(config: Config, workspace: Workspace, dataset_ref: str | None, work:
     bucket = require(aws.bucket, "aws.bucket", WHAT)
     if config.train.task != "implicit":
         raise NcfError("the SageMaker Pipeline gates on HR@K: it needs train.task 'implicit'")
-    dataset = workspace.resolve(dataset_ref, "dataset", "run `ncfctl data` first (the pipeline trains on it)")
+    dataset = workspace.resolve(
+        dataset_ref,
+        "dataset",
+        "prepare a dataset first (the pipeline trains on it), or name one with `dataset_ref`",
+        settings=("dataset_ref",),
+    )
     data = load_dataset(dataset)
     if data.explicit:
         raise NcfError(f"dataset {dataset.id} keeps ratings (explicit); the pipeline gates on HR@K of implicit data")

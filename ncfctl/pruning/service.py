@@ -76,7 +76,7 @@ class PruneOutcome:
 
 def load_source(workspace: Workspace, ref: str | None, hint: str, where: dict[str, Any] | None) -> Source:
     """``ref`` (or the latest model matching ``where``), its ``masks.pt`` if any, and its dataset."""
-    artifact = workspace.resolve(ref, "model", hint, where)
+    artifact = workspace.resolve(ref, "model", hint, where, settings=("model_ref",))
     model = load_model(artifact.file(MODEL_FILE))
     if model.spec.is_mf:
         raise NcfError(
@@ -288,7 +288,7 @@ def prune_model(
             "prune.schedule 'gradual' fine-tunes between steps in this process; finetune.backend 'sagemaker' "
             "is supported for one-shot pruning and for ncfctl finetune"
         )
-    source = load_source(workspace, model_ref, "train one first: ncfctl train", {"stage": "trained"})
+    source = load_source(workspace, model_ref, "train one first, or name one with `model_ref`", {"stage": "trained"})
     settings = finetune_settings(config, source.model)
     with torch_threads(config.train.threads):
         tracker = Tracker(progress, source.data, config.train.top_k)
@@ -359,7 +359,7 @@ def finetune_model(
     config: Config, workspace: Workspace, model_ref: str | None = None, *, progress: Progress = NO_PROGRESS
 ) -> Artifact:
     """Fine-tune ``model_ref`` (default: the latest pruned model) with its masks locked."""
-    source = load_source(workspace, model_ref, "prune one first: ncfctl prune", {"stage": "pruned"})
+    source = load_source(workspace, model_ref, "prune one first, or name one with `model_ref`", {"stage": "pruned"})
     settings = finetune_settings(config, source.model)
     source_info = source.artifact.manifest.info
     with torch_threads(config.train.threads):

@@ -40,7 +40,7 @@ from ncfctl.workspace import MANIFEST, Artifact, Workspace
 CONTEXT_DIR = "context"
 MODEL_DIR = "model"  # inside the context; the Dockerfile copies it to /opt/ml/model
 CONTAINER_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "tests", "*.egg-info", ".DS_Store")
-COMPILED_HINT = "run `ncfctl neo compile` first or pass --compiled ID"
+COMPILED_HINT = "compile a model first, or name a compiled bundle with `compiled`"
 
 
 @dataclass
@@ -243,7 +243,7 @@ def build_image(
     config: Config, workspace: Workspace, compiled: str | None = None, progress: Progress = NO_PROGRESS
 ) -> ImageResult:
     """Write the build context as an ``image`` artifact, then build it with ``config.image.backend``."""
-    source = workspace.resolve(compiled, "compiled", COMPILED_HINT)
+    source = workspace.resolve(compiled, "compiled", COMPILED_HINT, settings=("compiled",))
     bundle = source.verify()  # ncfctl's manifest first (names the artifact), then the server's own checks
     spec = bundle_spec(bundle)
     check_serving_pair(source.id, spec.target, spec.runtime, None)

@@ -15,7 +15,7 @@ from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.serving import deploy_local, deploy_sagemaker
 from ncfctl.workspace import Artifact, Workspace
 
-DEPLOY_HINT = "run `ncfctl deploy` first or pass --deployment ID"
+DEPLOY_HINT = "deploy an image first, or name a deployment with `deployment`"
 
 
 def choose_backend(config: Config, workspace: Workspace, image: str | None) -> str:
@@ -82,7 +82,7 @@ def find_deployment(workspace: Workspace, ref: str | None, statuses: tuple[str, 
     )
     if found is None:
         what = "deployment" if statuses is None else "running deployment"
-        raise NcfError(f"no {what} in {workspace.root}", hint=DEPLOY_HINT)
+        raise NcfError(f"no {what} in {workspace.root}", hint=DEPLOY_HINT, settings=("deployment",))
     return found
 
 

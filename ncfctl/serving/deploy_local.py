@@ -41,7 +41,7 @@ from ncfctl.workspace import Artifact, Workspace
 
 SERVER_MODULE = "ncf_serving.serve"
 SERVER_LOG = "server.log"
-IMAGE_HINT = "run `ncfctl build-image` first or pass --image ID"
+IMAGE_HINT = "build an image first, or name one with `image`"
 
 
 def free_port(host: str) -> int:
@@ -218,7 +218,7 @@ def local_reuse_key(config: Config) -> ReuseKey:
 
 def start_local(config: Config, workspace: Workspace, image: str | None = None, on_wait=None) -> Artifact:
     """Serve an image's build context on ``serving.host``; the committed ``deployment`` artifact."""
-    source = workspace.resolve(image, "image", IMAGE_HINT)
+    source = workspace.resolve(image, "image", IMAGE_HINT, settings=("image",))
     context = source.verify(source.manifest.info.context)  # the server code and the bundle
     if not (context / MODEL_DIR).is_dir():
         raise NcfError(f"image {source.id} has no build context with a model at {context / MODEL_DIR}")

@@ -111,7 +111,7 @@ def _source(config: Config, workspace: Workspace, image: str | None, model_packa
         check_serving_pair(arn, metadata.get("target"), metadata.get("runtime", "onnxruntime"), instance_type)
         version = described.get("ModelPackageVersion")
         return {"parent": arn, "info": {"model_package_arn": arn, "model_package_version": version}}
-    source = workspace.resolve(image, "image", "run `ncfctl build-image --push` (or --backend codebuild) first")
+    source = workspace.resolve(image, "image", "push an image to ECR first (image.push, or image.backend codebuild)")
     image_uri = image_uri_of(config, source)
     if image_uri is None:
         raise NcfError(

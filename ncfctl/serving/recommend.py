@@ -28,6 +28,7 @@ from ncfctl.artifacts import RecommendationsInfo
 from ncfctl.config import Config
 from ncfctl.errors import NcfError
 from ncfctl.progress import NO_PROGRESS, Progress
+from ncfctl.serving.build_image import COMPILED_HINT
 from ncfctl.workspace import Artifact, Workspace
 
 FILE = "recommendations.parquet"
@@ -112,7 +113,7 @@ def recommend_all_users(
             "`model_package` runs on SageMaker: use the sagemaker backend (or pass `compiled` for local)",
             settings=("model_package", "compiled"),
         )
-    source = workspace.resolve(compiled, "compiled", "run `ncfctl neo compile` first or pass --compiled ID")
+    source = workspace.resolve(compiled, "compiled", COMPILED_HINT, settings=("compiled",))
     users, answers = local_answers(source.path, top_k, exclude_seen, config.bench.threads)
     task = progress.task("recommend", total=users, status=source.id)
 
