@@ -1,10 +1,13 @@
-"""The one error type for expected failures, and the one place failures become a line of text.
+"""The error types for expected failures, and the one place failures become a line of text.
 
 Services raise :class:`NcfError` for anything a user can fix (bad input, a missing artifact, a
 missing credential), worded in the library's terms: a setting is named by its config key
 (``model.layers``) or by the argument that carries it, in backticks (```resume```), never by a CLI
 flag. The error's ``settings`` lists the names its message and hint use, so a front end can show
-them in its own terms (the CLI maps them to flags in :mod:`ncfctl.cli.errors`).
+them in its own terms (the CLI maps them to flags in :mod:`ncfctl.cli.errors`). Subclasses name
+the failures a library caller may want to handle apart: a missing input artifact, an artifact
+that cannot be trusted, a missing optional extra, AWS refusing or unreachable; the CLI treats
+them all alike (one line, exit code 2).
 
 :func:`expected_failure` also recognises the failures that come from the environment rather than
 from ncfctl (an unreachable or refusing AWS endpoint, an OS error on a path), so no command has to
@@ -38,6 +41,25 @@ class NcfError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class ArtifactNotFoundError(NcfError):
+    """An input artifact is not in the workspace: none of the kind asked for, or no such id.
+
+    A library caller can catch it to create the missing input (``Workspace.resolve`` raises it).
+    """
+
+
+class ArtifactCorruptError(NcfError):
+    """An artifact cannot be trusted: its manifest is unreadable or its files differ from it."""
+
+
+class MissingExtraError(NcfError):
+    """An optional dependency (an ``ncfctl[...]`` extra) that this operation needs is not installed."""
+
+
+class AwsError(NcfError):
+    """AWS could not be reached or refused a request (from botocore's exceptions)."""
+
+
 def one_line(text: str, limit: int = MAX_LINE_CHARS) -> str:
     """``text`` on one line (whitespace runs collapsed), its middle cut when longer than ``limit``.
 
@@ -57,13 +79,13 @@ def _aws_failure(exc: BaseException) -> NcfError | None:
     if boto is None:
         return None
     if isinstance(exc, boto.ConnectionError | boto.HTTPClientError):
-        return NcfError(f"AWS is unreachable: {exc}", hint="check aws.endpoint_url, aws.region and the network")
+        return AwsError(f"AWS is unreachable: {exc}", hint="check aws.endpoint_url, aws.region and the network")
     if isinstance(exc, boto.ClientError):
         error = exc.response.get("Error", {})
         operation = getattr(exc, "operation_name", "request")
-        return NcfError(f"AWS {operation} failed: {error.get('Code', 'Error')}: {error.get('Message', exc)}")
+        return AwsError(f"AWS {operation} failed: {error.get('Code', 'Error')}: {error.get('Message', exc)}")
     if isinstance(exc, boto.BotoCoreError):
-        return NcfError(f"AWS: {exc}")
+        return AwsError(f"AWS: {exc}")
     return None
 
 

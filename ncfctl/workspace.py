@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field, ValidationError, field_serializer, model_
 
 from ncfctl import fileio
 from ncfctl.artifacts import INFO_TYPES, ArtifactInfo
-from ncfctl.errors import NcfError
+from ncfctl.errors import ArtifactCorruptError, ArtifactNotFoundError, NcfError
 
 KIND_DIRS: dict[str, str] = {kind: info.folder for kind, info in INFO_TYPES.items()}
 MANIFEST = "manifest.json"
@@ -108,7 +108,7 @@ class Artifact:
     def file(self, name: str) -> Path:
         """Path of a recorded file, after checking its bytes against the manifest's sha256."""
         if not self.has(name):
-            raise NcfError(f"artifact {self.id} has no file '{name}' ({self.path})")
+            raise ArtifactCorruptError(f"artifact {self.id} has no file '{name}' ({self.path})")
         self._check([name])
         return self.path / name
 
@@ -120,7 +120,7 @@ class Artifact:
         prefix = f"{under.strip('/')}/" if under else ""
         names = [name for name in self.manifest.files if name.startswith(prefix)]
         if not names:
-            raise NcfError(f"artifact {self.id} records no files under '{under or '.'}' ({self.path})")
+            raise ArtifactCorruptError(f"artifact {self.id} records no files under '{under or '.'}' ({self.path})")
         self._check(names)
         return self.path / under if under else self.path
 
@@ -129,7 +129,7 @@ class Artifact:
         try:
             verify_files(self.path, self.manifest.files, pending)
         except ChecksumError as exc:
-            raise NcfError(
+            raise ArtifactCorruptError(
                 f"artifact {self.id}: {exc.name} {exc.problem} ({self.path})",
                 hint="it was modified after ncfctl wrote it: re-create the artifact",
             ) from None
@@ -192,13 +192,13 @@ def read_manifest(folder: Path, kind: str | None = None) -> Manifest:
     try:
         manifest = Manifest.model_validate_json(path.read_bytes())
     except FileNotFoundError:
-        raise NcfError(f"{folder} is not an artifact: no {MANIFEST}") from None
+        raise ArtifactNotFoundError(f"{folder} is not an artifact: no {MANIFEST}") from None
     except OSError as exc:
         raise NcfError(f"{path}: cannot read it ({exc.strerror})") from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or "(root)"
-        raise NcfError(f"{path} is not a valid manifest: field '{field}': {first['msg']}") from None
+        raise ArtifactCorruptError(f"{path} is not a valid manifest: field '{field}': {first['msg']}") from None
     if kind is not None and manifest.kind != kind:
         raise NcfError(
             f"{path} says kind '{manifest.kind}' but it is in {KIND_DIRS[kind]}/, the folder of '{kind}' artifacts"
@@ -313,7 +313,7 @@ class Workspace:
         """The latest artifact of ``kind``, or an error with ``hint`` (``settings``: the names it uses)."""
         artifact = self.latest(kind, where)
         if artifact is None:
-            raise NcfError(f"no {kind} artifact in {self.root}", hint=hint, settings=settings)
+            raise ArtifactNotFoundError(f"no {kind} artifact in {self.root}", hint=hint, settings=settings)
         return artifact
 
     def get(self, ref: str, kind: str | None = None) -> Artifact:
@@ -325,7 +325,7 @@ class Workspace:
             matches = [a for a in self.list(kind) if a.id == ref]
             if not matches:
                 what = f"{kind} artifact" if kind else "artifact"
-                raise NcfError(f"no {what} '{ref}' in {self.root}")
+                raise ArtifactNotFoundError(f"no {what} '{ref}' in {self.root}")
             artifact = matches[0]
         if kind is not None and artifact.kind != kind:
             raise NcfError(f"artifact '{ref}' is a {artifact.kind}, expected a {kind}")

@@ -21,6 +21,7 @@ from ncfctl.models import NCFSpec
 
 PACKAGE = Path(ncfctl.__file__).parent
 DOMAIN = [p for p in sorted(PACKAGE.rglob("*.py")) if "cli" not in p.relative_to(PACKAGE).parts]
+ERROR_TYPES = {"NcfError", *(kind.__name__ for kind in NcfError.__subclasses__())}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
 
@@ -30,7 +31,7 @@ def _text_of(node: ast.AST) -> str:
 
 
 def _error_texts(path: Path) -> list[tuple[int, str]]:
-    """The literal text of every ``NcfError(...)`` call in ``path``, of every call that hands an
+    """The literal text of every ``NcfError(...)`` call (or of a subclass) in ``path``, of every call that hands an
     error hint on (``Workspace.resolve`` / ``require_latest``, pruning's ``load_source``), and of
     each ``WHAT`` constant (the "what needs it" of :func:`ncfctl.aws.clients.require`) and
     ``*_HINT`` constant.
@@ -39,7 +40,7 @@ def _error_texts(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Call):
             called = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-            if called in ("NcfError", "resolve", "require_latest", "load_source"):
+            if called in ERROR_TYPES or called in ("resolve", "require_latest", "load_source"):
                 found.append((node.lineno, _text_of(node)))
         elif isinstance(node, ast.Assign):
             names = [getattr(t, "id", "") for t in node.targets]

@@ -15,7 +15,7 @@ import os
 from types import ModuleType
 
 from ncfctl.config import AwsConfig
-from ncfctl.errors import NcfError
+from ncfctl.errors import MissingExtraError, NcfError
 
 EXTRA_HINT = "pip install 'ncfctl[aws]' (the sagemaker SDK >= 3.20)"
 # instance families whose training images are not the CPU/CUDA PyTorch container ncfctl's job code runs in
@@ -28,7 +28,7 @@ def load(aws: AwsConfig, module: str) -> ModuleType:
     try:
         loaded = importlib.import_module(f"sagemaker.{module}")
     except ImportError as exc:
-        raise NcfError(f"the sagemaker SDK is not installed ({exc.name or exc})", hint=EXTRA_HINT) from None
+        raise MissingExtraError(f"the sagemaker SDK is not installed ({exc.name or exc})", hint=EXTRA_HINT) from None
     logging.getLogger("sagemaker").setLevel(logging.WARNING)  # its INFO notes are not ncfctl's output
     return loaded
 

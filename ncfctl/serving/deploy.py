@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ncfctl.config import Config
-from ncfctl.errors import NcfError
+from ncfctl.errors import ArtifactNotFoundError, NcfError
 from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.serving import deploy_local, deploy_sagemaker
 from ncfctl.workspace import Artifact, Workspace
@@ -82,7 +82,7 @@ def find_deployment(workspace: Workspace, ref: str | None, statuses: tuple[str, 
     )
     if found is None:
         what = "deployment" if statuses is None else "running deployment"
-        raise NcfError(f"no {what} in {workspace.root}", hint=DEPLOY_HINT, settings=("deployment",))
+        raise ArtifactNotFoundError(f"no {what} in {workspace.root}", hint=DEPLOY_HINT, settings=("deployment",))
     return found
 
 

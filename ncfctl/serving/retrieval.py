@@ -37,7 +37,7 @@ from ncf_serving.fastpath import FastPath
 
 from ncfctl import fileio
 from ncfctl.config import AnnConfig, ServingConfig
-from ncfctl.errors import NcfError
+from ncfctl.errors import MissingExtraError, NcfError
 from ncfctl.models import NCFSpec
 
 MIN_LIST_ITEMS = 64  # at most one inverted list per 64 items (k-means wants >= 39 points per centroid)
@@ -71,7 +71,7 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise NcfError(
+        raise MissingExtraError(
             "ANN retrieval needs FAISS, which is not installed",
             hint="pip install 'ncfctl[ann]' (faiss-cpu), or set serving.retrieval: exact",
         ) from None

@@ -35,7 +35,7 @@ import torch
 
 from ncfctl.config import AlsConfig, BprConfig, Config
 from ncfctl.data.dataset import InteractionData
-from ncfctl.errors import NcfError
+from ncfctl.errors import MissingExtraError, NcfError
 from ncfctl.evaluation import evaluate, torch_score_fn
 from ncfctl.models import NCF, NCFSpec
 from ncfctl.progress import NO_PROGRESS, Progress
@@ -94,7 +94,7 @@ def import_implicit():
     try:
         import implicit
     except ImportError:
-        raise NcfError("model types als and bpr need the implicit library", hint=INSTALL_HINT) from None
+        raise MissingExtraError("model types als and bpr need the implicit library", hint=INSTALL_HINT) from None
     return implicit
 
 
