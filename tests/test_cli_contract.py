@@ -8,6 +8,7 @@ before torch & co. are imported, and tables never break a word.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import typing
@@ -92,6 +93,17 @@ def test_every_choice_is_a_config_literal():
 def test_help_lists_the_choices(cli, command, shown):
     result = cli(*command, "--help", env={"COLUMNS": "200"})
     assert result.exit_code == 0 and shown in result.stdout
+
+
+@pytest.mark.parametrize("path", [path for path, _ in COMMANDS])
+def test_help_in_80_columns_keeps_every_choice_list_whole(cli, path):
+    """Help wraps between words: each flag's list of choices stays whole, e.g. <magnitude|structured>."""
+    function = dict(COMMANDS)[path]
+    hints = typing.get_type_hints(function, include_extras=True).values()
+    lists = ["<" + "|".join(typing.get_args(literal)) + ">" for literal in map(_literal, hints) if literal]
+    text = cli(*path, "--help", env={"COLUMNS": "80"}).stdout
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert [shown for shown in lists if shown not in text] == []
 
 
 def test_the_json_flag_is_one_parameter_everywhere():

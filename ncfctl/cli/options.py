@@ -60,7 +60,7 @@ DatasetRefOpt = Annotated[
 ModelRefOpt = Annotated[str | None, typer.Option("--model", help="Model artifact id or folder (default: the latest).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Torch/ONNX Runtime threads.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs.")]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (finite, > 0) [train.lr].")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate (finite, > 0; config train.lr).")]
 BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size.")]
 CompiledRefOpt = Annotated[
     str | None, typer.Option("--compiled", help="Compiled artifact id or folder (default: the latest).")

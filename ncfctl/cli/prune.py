@@ -26,8 +26,10 @@ STAGE_COLUMNS = ("stage", "model", "hr", "ndcg", "full_hr", "full_ndcg", "rmse",
 SIZE_COLUMNS = ("stage", "parameters", "nonzeros", "dense_bytes", "compact_bytes")
 LAYER_COLUMNS = ("layer", "source_shape", "shape", "parameters", "nonzeros", "sparsity", "removed")
 
-FtEpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Fine-tuning epochs [finetune.epochs].")]
-FtLrOpt = Annotated[float | None, typer.Option("--lr", help="Fine-tuning learning rate [finetune.lr].")]
+FtEpochsOpt = Annotated[
+    int | None, typer.Option("--epochs", min=1, help="Fine-tuning epochs (config finetune.epochs).")
+]
+FtLrOpt = Annotated[float | None, typer.Option("--lr", help="Fine-tuning learning rate (config finetune.lr).")]
 FractionOpt = Annotated[
     float | None, typer.Option("--fraction", help="Share of the training rows to fine-tune on, in (0, 1].")
 ]
@@ -98,7 +100,7 @@ def prune(
     ] = None,
     rate: Annotated[
         float | None,
-        typer.Option("--rate", help=f"Fraction to remove, in (0, 1) [prune.rate]. {RATE_CONVENTION}."),
+        typer.Option("--rate", help=f"Fraction to remove, in (0, 1) (config prune.rate). {RATE_CONVENTION}."),
     ] = None,
     scope: Annotated[
         PruneScope | None,
