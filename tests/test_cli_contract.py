@@ -8,7 +8,6 @@ before torch & co. are imported, and tables never break a word.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import typing
