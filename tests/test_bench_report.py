@@ -100,6 +100,7 @@ def test_winners_name_the_best_variant_per_metric():
         "one-pair latency **original**, **compiled ort** and **als** (0.100 ms); size on disk **als** (0.00 MB); "
         "peak memory **compiled ort** (40 MB)."
     )
+    assert "**" not in report.winners(results, bold="")  # the terminal's sentence: no Markdown
     explicit = report.winners(_results(explicit=True))
     assert explicit.startswith("Best per metric: RMSE **original** (0.9000); MAE **original** (0.7000);")
     results["popularity"] = {"hr": 0.5, "full_hr": 0.05}

@@ -164,6 +164,27 @@ def test_buildah_build_and_push_to_ecr(run_cli, compiled_artifact, aws_env, tmp_
     assert recorded[3][-2:] == ["ncf-recommender:b1", f"docker://{repository}:b1"]
 
 
+def test_auto_builds_with_buildah_only_from_a_local_base_image(run_cli, compiled_artifact, tmp_path):
+    """Offline by default: auto uses buildah when its storage holds the base image, and never pulls one."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    calls = tmp_path / "buildah-calls.jsonl"
+    stand_in(bin_dir, "buildah", calls, "Version:         1.28.2", code=0)
+    (bin_dir / "buildah").write_text(
+        (bin_dir / "buildah").read_text().replace("sys.exit(0)", "sys.exit(125 if 'inspect' in sys.argv else 0)")
+    )
+    result = build_json(run_cli, env=env)  # the Dockerfile's default base is not in buildah's storage
+    assert result["backend"] == "none" and result["built"] is False
+    assert "public.ecr.aws/docker/library/python:3.11-slim-bookworm and auto does not pull" in result["notes"][0]
+    inspected = [json.loads(line)["argv"] for line in calls.read_text().splitlines()][-1]
+    assert inspected[2:] == ["inspect", "--type", "image", "public.ecr.aws/docker/library/python:3.11-slim-bookworm"]
+
+    stand_in(bin_dir, "buildah", calls, "Version:         1.28.2", code=0)  # now every call succeeds
+    local = build_json(run_cli, env={**env, "NCFCTL_IMAGE__PYTHON_IMAGE": "localhost/py:3.11"})
+    assert local["backend"] == "buildah" and local["built"] is True
+
+
 def test_docker_build_and_push_to_ecr(run_cli, compiled_artifact, aws_env, moto_server, fake_docker):
     env, calls = fake_docker
     result = json.loads(run_cli("build-image", "--push", "--tag", "v1", "--json", env=env).stdout)

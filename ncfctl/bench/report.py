@@ -132,8 +132,11 @@ def findings(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def winners(results: dict[str, Any]) -> str:
-    """One sentence: which variant is best on each headline metric (ties name every winner)."""
+def winners(results: dict[str, Any], bold: str = "**") -> str:
+    """One sentence: which variant is best on each headline metric (ties name every winner).
+
+    ``bold`` wraps each winner's name: Markdown's ``**`` for ``summary.md``, nothing for a terminal.
+    """
     explicit, k = results["explicit"], results["k"]
     quality = (
         [("rmse", "RMSE", min, ".4f"), ("mae", "MAE", min, ".4f")]
@@ -155,7 +158,7 @@ def winners(results: dict[str, Any]) -> str:
         if not rows:
             continue
         best = best_of(row[key] for row in rows)
-        names = [f"**{row['variant']}**" for row in rows if row[key] == best]
+        names = [f"{bold}{row['variant']}{bold}" for row in rows if row[key] == best]
         names = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         parts.append(f"{label} {names} ({best:{fmt}}{unit[0] if unit else ''})")
     return "Best per metric: " + "; ".join(parts) + "."

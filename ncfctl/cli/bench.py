@@ -61,7 +61,7 @@ def render_benchmark(out: Output, payload: dict[str, Any]) -> None:
 
     results = payload["results"]
     _tables(out, results)
-    out.info(winners(results))
+    out.info(winners(results, bold=""))
     for note in results["notes"]:
         out.warn(note)
     out.success(f"benchmark {payload['id']}: {payload['path']}")

@@ -9,7 +9,10 @@ starts: a failed build leaves a valid context to inspect or build by hand, with 
 Backends: ``docker`` (a reachable engine; ``--push`` to ECR), ``buildah`` (the same build without
 a daemon; ``--push`` too), ``codebuild`` (context zip on S3 -> CodeBuild, which builds and pushes),
 ``none`` (context only). ``auto`` is docker when an engine answers ``docker info`` within
-``image.docker_timeout`` seconds, else buildah when it is installed and runs, else none.
+``image.docker_timeout`` seconds, else buildah when it is installed, runs, and (unless pushing)
+already holds the base image, else none: the default never depends on reaching a registry, so
+``ncfctl pipeline`` works offline wherever buildah happens to be installed. Naming
+``image.backend buildah`` (or pushing) builds anyway, pulling the base image.
 ``image.python_image`` replaces the Dockerfile's base image (``PYTHON_IMAGE``), e.g. with one made
 offline. A bundle the image cannot run (Neo output for arm64 or a GPU) is refused before anything
 is written or uploaded.
@@ -38,6 +41,7 @@ from ncfctl.targets import check_serving_pair
 from ncfctl.workspace import MANIFEST, Artifact, Workspace
 
 CONTEXT_DIR = "context"
+BASE_IMAGE_ARG = "PYTHON_IMAGE"  # the Dockerfile's build argument naming its base image
 MODEL_DIR = "model"  # inside the context; the Dockerfile copies it to /opt/ml/model
 CONTAINER_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "tests", "*.egg-info", ".DS_Store")
 COMPILED_HINT = "compile a model first, or name a compiled bundle with `compiled`"
@@ -102,11 +106,22 @@ def zip_context(context: Path, target: Path) -> Path:
     return target
 
 
+def base_image(config: Config) -> str:
+    """The image the Dockerfile builds from: ``image.python_image``, else the Dockerfile's own default."""
+    if config.image.python_image:
+        return config.image.python_image
+    dockerfile = container_source_dir() / "Dockerfile"
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        if line.startswith(f"ARG {BASE_IMAGE_ARG}="):
+            return line.split("=", 1)[1].strip()
+    raise NcfError(f"{dockerfile} declares no default for ARG {BASE_IMAGE_ARG}")
+
+
 def build_args(config: Config, spec: Any) -> dict[str, str]:
     """Build arguments: the runtime decides which inference library the image installs."""
     args = {"RUNTIME": spec.runtime}
     if config.image.python_image:
-        args["PYTHON_IMAGE"] = config.image.python_image
+        args[BASE_IMAGE_ARG] = config.image.python_image
     return args
 
 
@@ -175,7 +190,7 @@ def _codebuild(config: Config, artifact: Artifact, progress: Progress) -> dict[s
             "IMAGE_TAG": config.image.tag,
             "REPOSITORY_URI": repository,
             "RUNTIME": artifact.manifest.info.runtime,
-            **({"PYTHON_IMAGE": config.image.python_image} if config.image.python_image else {}),
+            **({BASE_IMAGE_ARG: config.image.python_image} if config.image.python_image else {}),
         },
     )
     outcome = codebuild.wait_for_build(aws, build_id, progress)
@@ -212,6 +227,10 @@ def _choose_builder(config: Config, push: bool) -> tuple[str, docker_engine.Engi
                 )
             return "docker", engine
         tool = buildah.status(timeout)
+        if tool.available and not push and not buildah.has_image(base := base_image(config), timeout):
+            tool = docker_engine.EngineStatus(
+                False, f"its storage has no {base} and auto does not pull: set image.backend buildah to pull it"
+            )
         if tool.available:
             return "buildah", tool
         detail = f"no Docker engine ({engine.detail}) and no buildah ({tool.detail})"

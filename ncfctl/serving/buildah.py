@@ -48,6 +48,15 @@ def status(timeout: float) -> EngineStatus:
     return EngineStatus(True, f"buildah {version}".strip())
 
 
+def has_image(name: str, timeout: float) -> bool:
+    """Whether buildah's storage already holds the image ``name`` (a build from it needs no registry)."""
+    try:
+        proc = subprocess.run(command("inspect", "--type", "image", name), capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
 def build_command(context: Path, tag: str, build_args: Mapping[str, str]) -> list[str]:
     args = [
         "bud",
