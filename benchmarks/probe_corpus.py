@@ -1462,29 +1462,30 @@ def staging_probe(lab: Lab, command: tuple[str, ...], env: dict[str, str], name:
     return "clear", "stale staging removed"
 
 
-def live_staging_probe(lab: Lab) -> tuple[str, str]:
-    """A command running beside a slow deploy must not remove the deploy's live staging folder."""
+def live_staging_probe(lab: Lab, big: dict[str, str]) -> tuple[str, str]:
+    """A command run beside a slow ``data`` must not remove that command's live staging folder.
+
+    (A deploy is no subject for this: it commits its record as soon as the server is spawned, so
+    its staging folder lives for milliseconds.)
+    """
     workdir = lab.fresh("live-staging")
-    slow = {"NCF_WARMUP_ROUNDS": "20000", "NCFCTL_DEPLOY__START_TIMEOUT": "300"}
-    with popen(lab, "deploy", "--backend", "local", "--json", workdir=workdir, env=slow) as proc:
-        if not wait_for(lambda: (workdir / ".staging").is_dir() and any((workdir / ".staging").iterdir()), 60):
-            return "unclear", "never saw the deploy's staging folder"
-        lab.cli("data", workdir=workdir, env=TINY_DATA)
+    with popen(lab, "data", "--json", workdir=workdir, env=big) as proc:
+        if not wait_for(lambda: (workdir / ".staging").is_dir() and any((workdir / ".staging").iterdir()), 120):
+            return "unclear", "never saw the data command's staging folder"
+        lab.cli("neo", "compile", "--backend", "local", workdir=workdir)
         try:
             _, err = proc.communicate(timeout=300)
         except subprocess.TimeoutExpired:
-            return "unclear", "the deploy never finished"
+            return "unclear", "the data command never finished"
     if TRACEBACK in err:
         return "traceback", last_line(err)
     if proc.returncode != 0:
-        return "silent", f"the live deploy failed: {last_line(err)}"
-    lab.cli("deploy", "stop", workdir=workdir)
-    return "clear", "the live deploy committed"
+        return "silent", f"the live data command failed: {last_line(err)}"
+    return "clear", "the live data command committed"
 
 
 def process_probes(lab: Lab) -> list[Probe]:
     big = {"NCFCTL_DATA__SYNTHETIC__INTERACTIONS": "400000"}
-    slow_deploy = {"NCF_WARMUP_ROUNDS": "5000000", "NCFCTL_DEPLOY__START_TIMEOUT": "600"}
     return [
         Probe("processes", "kill -9 deploy during start-up: orphan server", lambda: orphan_probe(lab)),
         Probe(
@@ -1494,10 +1495,10 @@ def process_probes(lab: Lab) -> list[Probe]:
         ),
         Probe(
             "processes",
-            "kill -9 deploy while starting: .staging left",
-            lambda: staging_probe(lab, ("deploy", "--backend", "local"), slow_deploy, "kill-deploy-staging"),
+            "kill -9 neo compile while saving: .staging left",
+            lambda: staging_probe(lab, ("neo", "compile", "--backend", "local"), {}, "kill-compile"),
         ),
-        Probe("processes", "a live staging folder is never removed", lambda: live_staging_probe(lab)),
+        Probe("processes", "a live staging folder is never removed", lambda: live_staging_probe(lab, big)),
     ]
 
 
