@@ -19,8 +19,11 @@ at this learning rate instead of Adam), ``init`` (embedding std),
 starts as exactly that multiple of ``ncfctl train --model als``'s score, the MLP half silent; with
 ``freeze`` the ALS factors stay fixed), ``loss`` (``softmax``: cross-entropy of each positive
 against its own ``neg`` negatives; ``bpr``: pairwise log-sigmoid; ``multinomial``: each user's
-items against the whole catalogue, ``users_per_step`` users a step), ``bias`` (a learned per-item
-bias added to the score).
+items against the whole catalogue, ``users_per_step`` users a step; ``ials``: implicit ALS's own
+objective by gradient, every cell's squared error against 1 (observed, weight ``1 + alpha``) or 0
+(weight 1) plus ``reg`` (or ``gmf_reg`` / ``mlp_reg``) x the embeddings' squared norms; ``fullbce``:
+logistic loss on every cell, observed ones weighted ``alpha``), ``bias`` (a learned per-item bias
+added to the score), ``eval_every`` (score every n-th epoch and the last).
 
 Usage::
 
@@ -178,6 +181,50 @@ def multinomial_epoch(model: NCF, opt: torch.optim.Optimizer, data, users_per_st
         opt.step()
 
 
+def all_item_scores(model: NCF, users: torch.Tensor) -> torch.Tensor:
+    """Differentiable scores of every item for ``users`` (TorchScorer.all_items' algebra, with autograd)."""
+    spec = model.spec
+    out_weight = model.predict.weight[0]
+    scores = model.predict.bias + torch.zeros(len(users), spec.num_items)
+    if spec.has_gmf:
+        scores = scores + (model.gmf_user(users) * out_weight[: spec.factors]) @ model.gmf_item.weight.T
+    if spec.has_mlp:
+        first, *rest = model.linear_layers()
+        dim = spec.mlp_user_dim
+        item_pre = model.mlp_item.weight @ first.weight[:, dim:].T + first.bias
+        user_pre = model.mlp_user(users) @ first.weight[:, :dim].T
+        h = torch.relu(user_pre[:, None, :] + item_pre[None, :, :])
+        for layer in rest:
+            h = torch.relu(layer(h))
+        scores = scores + h @ out_weight[-spec.hidden[-1] :]
+    return scores
+
+
+def full_catalogue_epoch(model: NCF, opt: torch.optim.Optimizer, targets: torch.Tensor, options: dict) -> None:
+    """One epoch of a loss over every (user, item) cell, no sampling: ``ials`` is implicit ALS's own
+    objective (squared error against 1, weight 1 + alpha, or 0, weight 1), ``fullbce`` the logistic
+    loss (observed cells weighted alpha); plus ``reg`` x the squared norms of the embeddings (the
+    items' share scaled to the step's users, so an epoch adds them once)."""
+    alpha, reg = options.get("alpha", 30.0), options.get("reg", 100.0)
+    num_users = targets.shape[0]
+    tables = [t for t in ("gmf", "mlp") if hasattr(model, f"{t}_user")]
+    model.train()
+    for chunk in torch.randperm(num_users).split(options.get("users_per_step", 32)):
+        wanted = targets[chunk]
+        scores = all_item_scores(model, chunk)
+        if options["loss"] == "fullbce":  # logistic loss on every cell, observed ones weighted alpha
+            value = (alpha * wanted * F.softplus(-scores) + (1.0 - wanted) * F.softplus(scores)).sum()
+        else:
+            value = ((1.0 + alpha * wanted) * (wanted - scores).pow(2)).sum()
+        for table in tables:
+            reg = options.get(f"{table}_reg", options.get("reg", 100.0))
+            value = value + reg * getattr(model, f"{table}_user")(chunk).pow(2).sum()
+            value = value + reg * len(chunk) / num_users * getattr(model, f"{table}_item").weight.pow(2).sum()
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+
+
 def run_seed(options: dict, data, sampler: NegativeSampler, seed: int) -> list[dict]:
     """One training run; validation and test metrics after every epoch."""
     model = build(options, data, seed)
@@ -203,6 +250,8 @@ def run_seed(options: dict, data, sampler: NegativeSampler, seed: int) -> list[d
     if "l2" in options:
         runner._loss_sum = batch_l2_loss(model, options["l2"])
     started, curve = time.perf_counter(), []
+    targets = torch.zeros(data.num_users, data.num_items)
+    targets[torch.from_numpy(data.train.users).long(), torch.from_numpy(data.train.items).long()] = 1.0
     if "alstuned" in options:  # epoch 0: the ALS start itself
         scorer = torch_score_fn(averaged)
         val, test = evaluate(scorer, data, "val"), evaluate(scorer, data, "test")
@@ -212,12 +261,16 @@ def run_seed(options: dict, data, sampler: NegativeSampler, seed: int) -> list[d
         for group in opt.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * options.get("decay", 1.0) ** (epoch - 1)
         examples = implicit_examples(data.train, sampler, settings.negatives, epoch_rng(seed, epoch))
-        if options.get("loss") == "multinomial":
+        if options.get("loss") in ("ials", "fullbce"):
+            full_catalogue_epoch(model, opt, targets, options)
+        elif options.get("loss") == "multinomial":
             multinomial_epoch(model, opt, data, options.get("users_per_step", 32))
         elif "loss" in options:
             listwise_epoch(model, opt, examples, settings.negatives, settings.batch_size, options["loss"])
         else:
             runner.run(examples)
+        if epoch % options.get("eval_every", 1) and epoch != settings.epochs:
+            continue
         scorer = torch_score_fn(averaged)
         val, test = evaluate(scorer, data, "val"), evaluate(scorer, data, "test")
         curve.append({"epoch": epoch, "val": val, "test": test, "seconds": time.perf_counter() - started})
