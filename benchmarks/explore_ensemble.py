@@ -22,10 +22,11 @@ import time
 
 import numpy as np
 import torch
+from explore_training import build  # this folder is on sys.path when the script runs
 
 from ncfctl.data.dataset import load_dataset
 from ncfctl.evaluation import evaluate, torch_score_fn
-from ncfctl.models import NCF, NCFSpec
+from ncfctl.models import NCF
 from ncfctl.training.loop import FitSettings, fit
 from ncfctl.workspace import Workspace
 
@@ -44,15 +45,7 @@ class AverageScorer:
 
 
 def train_member(options: dict, data, seed: int) -> NCF:
-    spec = NCFSpec.from_layers(
-        model_type=options.get("type", "neumf"),
-        num_users=data.num_users,
-        num_items=data.num_items,
-        factors=options.get("factors", 64),
-        layers=options.get("layers", [32, 16, 8]),
-    )
-    torch.manual_seed(seed)
-    model = NCF(spec)
+    model = build({"factors": 64, "layers": [32, 16, 8], **options}, data, seed)
     settings = FitSettings(
         epochs=options.get("epochs", 20), lr=options.get("lr", 0.001), negatives=options.get("neg", 16), seed=seed
     )
