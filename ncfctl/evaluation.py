@@ -236,8 +236,7 @@ class TorchScorer:
     @torch.no_grad()
     def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         with _eval_mode(self.model):
-            u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
-            i = torch.as_tensor(np.asarray(items, dtype=np.int64), device=self.device)
+            u, i = _index_tensor(users, self.device), _index_tensor(items, self.device)
             return self.model(u, i).float().cpu().numpy()
 
     @torch.no_grad()
@@ -255,7 +254,7 @@ class TorchScorer:
         model = self.model
         spec = model.spec
         with _eval_mode(model):
-            u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device)
+            u = _index_tensor(users, self.device)
             out_weight = model.predict.weight[0]
             scores = torch.zeros(len(u), spec.num_items, device=self.device) + model.predict.bias
             if spec.has_gmf:
@@ -287,6 +286,13 @@ class TorchScorer:
                 shift = shift @ weight + layer.bias
                 h = torch.maximum(h, -shift[:, None, :], out=h)
             scores[start : start + rows] += h @ out_weight + (shift @ out_weight)[:, None]
+
+
+def _index_tensor(indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    """int64 indices as a tensor; a read-only array (a memory-mapped split) is copied, since torch
+    cannot wrap one (it warns and the tensor would alias memory it must not write)."""
+    array = np.asarray(indices, dtype=np.int64)
+    return torch.as_tensor(array if array.flags.writeable else array.copy(), device=device)
 
 
 @contextmanager
