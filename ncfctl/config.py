@@ -245,6 +245,7 @@ class PipelineConfig(_Section):
     finetune_epochs: int | None = Field(default=None, gt=0)
     finetune_fraction: float | None = Field(default=None, gt=0, le=1)
     prune_rate: float = Field(gt=0, lt=1)
+    baseline: Literal["als", "bpr"] | None  # fitted beside the model so the benchmark compares them; None = off
     keep_serving: bool
     smoke_top_k: int = Field(gt=0)
     min_hit_rate: float = Field(ge=0, le=1)

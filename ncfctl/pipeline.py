@@ -1,6 +1,7 @@
 """``ncfctl pipeline``: the whole flow in one call, reusing each stage's service and skipping fresh work.
 
-data -> train -> prune -> finetune -> neo compile -> build-image -> deploy -> invoke -> bench -> stop
+data -> train (+ an ALS baseline) -> prune -> finetune -> neo compile -> build-image -> deploy -> invoke
+-> bench -> stop
 
 A step is *up to date* when the workspace already holds an artifact of its kind whose manifest
 ``parent`` is the artifact the previous step produced and whose recorded config sections equal the
@@ -13,6 +14,10 @@ Because each step's parent is the previous artifact, re-running an early step ma
 one stale automatically. A deployment is reused only if it still answers ``/ping``; the smoke
 ``invoke`` always runs (it is the check that the endpoint works), and the benchmark is redone
 whenever the set of variants it would compare differs from the last one's.
+
+The ``baseline`` step fits ``pipeline.baseline`` (ALS by default: seconds) on the same dataset, so
+the benchmark answers whether NeuMF pays for itself on this data without another command; it is
+skipped, with the reason, when the ``implicit`` extra is not installed or the task is explicit.
 
 The pipeline's own section (``pipeline.*``) sets the epochs, fine-tuning fraction and pruning rate
 of this flow, chosen so the default synthetic run takes a few minutes on a 2-core machine; the
@@ -32,10 +37,23 @@ from ncf_serving.layout import IDS_DIR
 
 from ncfctl.artifacts import ReuseKey
 from ncfctl.config import Config
+from ncfctl.errors import MissingExtraError
 from ncfctl.progress import NO_PROGRESS, Progress
 from ncfctl.workspace import Artifact, Workspace, info_matches
 
-STEPS = ("data", "train", "prune", "finetune", "compile", "build-image", "deploy", "invoke", "bench", "stop")
+STEPS = (
+    "data",
+    "train",
+    "baseline",
+    "prune",
+    "finetune",
+    "compile",
+    "build-image",
+    "deploy",
+    "invoke",
+    "bench",
+    "stop",
+)
 
 
 @dataclass
@@ -136,6 +154,31 @@ class _Run:
         return artifact
 
 
+def baseline_config(config: Config) -> Config:
+    """``config`` with the model set to ``pipeline.baseline`` (ALS or BPR, with its own section)."""
+    return config.model_copy(update={"model": config.model.model_copy(update={"type": config.pipeline.baseline})})
+
+
+def _baseline_step(run: _Run, cfg: Config, workspace: Workspace, dataset: Artifact, force: bool, progress) -> None:
+    """Fit ``pipeline.baseline`` on the dataset (or reuse a fresh fit); skipped, saying why, where it cannot run."""
+    from ncfctl.training.service import train_model, train_reuse_key
+
+    if cfg.pipeline.baseline is None or cfg.train.task == "explicit":
+        why = "pipeline.baseline is null" if cfg.pipeline.baseline is None else "ALS and BPR rank implicit feedback"
+        run.record("baseline", "skipped", None, run.begin("baseline"), why)
+        return
+    baseline, started = baseline_config(cfg), time.perf_counter()
+    try:
+        run.artifact_step(
+            "baseline",
+            lambda: find_fresh(workspace, dataset.id, train_reuse_key(baseline)),
+            lambda: train_model(baseline, workspace, dataset_ref=dataset.id, progress=progress),
+            force,
+        )
+    except MissingExtraError as exc:  # implicit is an optional extra; the flow itself does not need it
+        run.record("baseline", "skipped", None, started, str(exc))
+
+
 def run_pipeline(
     config: Config,
     workspace: Workspace,
@@ -172,6 +215,7 @@ def run_pipeline(
         lambda: train_model(cfg, workspace, dataset_ref=dataset.id, progress=progress),
         force,
     )
+    _baseline_step(run, cfg, workspace, dataset, force, progress)
     pruned = run.artifact_step(
         "prune",
         lambda: find_fresh(workspace, trained.id, prune_reuse_key(cfg)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import httpx
 import psutil
@@ -13,12 +14,13 @@ from ncfctl.artifacts import ReuseKey
 from ncfctl.bench.service import bench_reuse_key
 from ncfctl.compile.service import compile_reuse_key
 from ncfctl.config import load_config
-from ncfctl.data.prepare import dataset_reuse_key
-from ncfctl.pipeline import STEPS, find_fresh, pipeline_config, reusable
+from ncfctl.data.prepare import dataset_reuse_key, prepare_dataset
+from ncfctl.pipeline import STEPS, _baseline_step, _Run, baseline_config, find_fresh, pipeline_config, reusable
+from ncfctl.progress import NO_PROGRESS
 from ncfctl.pruning.service import finetune_reuse_key, prune_reuse_key
 from ncfctl.serving.build_image import image_reuse_key
 from ncfctl.serving.deploy_local import local_reuse_key
-from ncfctl.training.service import train_reuse_key
+from ncfctl.training.service import train_model, train_reuse_key
 from ncfctl.workspace import Workspace
 
 TINY_ENV = {
@@ -35,7 +37,7 @@ TINY_ENV = {
     "NCFCTL_BENCH__REPEATS": "3",
     "NCFCTL_BENCH__WARMUP": "1",
 }
-VARIANTS = ["original", "pruned", "finetuned", "compiled ort", "deployed"]
+VARIANTS = ["original", "pruned", "finetuned", "compiled ort", "deployed", "als"]
 
 
 @pytest.mark.slow
@@ -50,7 +52,7 @@ def test_pipeline_end_to_end_then_everything_is_reused(run_cli_process, workdir)
     for row in results["rows"]:
         empty = [c for c in results["columns"] if not _filled(row.get(c))]
         assert not empty, f"{row['variant']}: {empty}"
-    assert [n for n in results["notes"] if not n.startswith("baseline:")] == []  # the pipeline trains no ALS/BPR
+    assert results["notes"] == []  # every variant, the ALS baseline included, was found and measured
     assert first["steps"][STEPS.index("invoke")]["detail"].startswith("top-10: 10 items")
     ws = Workspace(workdir)
     _each_step_recorded_its_reuse_key(ws, {s["step"]: s["artifact"] for s in first["steps"]})
@@ -59,11 +61,11 @@ def test_pipeline_end_to_end_then_everything_is_reused(run_cli_process, workdir)
 
     second = json.loads(run_cli_process("pipeline", "--json", env=TINY_ENV).stdout)
     status = {s["step"]: s["status"] for s in second["steps"]}
-    reused = ("data", "train", "prune", "finetune", "compile", "build-image", "deploy", "bench")
+    reused = ("data", "train", "baseline", "prune", "finetune", "compile", "build-image", "deploy", "bench")
     assert all(status[step] == "up to date" for step in reused), status
     assert status["invoke"] == status["stop"] == "ran"  # the smoke request always runs
     assert [s["artifact"] for s in second["steps"]] == [s["artifact"] for s in first["steps"]]
-    assert len(ws.list("model")) == 3 and len(ws.list("benchmark")) == 1
+    assert len(ws.list("model")) == 4 and len(ws.list("benchmark")) == 1  # NeuMF, ALS, pruned, fine-tuned
     deployment = ws.get(deployment.id, "deployment")
     assert deployment.manifest.info.status == "stopped"
     process = psutil.Process(deployment.manifest.info.pid) if psutil.pid_exists(deployment.manifest.info.pid) else None
@@ -73,6 +75,7 @@ def test_pipeline_end_to_end_then_everything_is_reused(run_cli_process, workdir)
 REUSE_KEYS = {
     "data": dataset_reuse_key,
     "train": train_reuse_key,
+    "baseline": lambda cfg: train_reuse_key(baseline_config(cfg)),
     "prune": prune_reuse_key,
     "finetune": finetune_reuse_key,
     "compile": compile_reuse_key,
@@ -131,3 +134,38 @@ def test_pipeline_config_applies_its_own_section():
     remote = load_config(overrides={"train.backend": "sagemaker", "finetune.backend": "sagemaker"}, environ={})
     local = pipeline_config(remote)  # the local flow stays local (the SageMaker Pipeline is its own path)
     assert (local.train.backend, local.finetune.backend, local.deploy.backend) == ("local", "local", "local")
+
+
+def test_baseline_step_fits_reuses_or_says_why_it_is_skipped(tmp_path, monkeypatch):
+    cfg = pipeline_config(load_config(environ=TINY_ENV))
+    ws = Workspace(tmp_path)
+    dataset = prepare_dataset(cfg, ws, NO_PROGRESS)
+
+    def step(config, force=False):
+        run = _Run(NO_PROGRESS, None)
+        _baseline_step(run, config, ws, dataset, force, NO_PROGRESS)
+        return run.result.steps[-1]
+
+    def with_section(name: str, **values):
+        return cfg.model_copy(update={name: getattr(cfg, name).model_copy(update=values)})
+
+    off = step(with_section("pipeline", baseline=None))
+    assert (off.status, off.artifact, off.detail) == ("skipped", None, "pipeline.baseline is null")
+    explicit = step(with_section("train", task="explicit"))
+    assert (explicit.status, explicit.detail) == ("skipped", "ALS and BPR rank implicit feedback")
+    monkeypatch.setitem(sys.modules, "implicit", None)  # the optional extra not installed
+    missing = step(cfg)
+    assert missing.status == "skipped" and "pip install 'ncfctl[baselines]'" in missing.detail
+    monkeypatch.undo()
+    fitted = step(cfg)
+    assert fitted.status == "ran" and ws.get(fitted.artifact, "model").manifest.info.model_type == "als"
+    assert ws.get(fitted.artifact, "model").manifest.parent == dataset.id
+    again = step(cfg)
+    assert (again.status, again.artifact) == ("up to date", fitted.artifact)
+    # `ncfctl train --model als` (its own epochs, which ALS does not read) makes the same fit: reused
+    standalone = train_model(load_config(overrides={"model.type": "als"}, environ=TINY_ENV), ws, dataset_ref=dataset.id)
+    assert cfg.train.epochs != load_config(environ=TINY_ENV).train.epochs
+    assert step(cfg).artifact == standalone.id
+    assert step(with_section("baselines", als=cfg.baselines.als.model_copy(update={"factors": 3}))).status == "ran"
+    bpr = step(with_section("pipeline", baseline="bpr"))
+    assert bpr.status == "ran" and ws.get(bpr.artifact, "model").manifest.info.model_type == "bpr"

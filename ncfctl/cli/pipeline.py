@@ -63,9 +63,10 @@ def pipeline_command(
 ) -> None:
     """Run the whole flow with defaults; steps whose artifact is up to date are skipped.
 
-    data (default dataset), train, prune (--rate), finetune, neo compile (local unless AWS is
-    configured), build-image (context), deploy (local), invoke (a smoke request), bench --compare
-    all, then stop the deployment unless --keep-serving. --force redoes every step.
+    data (default dataset), train, baseline (ALS on the same data: pipeline.baseline), prune
+    (--rate), finetune, neo compile (local unless AWS is configured), build-image (context),
+    deploy (local), invoke (a smoke request), bench --compare all, then stop the deployment
+    (--keep-serving leaves it up). --force redoes every step.
 
     --backend sagemaker runs train, prune + fine-tune and evaluation as a SageMaker Pipeline on
     the latest dataset (or --dataset-id) and registers the model if it passes --min-hit-rate.

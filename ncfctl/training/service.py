@@ -179,11 +179,24 @@ def _train_mf_baseline(
     return train_baseline(config, workspace, dataset_ref=dataset_ref, progress=progress)
 
 
+# What ALS / BPR read of ``train`` (the rest is NeuMF's): so a fit by ``ncfctl train --model als``
+# and the pipeline's baseline step (its own epochs) are the same fit, and one is reused for the other.
+MF_TRAIN_FIELDS = ("task", "threads", "top_k")
+
+
 def train_reuse_key(config: Config) -> ReuseKey:
-    """A trained model is made from the seed, ``model`` and ``train`` (and ALS/BPR's own section)."""
-    sections = {"seed": config.seed, "model": config.model.model_dump(), "train": config.train.model_dump()}
-    if config.model.type in MF_TYPES:
-        sections["baselines"] = {config.model.type: getattr(config.baselines, config.model.type).model_dump()}
+    """A trained model is made from the seed, ``model`` and ``train``; ALS/BPR from the seed, their type,
+    their own ``baselines`` section and the few ``train`` fields they read."""
+    model_type = config.model.type
+    if model_type in MF_TYPES:
+        sections = {
+            "seed": config.seed,
+            "model": {"type": model_type},
+            "train": config.train.model_dump(include=set(MF_TRAIN_FIELDS)),
+            "baselines": {model_type: getattr(config.baselines, model_type).model_dump()},
+        }
+    else:
+        sections = {"seed": config.seed, "model": config.model.model_dump(), "train": config.train.model_dump()}
     return ReuseKey("model", sections, where={"stage": "trained"})
 
 
