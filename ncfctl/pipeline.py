@@ -155,8 +155,14 @@ class _Run:
 
 
 def baseline_config(config: Config) -> Config:
-    """``config`` with the model set to ``pipeline.baseline`` (ALS or BPR, with its own section)."""
-    return config.model_copy(update={"model": config.model.model_copy(update={"type": config.pipeline.baseline})})
+    """``config`` with the model set to ``pipeline.baseline`` (ALS or BPR, with its own section), fitted
+    in one CPU process whatever ``train.nproc`` / ``train.device`` the NeuMF uses (implicit runs there)."""
+    return config.model_copy(
+        update={
+            "model": config.model.model_copy(update={"type": config.pipeline.baseline}),
+            "train": config.train.model_copy(update={"nproc": 1, "device": "cpu"}),
+        }
+    )
 
 
 def _baseline_step(run: _Run, cfg: Config, workspace: Workspace, dataset: Artifact, force: bool, progress) -> None:

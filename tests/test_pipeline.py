@@ -162,6 +162,8 @@ def test_baseline_step_fits_reuses_or_says_why_it_is_skipped(tmp_path, monkeypat
     assert ws.get(fitted.artifact, "model").manifest.parent == dataset.id
     again = step(cfg)
     assert (again.status, again.artifact) == ("up to date", fitted.artifact)
+    ddp_on_gpu = step(with_section("train", nproc=2, device="cuda"), force=True)  # NeuMF's; ALS fits on the CPU
+    assert ddp_on_gpu.status == "ran" and ws.get(ddp_on_gpu.artifact, "model").manifest.info.model_type == "als"
     # `ncfctl train --model als` (its own epochs, which ALS does not read) makes the same fit: reused
     standalone = train_model(load_config(overrides={"model.type": "als"}, environ=TINY_ENV), ws, dataset_ref=dataset.id)
     assert cfg.train.epochs != load_config(environ=TINY_ENV).train.epochs
