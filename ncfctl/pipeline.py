@@ -165,7 +165,9 @@ def baseline_config(config: Config) -> Config:
     )
 
 
-def _baseline_step(run: _Run, cfg: Config, workspace: Workspace, dataset: Artifact, force: bool, progress) -> None:
+def _baseline_step(
+    run: _Run, cfg: Config, workspace: Workspace, dataset: Artifact, force: bool, progress: Progress
+) -> None:
     """Fit ``pipeline.baseline`` on the dataset (or reuse a fresh fit); skipped, saying why, where it cannot run."""
     from ncfctl.training.service import train_model, train_reuse_key
 
