@@ -23,11 +23,38 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    """A fresh work directory, also exported as NCFCTL_WORKDIR for in-process service calls."""
+def workdir(tmp_path, monkeypatch):
+    """A fresh work directory, also exported as NCFCTL_WORKDIR for in-process service calls.
+
+    A local server a test deployed (e.g. with ``--keep-serving``) and did not stop, because an
+    assertion failed first, is stopped afterwards, so a failing test leaves no process behind.
+    """
     path = tmp_path / "output"
     monkeypatch.setenv("NCFCTL_WORKDIR", str(path))
-    return path
+    yield path
+    _stop_leftover_servers(path)
+
+
+def _stop_leftover_servers(path: Path) -> None:
+    import psutil
+
+    from ncfctl.errors import NcfError
+    from ncfctl.serving.deploy_local import our_process
+    from ncfctl.workspace import Workspace
+
+    try:
+        deployments = Workspace(path).list("deployment") if path.is_dir() else []
+    except NcfError:  # a test that damaged its workspace on purpose
+        return
+    for deployment in deployments:
+        server = our_process(deployment.manifest.info)  # None once stopped, or if the pid was reused
+        if server is None:
+            continue
+        processes = [*server.children(recursive=True), server]
+        for process in processes:
+            process.terminate()
+        for process in psutil.wait_procs(processes, timeout=10)[1]:
+            process.kill()
 
 
 @dataclass
