@@ -240,7 +240,7 @@ class Workspace:
         on any exception the staging folder is removed.
         """
         final_dir = self.kind_dir(kind)
-        artifact_id = new_id(kind)
+        artifact_id = self._unused_id(kind)
         manifest = Manifest(  # validated before anything is written
             kind=kind,
             id=artifact_id,
@@ -262,6 +262,20 @@ class Workspace:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         writer.artifact = Artifact(final_dir / artifact_id, writer.manifest)
+
+    def _unused_id(self, kind: str) -> str:
+        """A new id that no committed or staged artifact of ``kind`` has.
+
+        Ids are a second-resolution stamp plus 16 random bits, so two artifacts of one kind made in
+        the same second (a script, a test) collide once in tens of thousands: the second one would
+        fail at the final rename, after all its work. Drawing again here makes that impossible for
+        commands run one after another.
+        """
+        while True:
+            artifact_id = new_id(kind)
+            staged = (self.root / STAGING).glob(f"{artifact_id}.*")
+            if not (self.kind_dir(kind) / artifact_id).exists() and next(staged, None) is None:
+                return artifact_id
 
     def remove_stale_staging(self) -> None:
         """Delete staging folders whose writing process has exited (killed mid-write).

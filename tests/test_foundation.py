@@ -54,6 +54,20 @@ def test_workspace_failure_leaves_nothing(tmp_path):
     assert not any((tmp_path / ".staging").iterdir())
 
 
+def test_an_id_drawn_twice_in_one_second_is_drawn_again(tmp_path, monkeypatch):
+    """Ids are a stamp plus 16 random bits; a repeat must not make the second artifact fail at its rename."""
+    drawn = iter(["model-20261127-155456-d5a6", "model-20261127-155456-d5a6", "model-20261127-155456-0b1c"])
+    monkeypatch.setattr("ncfctl.workspace.new_id", lambda kind: next(drawn))
+    ws = Workspace(tmp_path)
+    for text in ("first", "second"):
+        with ws.create("model") as w:
+            (w.path / "f.txt").write_text(text)
+    assert [(a.id, (a.path / "f.txt").read_text()) for a in ws.list("model")] == [
+        ("model-20261127-155456-d5a6", "first"),
+        ("model-20261127-155456-0b1c", "second"),
+    ]
+
+
 WRITER = """
 import sys, time
 from ncfctl.workspace import Workspace
