@@ -48,7 +48,8 @@ from pathlib import Path  # noqa: E402
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
-from ncf_serving.bundle import RetrievalSpec  # noqa: E402
+from ncf_serving.bundle import ANN_INDEX, RetrievalSpec  # noqa: E402
+from ncf_serving.checksums import sha256_file  # noqa: E402
 from ncf_serving.fastpath import FastPath  # noqa: E402
 from ncf_serving.retrieval import AnnRetrieval  # noqa: E402
 
@@ -107,11 +108,12 @@ def ivf_points(setup: Setup, requests: int) -> list[dict]:
         started = time.perf_counter()
         build_index(Path(tmp), setup.arrays, ann, seed=42, threads=1)
         build_s = time.perf_counter() - started
+        digest = sha256_file(Path(tmp) / ANN_INDEX)
         points = []
         for candidates in CANDIDATES:
             for nprobe in NPROBES:
                 settings = RetrievalSpec(candidates=candidates, nprobe=nprobe)
-                retrieval = AnnRetrieval.load(Path(tmp), settings, setup.fastpath)
+                retrieval = AnnRetrieval.load(Path(tmp), settings, digest, setup.fastpath)
                 p50, answers = timed(
                     setup, lambda u, r=retrieval: r.top_k(setup.fastpath, u, K, setup.seen(u))[0], requests
                 )

@@ -153,3 +153,50 @@ def test_a_missing_damaged_or_foreign_index_refuses_to_load(catalogue, tmp_path)
     index.write_bytes(original)
     _set_sha(good, index)
     assert Predictor.load(good).retrieval is not None
+
+
+def test_workers_use_the_index_the_master_read_only_if_it_is_the_bundles(catalogue, tmp_path, monkeypatch):
+    """The server's master reads the index before forking so the workers share one copy; it keeps it
+    only under the sha256 serving.json records, so a file changed under the master is never served."""
+    from ncf_serving import retrieval
+    from ncf_serving.bundle import read_spec
+
+    monkeypatch.setattr(retrieval, "_shared_indexes", {})
+    data, model = catalogue
+    bundle = ann_bundle(tmp_path / "bundle", model, data)
+    spec = read_spec(bundle)
+    retrieval.read_shared_index(bundle, spec)
+    (shared,) = retrieval._shared_indexes.values()
+    first, second = Predictor.load(bundle), Predictor.load(bundle)  # two workers
+    assert first.retrieval.index is shared and second.retrieval.index is shared and first.retrieval.shared
+    monkeypatch.setattr(retrieval, "_shared_indexes", {})
+    own = Predictor.load(bundle)
+    assert not own.retrieval.shared
+    for user in range(0, data.num_users, 37):
+        assert np.array_equal(first.top_k(user, 10)[0], own.top_k(user, 10)[0])
+
+    index = bundle / "retrieval.faiss"
+    original = index.read_bytes()
+    shutil.copy(ann_bundle(tmp_path / "other", trained_model(data, "gmf"), data) / "retrieval.faiss", index)
+    retrieval.read_shared_index(bundle, spec)  # the file no longer has the recorded sha256: nothing shared
+    assert retrieval._shared_indexes == {}
+    index.write_bytes(original[:100])
+    retrieval.read_shared_index(bundle, spec)  # unreadable: the workers read it and say why
+    index.unlink()
+    retrieval.read_shared_index(bundle, spec)
+    assert retrieval._shared_indexes == {}
+
+
+def test_every_worker_of_the_server_serves_the_masters_copy_of_the_index(catalogue, tmp_path, serving_process):
+    import httpx
+
+    data, model = catalogue
+    bundle = ann_bundle(tmp_path / "bundle", model, data)
+    server = serving_process(bundle, env={"NCF_WORKERS": "2"})
+    ready = [json.loads(line) for line in server.log().splitlines() if '"model ready"' in line]
+    assert [line["ann_index"] for line in ready] == ["shared", "shared"] and len({r["pid"] for r in ready}) == 2
+    expected = Predictor.load(bundle)
+    for user in range(0, data.num_users, 50):
+        raw_user = data.user_ids[user]
+        answer = httpx.post(f"{server.url}/invocations", json={"user_id": raw_user, "top_k": 5}, timeout=10).json()
+        assert [entry["item_id"] for entry in answer["items"]] == expected.items.to_public(expected.top_k(user, 5)[0])

@@ -114,6 +114,7 @@ def create_app(settings: Settings, readiness: Readiness, metrics: Metrics, on_fa
                 "load_seconds": round(time.perf_counter() - started, 3),
                 "fastpath_max_gap": gap,
                 "threads": settings.threads,
+                "ann_index": None if predictor.retrieval is None else "shared" if predictor.retrieval.shared else "own",
             }
             log.info("model ready", extra={"fields": fields})
             return

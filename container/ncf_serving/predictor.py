@@ -44,7 +44,9 @@ class Predictor:
         if self.spec.retrieval is not None:
             from ncf_serving.retrieval import AnnRetrieval  # faiss only for bundles that have an index
 
-            self.retrieval = AnnRetrieval.load(bundle.folder, self.spec.retrieval, self.fastpath, threads)
+            retrieval = self.spec.retrieval
+            digest = self.spec.files[retrieval.path]  # present: load_bundle verified the file against it
+            self.retrieval = AnnRetrieval.load(bundle.folder, retrieval, digest, self.fastpath, threads)
 
     @classmethod
     def load(cls, model_dir: str | Path, threads: int | None = None) -> Predictor:

@@ -19,18 +19,32 @@ cannot read, whose shape differs from the model's, or whose stored item vectors 
 model's ``gmf_item`` rows: a bundle never serves items retrieved for another model.
 
 FAISS is imported only here and only for bundles that have an index (``faiss-cpu``).
+
+Memory with several workers: FAISS reads an IVF-Flat index into anonymous memory (143 MB at a
+million items), and neither of its memory-mapping read flags shares it (the mapped pages end up
+private and dirty, measured in README "Results"). So the server's master reads the index once
+before it forks (:func:`read_shared_index`) and each worker's :meth:`AnnRetrieval.load` takes that
+copy, whose pages the workers then share copy-on-write: a search never writes them. The master
+hashes the bytes as FAISS reads them and keeps the index only under the sha256 that
+``serving.json`` records, so a worker (which verifies the file against the same sha256 first) only
+ever gets the index its bundle names, and reads the file itself when the master could not.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ncf_serving.bundle import BundleError, RetrievalSpec
+from ncf_serving.bundle import BundleError, RetrievalSpec, ServingSpec
 from ncf_serving.fastpath import FastPath
 
 CHECK_ROWS = 64  # item vectors compared with the model's gmf_item at load
+READ_CHUNK = 1 << 20
+
+_shared_indexes: dict[str, Any] = {}  # sha256 of an index file -> the index read from exactly those bytes
 
 
 def _import_faiss():
@@ -43,6 +57,35 @@ def _import_faiss():
     return faiss
 
 
+def read_shared_index(folder: Path, spec: ServingSpec) -> None:
+    """In the server's master, before forking: read the bundle's index for the workers to share.
+
+    Anything wrong (no faiss, a missing, unreadable or changed file) leaves nothing shared: the
+    workers then read the file themselves and refuse it with the reason.
+    """
+    digest = spec.files.get(spec.retrieval.path) if spec.retrieval else None
+    if digest is None:
+        return
+    try:
+        faiss = _import_faiss()
+        with open(folder / spec.retrieval.path, "rb") as fh:
+            sha256 = hashlib.sha256()
+
+            def read(size: int) -> bytes:
+                chunk = fh.read(size)
+                sha256.update(chunk)
+                return chunk
+
+            index = faiss.read_index(faiss.PyCallbackIOReader(read, READ_CHUNK))
+            for rest in iter(lambda: fh.read(READ_CHUNK), b""):
+                sha256.update(rest)
+    except (BundleError, OSError, RuntimeError):
+        return
+    if sha256.hexdigest() == digest:
+        index.make_direct_map()  # what the workers' check needs, made once here and shared with the lists
+        _shared_indexes[digest] = index
+
+
 class AnnRetrieval:
     """Candidate generation over the bundle's FAISS index, for one :class:`FastPath`'s users and items."""
 
@@ -53,19 +96,27 @@ class AnnRetrieval:
         self.queries = np.hstack([fastpath.gmf_user, np.ones((fastpath.num_users, 1), np.float32)])
 
     @classmethod
-    def load(cls, folder: Path, spec: RetrievalSpec, fastpath: FastPath, threads: int = 1) -> AnnRetrieval:
-        """Open and verify the index (see the module docstring for what is refused)."""
-        path = folder / spec.path  # present and unchanged: load_bundle checked it against ``files``
+    def load(cls, folder: Path, spec: RetrievalSpec, digest: str, fastpath: FastPath, threads: int = 1) -> AnnRetrieval:
+        """Open and verify the index whose file has sha256 ``digest`` (the master's copy if it read one;
+        see the module docstring for what is refused)."""
+        path = folder / spec.path  # present and unchanged: load_bundle checked it against ``digest``
         if not fastpath.has_gmf:
             raise BundleError(f"{folder}: ANN retrieval needs the GMF arrays in the fast path, which has none")
         faiss = _import_faiss()
         faiss.omp_set_num_threads(threads)
-        try:
-            index = faiss.read_index(str(path))
-        except RuntimeError as exc:
-            raise BundleError(f"{path} is not a readable FAISS index: {str(exc).splitlines()[0]}") from None
+        index = _shared_indexes.get(digest)
+        if index is None:
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError as exc:
+                raise BundleError(f"{path} is not a readable FAISS index: {str(exc).splitlines()[0]}") from None
         cls._check_matches(index, fastpath, path, faiss)
         return cls(index, spec, fastpath, faiss)
+
+    @property
+    def shared(self) -> bool:
+        """Whether this is the index the master read before forking (one copy for every worker)."""
+        return any(index is self.index for index in _shared_indexes.values())
 
     @staticmethod
     def _check_matches(index, fastpath: FastPath, path: Path, faiss) -> None:
@@ -77,7 +128,8 @@ class AnnRetrieval:
             )
         if not isinstance(index, faiss.IndexIVFFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise BundleError(f"{path} is not an inner-product IVF-Flat index")
-        index.make_direct_map()  # item id -> stored vector (a few MB), for the check below
+        if index.direct_map.no():
+            index.make_direct_map()  # item id -> stored vector (a few MB), for the check below
         rows = np.linspace(0, fastpath.num_items - 1, min(CHECK_ROWS, fastpath.num_items)).astype(np.int64)
         stored = np.stack([index.reconstruct(int(row)) for row in rows])[:, :-1]
         if not np.allclose(stored, fastpath.gmf_item[rows], rtol=1e-6, atol=1e-7):

@@ -1,10 +1,10 @@
 """Run the app as SageMaker's ``serve``: a gunicorn master and N uvicorn workers on one port.
 
 Before any worker exists, the master makes a private run folder (readiness markers and the
-workers' Prometheus files, removed at exit), builds the app and imports the runtime library, so
-the workers fork with all of that shared. Each worker then loads the bundle (its arrays are
-memory-mapped: one copy in the page cache for all workers) and warms up; ``/ping`` turns 200 once
-every worker has (:mod:`ncf_serving.readiness`).
+workers' Prometheus files, removed at exit), builds the app, imports the runtime library and reads
+the ANN index if the bundle has one, so the workers fork with all of that shared. Each worker then
+loads the bundle (its arrays are memory-mapped: one copy in the page cache for all workers) and
+warms up; ``/ping`` turns 200 once every worker has (:mod:`ncf_serving.readiness`).
 
 SIGTERM: the master stops accepting, each worker finishes its in-flight requests for at most
 ``NCF_GRACEFUL_SECONDS`` (default 10 s, well inside SageMaker's 30 s before SIGKILL), and the
@@ -33,17 +33,25 @@ from ncf_serving.workers import WORKER_BOOT_ERROR, Application, Master, options
 log = logging.getLogger("ncf_serving")
 
 
-def _preload_runtime(settings: Settings) -> None:
-    """Import the bundle's runtime library in the master: each worker would otherwise hold its own
-    copy of the library's Python-side state (~8 MB for onnxruntime). Only the import: sessions
+def _preload(settings: Settings) -> None:
+    """Load in the master what every worker would otherwise hold its own copy of.
+
+    The runtime library: its Python-side state (~8 MB for onnxruntime). Only the import: sessions
     (and their thread pools) are created in the workers. Importing onnxruntime starts one idle
     native thread, which fork does not copy; workers create and run sessions without it (every
-    server test, and 120 forks in a row when this was written)."""
+    server test, and 120 forks in a row when this was written). And the ANN index, if the bundle
+    has one (:func:`ncf_serving.retrieval.read_shared_index`): reading it runs no OpenMP region, so
+    the workers' FAISS starts its threads afresh.
+    """
     try:
-        runtime = read_spec(settings.model_dir).runtime
+        spec = read_spec(settings.model_dir)
     except BundleError:
         return  # the workers fail to load it and report why
-    import_runtime_library(runtime)
+    import_runtime_library(spec.runtime)
+    if spec.retrieval is not None:
+        from ncf_serving.retrieval import read_shared_index  # faiss only for bundles that have an index
+
+        read_shared_index(settings.model_dir, spec)
 
 
 def run(settings: Settings) -> int:
@@ -77,7 +85,7 @@ def run(settings: Settings) -> int:
         log.info("worker exited", extra={"fields": {"worker_pid": worker.pid}})
 
     app = create_app(settings, readiness, metrics, on_fatal=worker_failed)
-    _preload_runtime(settings)
+    _preload(settings)
     gc.freeze()  # what the master allocated so far is never collected: workers' GC passes leave those pages shared
     master = Master(Application(app, options(settings, worker_gone)))
     fields = {"workers": settings.workers, "threads": settings.threads, "port": settings.port}
